@@ -1,0 +1,29 @@
+"""mobileclip-deploy: rebuild, reparameterize, export, benchmark and bundle MobileCLIP models for phones."""
+
+from __future__ import annotations
+
+import os
+
+from torch import nn
+
+from mobileclip_deploy.preprocess import preprocess
+from mobileclip_deploy.reparam import reparameterize
+from mobileclip_deploy.tokenizer import tokenize
+
+__version__ = "0.1.0"
+__all__ = ["create_model", "reparameterize", "tokenize", "preprocess", "__version__"]
+
+
+def create_model(name: str, checkpoint: str | os.PathLike[str] | None = None) -> nn.Module:
+    """Build a variant in train-time form, load a checkpoint strictly if given, and return it in eval mode.
+
+    Without a checkpoint the weights are random (useful for latency, never for accuracy).
+    """
+    from mobileclip_deploy.checkpoint import load_checkpoint_into
+    from mobileclip_deploy.models.clip import CLIP
+    from mobileclip_deploy.registry import get_variant
+
+    model = CLIP(get_variant(name))
+    if checkpoint is not None:
+        load_checkpoint_into(model, checkpoint)
+    return model.eval()

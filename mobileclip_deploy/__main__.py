@@ -1,0 +1,3 @@
+from mobileclip_deploy.cli import main
+
+main()

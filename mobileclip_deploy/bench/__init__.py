@@ -1,0 +1,6 @@
+"""Latency measurement on host, Android and iOS, zero-shot evaluation and the latency-accuracy frontier.
+
+One idea per module: `stats` (summary numbers), `records` (the JSON-lines record and its schema),
+`host` / `android` / `ios` (targets), `parsers` (on-device runners' output), `evaluate` (zero-shot
+accuracy), `frontier` (table and plot).
+"""

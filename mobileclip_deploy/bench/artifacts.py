@@ -1,0 +1,117 @@
+"""What is being benchmarked: artifacts from an export folder's manifest, or loose files.
+
+Records carry the artifact's sha256 and its manifest entry so a number can always be traced back
+to the exact file that produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mobileclip_deploy.errors import UserError
+
+BACKEND_BY_SUFFIX = {".onnx": "onnx", ".ort": "onnx", ".pte": "executorch", ".mlpackage": "coreml", ".mlmodelc": "coreml"}
+# `<model>_<tower>_<backend>_<scheme>.<ext>`, the naming convention of the exporters.
+_NAME = re.compile(r"^(?P<model>.+?)_(?P<tower>image|text)_(?P<backend>[a-z0-9]+)_(?P<scheme>[A-Za-z0-9]+)$")
+
+
+@dataclass
+class Artifact:
+    path: Path
+    model: str | None
+    tower: str | None
+    backend: str
+    scheme: str | None
+    manifest_entry: dict[str, Any] | None = None
+    manifest: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def input_shape(self) -> list[int] | None:
+        if self.manifest_entry and self.manifest_entry.get("inputs"):
+            return list(self.manifest_entry["inputs"][0]["shape"])
+        return None
+
+    def info(self) -> dict[str, Any]:
+        """The record's `artifact` object."""
+        return {
+            "file": self.path.name,
+            "sha256": sha256_of(self.path),
+            "model": self.model,
+            "tower": self.tower,
+            "backend": self.backend,
+            "scheme": self.scheme,
+        }
+
+
+def sha256_of(path: Path) -> str:
+    """sha256 of a file, or of a directory (e.g. .mlpackage) over its sorted relative paths and contents."""
+    h = hashlib.sha256()
+    if path.is_dir():
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(str(f.relative_to(path)).encode())
+            h.update(f.read_bytes())
+        return h.hexdigest()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise UserError(f"{folder} has no manifest.json; pass artifact files directly or an export folder")
+    return json.loads(path.read_text("utf-8"))
+
+
+def _from_file(path: Path) -> Artifact:
+    backend = BACKEND_BY_SUFFIX.get(path.suffix)
+    if backend is None:
+        raise UserError(f"{path.name}: unknown artifact type (expected one of {', '.join(BACKEND_BY_SUFFIX)})")
+    manifest_path = path.parent / "manifest.json"
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text("utf-8"))
+        for entry in manifest.get("artifacts", []):
+            if entry.get("file") == path.name:
+                return Artifact(path, entry.get("model"), entry.get("tower"), entry.get("backend", backend),
+                                entry.get("scheme"), entry, manifest)
+    m = _NAME.match(path.name[: -len(path.suffix)])
+    if m:
+        return Artifact(path, m["model"], m["tower"], backend, m["scheme"])
+    return Artifact(path, None, None, backend, None)
+
+
+def collect(paths: list[Path]) -> list[Artifact]:
+    """Expand export folders into their manifest's artifacts (status ok) and keep loose files."""
+    out: list[Artifact] = []
+    for path in paths:
+        if not path.exists():
+            raise UserError(f"{path} does not exist")
+        if path.is_dir() and path.suffix not in BACKEND_BY_SUFFIX:
+            manifest = load_manifest(path)
+            for entry in manifest.get("artifacts", []):
+                if entry.get("status", "ok") != "ok":
+                    continue
+                file = path / entry["file"]
+                if not file.exists():
+                    raise UserError(f"manifest lists {entry['file']} but {file} is missing")
+                out.append(Artifact(file, entry.get("model"), entry.get("tower"), entry["backend"],
+                                    entry.get("scheme"), entry, manifest))
+        else:
+            out.append(_from_file(path))
+    return out
+
+
+def select(artifacts: list[Artifact], backends: set[str] | None = None, schemes: set[str] | None = None,
+           towers: set[str] | None = None) -> list[Artifact]:
+    return [
+        a for a in artifacts
+        if (not backends or a.backend in backends)
+        and (not schemes or a.scheme in schemes)
+        and (not towers or a.tower in towers)
+    ]

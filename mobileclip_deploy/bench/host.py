@@ -1,0 +1,214 @@
+"""Host runners: ONNX Runtime (CPU), the ExecuTorch runtime and eager PyTorch, each with its thread count fixed.
+
+Every runner is a pair of callables (`load`, `run`) handed to `measure`, so load time, the first
+inference and warm latency are timed the same way whatever the runtime.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mobileclip_deploy.bench.artifacts import Artifact
+from mobileclip_deploy.bench.records import Measurement
+from mobileclip_deploy.errors import UserError
+
+Progress = Callable[[int, int], None]
+
+# "a photo of a dog" in CLIP BPE ids: a realistic token row without needing the tokenizer here
+# (the text towers' cost does not depend on which ids are fed, only on the fixed 77-long shape).
+EXAMPLE_TOKENS = [49406, 320, 1125, 539, 320, 1929, 49407]
+CONTEXT_LENGTH = 77
+_ET_DTYPES = {3: np.int32, 4: np.int64, 6: np.float32}
+
+
+def example_input(tower: str, shape: list[int] | tuple[int, ...], dtype: Any) -> np.ndarray:
+    """Deterministic input for one tower: pixels in [0, 1] or a padded token row."""
+    if tower == "image":
+        return np.random.default_rng(0).random(tuple(shape), dtype=np.float32).astype(dtype)
+    row = np.zeros(shape[-1], dtype=dtype)
+    row[: len(EXAMPLE_TOKENS)] = EXAMPLE_TOKENS
+    return np.tile(row, (shape[0], 1)) if len(shape) == 2 else row
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter (Linux >= 4.0) so each run reports its own peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def measure(
+    load: Callable[[], Callable[[], object]],
+    warmup: int,
+    iterations: int,
+    progress: Progress | None = None,
+) -> Measurement:
+    """Time `load()`, then the first call of the runner it returns, `warmup` untimed calls and `iterations` timed ones."""
+    if iterations < 1:
+        raise UserError("--iterations must be at least 1")
+    peak_ok = _reset_peak_rss()
+    t0 = time.perf_counter()
+    run = load()
+    load_ms = (time.perf_counter() - t0) * 1e3
+    t0 = time.perf_counter()
+    run()
+    first_ms = (time.perf_counter() - t0) * 1e3
+    total = warmup + iterations
+    for i in range(warmup):
+        run()
+        if progress:
+            progress(i + 1, total)
+    samples: list[float] = []
+    for i in range(iterations):
+        t0 = time.perf_counter()
+        run()
+        samples.append((time.perf_counter() - t0) * 1e3)
+        if progress:
+            progress(warmup + i + 1, total)
+    return Measurement(samples, load_ms, first_ms, warmup, _peak_rss_mb() if peak_ok else None)
+
+
+def ort_loader(artifact: Artifact, threads: int) -> tuple[Callable[[], Callable[[], object]], dict[str, Any]]:
+    import onnxruntime as ort
+
+    def load() -> Callable[[], object]:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        sess = ort.InferenceSession(str(artifact.path), so, providers=["CPUExecutionProvider"])
+        inp = sess.get_inputs()[0]
+        shape = artifact.input_shape or [d if isinstance(d, int) else 1 for d in inp.shape]
+        dtype = {"tensor(float)": np.float32, "tensor(int32)": np.int32, "tensor(int64)": np.int64}[inp.type]
+        feeds = {inp.name: example_input(artifact.tower or _guess_tower(shape), shape, dtype)}
+        return lambda: sess.run(None, feeds)
+
+    return load, {"name": "onnxruntime", "version": ort.__version__, "provider": "CPUExecutionProvider"}
+
+
+def et_loader(artifact: Artifact, threads: int) -> tuple[Callable[[], Callable[[], object]], dict[str, Any]]:
+    import torch
+    from executorch.extension.pybindings import portable_lib
+    from executorch.runtime import Runtime
+
+    def load() -> Callable[[], object]:
+        # The XNNPACK threadpool is process-wide; set it before loading so the method uses it.
+        portable_lib._unsafe_reset_threadpool(threads)
+        method = Runtime.get().load_program(str(artifact.path)).load_method("forward")
+        meta = method.metadata.input_tensor_meta(0)
+        shape = list(meta.sizes())
+        dtype = _ET_DTYPES.get(meta.dtype())
+        if dtype is None:
+            raise UserError(f"{artifact.path.name}: unsupported input dtype code {meta.dtype()}")
+        x = torch.from_numpy(example_input(artifact.tower or _guess_tower(shape), shape, dtype))
+        return lambda: method.execute((x,))
+
+    return load, {"name": "executorch", "version": _version("executorch"), "delegate": "XnnpackBackend"}
+
+
+def eager_loader(
+    build: Callable[[], Any], tower: str, image_size: int, threads: int
+) -> tuple[Callable[[], Callable[[], object]], dict[str, Any]]:
+    """Eager PyTorch baseline; `build()` returns the model (train-time or folded) in eval mode."""
+    import torch
+
+    def load() -> Callable[[], object]:
+        torch.set_num_threads(threads)
+        model = build()
+        if tower == "image":
+            x = torch.from_numpy(example_input("image", (1, 3, image_size, image_size), np.float32))
+            fn = model.encode_image
+        else:
+            x = torch.from_numpy(example_input("text", (1, CONTEXT_LENGTH), np.int64))
+            fn = model.encode_text
+
+        def run() -> object:
+            with torch.inference_mode():
+                return fn(x)
+
+        return run
+
+    return load, {"name": "pytorch", "version": torch.__version__}
+
+
+def loader_for(artifact: Artifact, threads: int) -> tuple[Callable[[], Callable[[], object]], dict[str, Any]]:
+    if artifact.backend == "onnx":
+        return ort_loader(artifact, threads)
+    if artifact.backend == "executorch":
+        return et_loader(artifact, threads)
+    raise UserError(
+        f"{artifact.path.name}: {artifact.backend} artifacts cannot run on this host "
+        "(Core ML needs macOS: use --target ios on a Mac)"
+    )
+
+
+def _guess_tower(shape: list[int]) -> str:
+    return "image" if len(shape) == 4 else "text"
+
+
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def host_device() -> dict[str, Any]:
+    """The machine's identity for the record: CPU model, OS, core count and ISA extensions that matter for int8."""
+    cpu = platform.processor() or platform.machine()
+    flags: set[str] = set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+        cpu = m.group(1).strip() if m else cpu
+        fm = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+        flags = set(fm.group(1).split()) if fm else set()
+    except OSError:
+        pass
+    return {
+        "model": platform.machine(),
+        "os": platform.platform(),
+        "soc": cpu,
+        "name": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "isa": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "fma", "amx_int8"}),
+        "python": platform.python_version(),
+    }
+
+
+def thread_counts(spec: str) -> list[int]:
+    """`--threads` value: a number, `all` (every core), or a comma list such as `1,all`."""
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip().lower()
+        if part == "all":
+            n = os.cpu_count() or 1
+        elif part.isdigit() and int(part) > 0:
+            n = int(part)
+        else:
+            raise UserError(f"--threads: {part!r} is not a positive number or 'all'")
+        if n not in out:
+            out.append(n)
+    return out

@@ -1,0 +1,58 @@
+"""Summary statistics of latency samples, so host, Android and iOS reports compare like with like."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+STAT_KEYS = ("median", "trimmed_mean", "p90", "min", "max", "stdev")
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default method), q in [0, 100]."""
+    if not samples:
+        raise ValueError("no samples")
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile {q} outside [0, 100]")
+    xs = sorted(samples)
+    pos = (len(xs) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def trimmed_mean(samples: Sequence[float], keep: float = 0.8) -> float:
+    """Mean of the middle `keep` fraction: drops the same count from each end (10% each for 0.8).
+
+    This is the ModelBench-style number the MobileCLIP paper reports; it ignores scheduler hiccups
+    at the top and lucky cache hits at the bottom.
+    """
+    if not samples:
+        raise ValueError("no samples")
+    xs = sorted(samples)
+    cut = int(len(xs) * (1.0 - keep) / 2.0)
+    middle = xs[cut : len(xs) - cut] if cut else xs
+    return sum(middle) / len(middle)
+
+
+def stdev(samples: Sequence[float]) -> float:
+    """Sample standard deviation (n-1); 0 for a single sample."""
+    n = len(samples)
+    if n < 2:
+        return 0.0
+    mean = sum(samples) / n
+    return math.sqrt(sum((x - mean) ** 2 for x in samples) / (n - 1))
+
+
+def summarize(samples: Sequence[float]) -> dict[str, float]:
+    """The six numbers every record carries."""
+    if not samples:
+        raise ValueError("no samples to summarize")
+    return {
+        "median": percentile(samples, 50.0),
+        "trimmed_mean": trimmed_mean(samples),
+        "p90": percentile(samples, 90.0),
+        "min": min(samples),
+        "max": max(samples),
+        "stdev": stdev(samples),
+    }

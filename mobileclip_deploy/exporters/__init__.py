@@ -1,0 +1,1 @@
+"""Export folded MobileCLIP towers to CoreML, ExecuTorch and ONNX, quantize them, and prove parity."""

@@ -1,0 +1,1 @@
+"""Architectures: MCi image encoders (mci.py), ViTs (vit.py), text encoders (text.py), the CLIP pair (clip.py)."""
