@@ -16,9 +16,23 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import UserError
 
-__all__ = ["load_image", "preprocess", "preprocess_pil", "resize_shorter_side", "center_crop"]
+__all__ = ["image_files", "load_image", "preprocess", "preprocess_pil", "resize_shorter_side", "center_crop"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+def image_files(folder: str | os.PathLike[str], recursive: bool = False) -> list[Path]:
+    """Image files of a folder in sorted order; a missing or image-less folder is a `UserError`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"image folder not found: {folder}")
+    found = sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir())
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return found
 
 
 def load_image(path: str | os.PathLike[str]) -> Image.Image:

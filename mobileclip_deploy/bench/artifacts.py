@@ -48,6 +48,17 @@ class Artifact:
         }
 
 
+def runtime_of(backend: str) -> str:
+    """Which runtime executes a manifest backend (`executorch-xnnpack` -> executorch, `executorch-coreml` -> coreml)."""
+    if backend == "onnx":
+        return "onnxruntime"
+    if backend in ("executorch", "executorch-xnnpack"):
+        return "executorch"
+    if backend in ("coreml", "executorch-coreml"):
+        return "coreml"
+    raise UserError(f"unknown backend {backend!r}")
+
+
 def sha256_of(path: Path) -> str:
     """sha256 of a file, or of a directory (e.g. .mlpackage) over its sorted relative paths and contents."""
     h = hashlib.sha256()

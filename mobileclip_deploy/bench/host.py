@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mobileclip_deploy.bench.artifacts import Artifact
+from mobileclip_deploy.bench.artifacts import Artifact, runtime_of
 from mobileclip_deploy.bench.records import Measurement
 from mobileclip_deploy.errors import UserError
 
@@ -152,9 +152,10 @@ def eager_loader(
 
 
 def loader_for(artifact: Artifact, threads: int) -> tuple[Callable[[], Callable[[], object]], dict[str, Any]]:
-    if artifact.backend == "onnx":
+    runtime = runtime_of(artifact.backend)
+    if runtime == "onnxruntime":
         return ort_loader(artifact, threads)
-    if artifact.backend == "executorch":
+    if runtime == "executorch":
         return et_loader(artifact, threads)
     raise UserError(
         f"{artifact.path.name}: {artifact.backend} artifacts cannot run on this host "

@@ -9,6 +9,9 @@ from mobileclip_deploy.errors import UserError
 
 # Each module registers its commands on `app` when imported.
 from mobileclip_deploy.cli import zoo  # noqa: F401,E402
+from mobileclip_deploy.cli import bench  # noqa: F401,E402
+from mobileclip_deploy.cli import bundle  # noqa: F401,E402
+from mobileclip_deploy.cli import export  # noqa
 
 
 def main() -> None:

@@ -1,5 +1,7 @@
 """The typer app and the console shared by every command module."""
 
+import json
+
 import typer
 from rich.console import Console
 
@@ -11,3 +13,8 @@ app = typer.Typer(
 )
 console = Console(stderr=False)
 err_console = Console(stderr=True)
+
+
+def print_json(obj: object) -> None:
+    """JSON for scripts on stdout, never wrapped or coloured by rich."""
+    typer.echo(json.dumps(obj, indent=2, default=str))

@@ -40,8 +40,14 @@ public struct BenchOptions: Equatable, Sendable {
         self.export = export
     }
 
-    /// Parses arguments (without the program name); errors say which flag is wrong.
-    public static func parse(_ arguments: [String]) throws -> BenchOptions {
+    /// Parses arguments (without the program name); errors say which flag is wrong. Relative
+    /// paths resolve against `base` (default: the working directory); the iOS bench app passes its
+    /// container, where `mobileclip-deploy bench --target ios` copies exports.
+    public static func parse(_ arguments: [String], relativeTo base: URL? = nil) throws -> BenchOptions {
+        func path(_ value: String) -> URL {
+            guard let base, !value.hasPrefix("/") else { return URL(fileURLWithPath: value) }
+            return base.appendingPathComponent(value)
+        }
         var export: URL?
         var options = BenchOptions(export: URL(fileURLWithPath: "."))
         var rest = arguments[...]
@@ -51,7 +57,7 @@ public struct BenchOptions: Equatable, Sendable {
             }
             switch flag {
             case "--export":
-                export = URL(fileURLWithPath: value)
+                export = path(value)
             case "--tower":
                 options.tower = try choice(value, flag: flag)
             case "--compute-units":
@@ -61,7 +67,7 @@ public struct BenchOptions: Equatable, Sendable {
             case "--iterations":
                 options.iterations = try count(value, flag: flag, minimum: 1)
             case "--output":
-                options.output = URL(fileURLWithPath: value)
+                options.output = path(value)
             default:
                 throw MobileCLIPError.invalidData("unknown option \(flag)\n\(usage)")
             }

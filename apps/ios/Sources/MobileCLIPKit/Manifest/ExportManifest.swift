@@ -109,7 +109,6 @@ public struct ExportManifest: Codable, Equatable, Sendable {
             case deploymentTarget = "deployment_target", inputs, outputs, parity, status
         }
 
-        public var isImage: Bool { tower == "image" }
         public var isText: Bool { tower == "text" }
     }
 

@@ -14,10 +14,6 @@ public struct RGBImage: Equatable, Sendable {
         self.pixels = pixels
     }
 
-    public subscript(x: Int, y: Int, channel: Int) -> UInt8 {
-        pixels[(y * width + x) * 3 + channel]
-    }
-
     /// The `width` × `height` region whose top-left corner is (`left`, `top`).
     public func cropped(left: Int, top: Int, width: Int, height: Int) -> RGBImage {
         precondition(left >= 0 && top >= 0 && left + width <= self.width && top + height <= self.height,

@@ -45,16 +45,18 @@ public final class CLIPTokenizer: @unchecked Sendable {
         try self.init(assets: .bundled())
     }
 
-    /// Tokenizer configured by an export folder's manifest and tokenizer files.
+    /// Tokenizer from an export folder: its tokenizer files, configured by its `manifest.json`
+    /// when there is one (a bare folder with `merges.txt` works too).
     public convenience init(exportFolder: URL) throws {
-        let manifest = try ExportManifest.load(from: exportFolder.appendingPathComponent("manifest.json"))
-        let info = manifest.tokenizer
+        let manifestURL = exportFolder.appendingPathComponent("manifest.json")
+        let info = FileManager.default.fileExists(atPath: manifestURL.path)
+            ? try ExportManifest.load(from: manifestURL).tokenizer : nil
         try self.init(
             assets: .load(from: exportFolder),
-            contextLength: info.contextLength ?? Self.contextLength,
-            startToken: info.sotToken ?? Self.startToken,
-            endToken: info.eotToken ?? Self.endToken,
-            padToken: info.padToken ?? Self.padToken
+            contextLength: info?.contextLength ?? Self.contextLength,
+            startToken: info?.sotToken ?? Self.startToken,
+            endToken: info?.eotToken ?? Self.endToken,
+            padToken: info?.padToken ?? Self.padToken
         )
     }
 

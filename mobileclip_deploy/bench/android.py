@@ -1,0 +1,252 @@
+"""Android target over adb: probe the device, push artifact and runner, pin to the big cores, parse the runner.
+
+All adb traffic goes through `AdbTransport` (three calls: list devices, shell, push), so tests can
+drive the whole flow with a stand-in `adb` executable and real phones need nothing but the Debian
+`adb` package and a runner binary built for the device.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from mobileclip_deploy.bench.artifacts import Artifact, runtime_of
+from mobileclip_deploy.bench.parsers import parse_executor_runner, parse_onnxruntime_perf_test
+from mobileclip_deploy.bench.records import Measurement
+from mobileclip_deploy.errors import UserError
+
+REMOTE_DIR = "/data/local/tmp/mobileclip-deploy"
+_PROPS = {
+    "model": "ro.product.model",
+    "manufacturer": "ro.product.manufacturer",
+    "soc_model": "ro.soc.model",
+    "soc_manufacturer": "ro.soc.manufacturer",
+    "board_platform": "ro.board.platform",
+    "android_version": "ro.build.version.release",
+    "sdk": "ro.build.version.sdk",
+    "abi": "ro.product.cpu.abi",
+}
+_FREQ_CMD = (
+    "for d in /sys/devices/system/cpu/cpu[0-9]*; do "
+    'echo "${d##*/} $(cat $d/cpufreq/cpuinfo_max_freq 2>/dev/null) $(cat $d/cpufreq/scaling_cur_freq 2>/dev/null)"; '
+    "done"
+)
+_THERMAL_CMD = (
+    "for z in /sys/class/thermal/thermal_zone*; do "
+    'echo "$(cat $z/type 2>/dev/null) $(cat $z/temp 2>/dev/null)"; done'
+)
+
+
+class AdbTransport(Protocol):
+    """The whole adb conversation the Android target needs."""
+
+    serial: str
+
+    def shell(self, command: str, timeout: float | None = None) -> str: ...
+
+    def push(self, local: Path, remote: str) -> None: ...
+
+
+class SubprocessAdb:
+    """`AdbTransport` over the `adb` executable (the Debian `adb` package, or any adb on PATH)."""
+
+    def __init__(self, serial: str, adb: str = "adb") -> None:
+        self.serial = serial
+        self.adb = adb
+
+    def _run(self, args: list[str], timeout: float | None) -> str:
+        proc = subprocess.run([self.adb, "-s", self.serial, *args], capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise UserError(f"adb {' '.join(args[:2])} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()}")
+        return proc.stdout
+
+    def shell(self, command: str, timeout: float | None = None) -> str:
+        return self._run(["shell", command], timeout)
+
+    def push(self, local: Path, remote: str) -> None:
+        self._run(["push", str(local), remote], timeout=600)
+
+
+def list_devices(adb: str = "adb") -> list[tuple[str, str]]:
+    """(serial, state) pairs from `adb devices`."""
+    if shutil.which(adb) is None:
+        raise UserError(
+            f"'{adb}' not found. Install the Debian/Ubuntu package: sudo apt-get install adb "
+            "(no Android SDK needed), or pass --adb PATH."
+        )
+    proc = subprocess.run([adb, "devices"], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise UserError(f"'adb devices' failed: {proc.stderr.strip()}")
+    out = []
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and not line.startswith("List of devices") and not line.startswith("*"):
+            out.append((parts[0], parts[1]))
+    return out
+
+
+def connect(serial: str | None, adb: str = "adb") -> SubprocessAdb:
+    """Pick the device to use, failing with a message that says what to do."""
+    devices = list_devices(adb)
+    ready = [s for s, state in devices if state == "device"]
+    if serial:
+        state = dict(devices).get(serial)
+        if state is None:
+            listed = ", ".join(f"{s} ({st})" for s, st in devices) or "none"
+            raise UserError(f"no Android device with serial {serial} attached (adb devices lists: {listed})")
+        if state != "device":
+            raise UserError(f"device {serial} is '{state}': unlock it and accept the USB-debugging prompt")
+        return SubprocessAdb(serial, adb)
+    if not ready:
+        raise UserError(
+            "no Android device attached: connect a phone with USB debugging enabled "
+            "(Settings > Developer options) and check that 'adb devices' lists it"
+        )
+    if len(ready) > 1:
+        raise UserError(f"several devices attached ({', '.join(ready)}): choose one with --serial")
+    return SubprocessAdb(ready[0], adb)
+
+
+@dataclass
+class DeviceInfo:
+    props: dict[str, str]
+    max_freq_khz: dict[int, int]
+    cur_freq_khz: dict[int, int]
+    thermal_c: dict[str, float]
+
+    @property
+    def big_cores(self) -> list[int]:
+        return big_cores(self.max_freq_khz)
+
+    def record_device(self) -> dict[str, Any]:
+        """The record's `device` object with the extra context the issue asks for."""
+        p = self.props
+        soc = p.get("soc_model") or p.get("board_platform")
+        if soc and p.get("soc_manufacturer"):
+            soc = f"{p['soc_manufacturer']} {soc}"
+        return {
+            "model": p.get("model"),
+            "os": f"Android {p['android_version']}" + (f" (API {p['sdk']})" if p.get("sdk") else "")
+            if p.get("android_version") else None,
+            "soc": soc,
+            "name": f"{p.get('manufacturer', '')} {p.get('model', '')}".strip() or None,
+            "abi": p.get("abi"),
+            "cpu_max_freq_khz": {str(k): v for k, v in sorted(self.max_freq_khz.items())},
+            "big_cores": self.big_cores,
+        }
+
+
+def parse_getprop(text: str) -> dict[str, str]:
+    """`getprop` dump lines look like `[ro.product.model]: [Pixel 8]`."""
+    return dict(re.findall(r"^\[([^\]]+)\]:\s*\[(.*)\]\s*$", text, re.M))
+
+
+def parse_freqs(text: str) -> tuple[dict[int, int], dict[int, int]]:
+    max_f: dict[int, int] = {}
+    cur_f: dict[int, int] = {}
+    for m in re.finditer(r"^cpu(\d+)\s+(\d+)?\s*(\d+)?\s*$", text, re.M):
+        cpu = int(m.group(1))
+        if m.group(2):
+            max_f[cpu] = int(m.group(2))
+        if m.group(3):
+            cur_f[cpu] = int(m.group(3))
+    return max_f, cur_f
+
+
+def parse_thermal(text: str) -> dict[str, float]:
+    """Zone type -> degrees C (sysfs gives millidegrees; a few old kernels give degrees)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        parts = line.rsplit(" ", 1)
+        if len(parts) == 2 and re.fullmatch(r"-?\d+", parts[1]) and parts[0]:
+            value = int(parts[1])
+            out[parts[0]] = value / 1000.0 if abs(value) > 200 else float(value)
+    return out
+
+
+def big_cores(max_freq_khz: dict[int, int]) -> list[int]:
+    """Every core outside the slowest cluster; all cores when the CPU has a single cluster."""
+    if not max_freq_khz:
+        return []
+    slowest = min(max_freq_khz.values())
+    big = [c for c, f in sorted(max_freq_khz.items()) if f > slowest]
+    return big or sorted(max_freq_khz)
+
+
+def cpu_mask(cores: list[int]) -> str:
+    """Hex affinity mask for `taskset`."""
+    return format(sum(1 << c for c in cores), "x")
+
+
+def probe(t: AdbTransport) -> DeviceInfo:
+    props_all = parse_getprop(t.shell("getprop"))
+    props = {k: props_all[v] for k, v in _PROPS.items() if props_all.get(v)}
+    max_f, cur_f = parse_freqs(t.shell(_FREQ_CMD))
+    return DeviceInfo(props, max_f, cur_f, read_thermal(t))
+
+
+def read_thermal(t: AdbTransport) -> dict[str, float]:
+    return parse_thermal(t.shell(_THERMAL_CMD))
+
+
+def runner_kind(runner: Path) -> str:
+    name = runner.name.lower()
+    if "perf_test" in name:
+        return "onnxruntime"
+    if "executor_runner" in name or "benchmark" in name:
+        return "executorch"
+    raise UserError(
+        f"--runner {runner.name}: expected ExecuTorch's executor_runner or ONNX Runtime's onnxruntime_perf_test"
+    )
+
+
+def runner_command(kind: str, runner_name: str, artifact_name: str, threads: int, warmup: int,
+                   iterations: int, mask: str) -> str:
+    """The shell line run on the device (stderr merged: ET_LOG writes there)."""
+    q = shlex.quote
+    if kind == "executorch":
+        run = (f"./{q(runner_name)} --model_path {q(artifact_name)} "
+               f"--num_executions {1 + warmup + iterations} --cpu_threads {threads}")
+    else:
+        run = f"./{q(runner_name)} -e cpu -m times -r {iterations} -x {threads} -I {q(artifact_name)}"
+    return f"cd {REMOTE_DIR} && LD_LIBRARY_PATH={REMOTE_DIR} taskset {mask} {run} 2>&1"
+
+
+def run_on_device(t: AdbTransport, artifact: Artifact, runner: Path, threads: int | None, warmup: int,
+                  iterations: int, info: DeviceInfo | None = None) -> tuple[Measurement, dict[str, Any], int]:
+    """Push, run and parse one artifact. Returns the measurement, extra record keys and the thread count used."""
+    kind = runner_kind(runner)
+    if runtime_of(artifact.backend) != kind:
+        raise UserError(f"{artifact.path.name} is a {artifact.backend} artifact; {runner.name} runs {kind} files")
+    if artifact.path.is_dir():
+        raise UserError(f"{artifact.path.name} is a folder; Android runners take a single file")
+    if not runner.is_file():
+        raise UserError(f"--runner {runner} does not exist")
+    info = info or probe(t)
+    cores = info.big_cores or [0]
+    n_threads = threads or len(cores)
+    mask = cpu_mask(cores)
+    t.shell(f"mkdir -p {REMOTE_DIR}")
+    t.push(runner, f"{REMOTE_DIR}/{runner.name}")
+    t.shell(f"chmod 755 {REMOTE_DIR}/{shlex.quote(runner.name)}")
+    t.push(artifact.path, f"{REMOTE_DIR}/{artifact.path.name}")
+    before = read_thermal(t)
+    out = t.shell(runner_command(kind, runner.name, artifact.path.name, n_threads, warmup, iterations, mask),
+                  timeout=3600)
+    after = read_thermal(t)
+    m = parse_executor_runner(out, warmup) if kind == "executorch" else parse_onnxruntime_perf_test(out)
+    _, cur_after = parse_freqs(t.shell(_FREQ_CMD))
+    extra = {
+        "cpu_mask": mask,
+        "runner": runner.name,
+        "cpu_cur_freq_khz_before": {str(k): v for k, v in sorted(info.cur_freq_khz.items())},
+        "cpu_cur_freq_khz_after": {str(k): v for k, v in sorted(cur_after.items())},
+        "thermal_c_before": before,
+        "thermal_c_after": after,
+    }
+    return m, extra, n_threads

@@ -1,0 +1,201 @@
+"""The latency-accuracy frontier: measured points beside the paper's published ones, as tables and a plot.
+
+Published points come from the shipped `data/frontier.csv` (every row carries its source): the
+MobileCLIP rows use the README's iPhone 12 Pro Max latencies, the peers use latencies read off
+Apple's figures (`plot_total_latency_ms_approx`). Measured and published latencies come from
+different devices, so each set gets its own Pareto front and the plot says which is which.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from importlib import resources
+from pathlib import Path
+
+from mobileclip_deploy.atomic import atomic_path, write_text
+
+MEASURED = "measured"
+PUBLISHED = "published (MobileCLIP, iPhone 12 Pro Max)"
+PEER = "published peer (iPhone 12 Pro Max, read off Apple's figure)"
+
+
+@dataclass
+class Point:
+    name: str
+    group: str
+    device: str
+    backend: str
+    scheme: str
+    image_ms: float | None
+    text_ms: float | None
+    total_ms: float
+    top1: float | None
+    top1_source: str  # measured | published | none
+    random_weights: bool
+    source: str
+    pareto: bool = False
+
+
+def _num(value: str | None) -> float | None:
+    return float(value) if value and value.strip() else None
+
+
+def published_points(names: Iterable[str] | None = None) -> list[Point]:
+    """Rows of the shipped frontier.csv that have both a latency and an ImageNet top-1."""
+    text = resources.files("mobileclip_deploy").joinpath("data/frontier.csv").read_text("utf-8")
+    wanted = set(names) if names is not None else None
+    out = []
+    for row in csv.DictReader(io.StringIO(text)):
+        if wanted is not None and row["name"] not in wanted:
+            continue
+        total = _num(row["total_latency_ms"])
+        top1 = _num(row["imagenet_zs_top1"]) or _num(row["plot_in1k_approx"])
+        is_peer = total is None
+        total = total if total is not None else _num(row["plot_total_latency_ms_approx"])
+        if total is None or top1 is None:
+            continue
+        out.append(Point(row["name"], PEER if is_peer else PUBLISHED, row["latency_device"] or "iPhone12 Pro Max",
+                         "coreml" if not is_peer else "", "", _num(row["image_latency_ms"]),
+                         _num(row["text_latency_ms"]), total, top1, "published", False, row["source"]))
+    return out
+
+
+def points_from_records(path: Path) -> list[Point]:
+    """One point per (device, runtime, model, backend, scheme, threads/units) with both towers in a bench file."""
+    from mobileclip_deploy.bench.records import read_records
+    from mobileclip_deploy.errors import UserError
+    from mobileclip_deploy.registry import get_variant
+
+    groups: dict[tuple, dict[str, dict]] = {}
+    for r in read_records(path):
+        a = r["artifact"]
+        if not a.get("model") or a.get("tower") not in ("image", "text"):
+            continue
+        key = (r["target"], r["device"].get("model"), r["runtime"]["name"], a["model"], a["backend"], a["scheme"],
+               r.get("variant"), r["threads"], r["compute_units"])
+        groups.setdefault(key, {})[a["tower"]] = r  # the latest record of a tower wins
+    out = []
+    for (target, device, runtime, model, backend, scheme, form, threads, units), towers in groups.items():
+        if set(towers) != {"image", "text"}:
+            continue
+        try:
+            variant = get_variant(model)
+        except UserError:
+            continue
+        img, txt = (towers[t]["latency_ms"]["median"] for t in ("image", "text"))
+        top1 = variant.published.imagenet_top1
+        where = f"{target} {device or ''} {units or f'{threads}T'}".strip()
+        out.append(Point(f"{variant.display_name} {backend} {scheme}" + (f" eager {form}" if form else ""), MEASURED,
+                         where, backend, scheme, img, txt, img + txt, top1, "published" if top1 else "none",
+                         bool(towers["image"].get("random_weights")), f"{path.name}"))
+    return out
+
+
+def mark_pareto(points: list[Point]) -> None:
+    """Within each group: a point is on the front if nothing faster (or as fast) is at least as accurate."""
+    for group in {p.group for p in points}:
+        members = sorted((p for p in points if p.group == group and p.top1 is not None),
+                         key=lambda p: (p.total_ms, -(p.top1 or 0.0)))
+        best = float("-inf")
+        for p in members:
+            p.pareto = (p.top1 or 0.0) > best
+            best = max(best, p.top1 or 0.0)
+
+
+_COLUMNS = [f.name for f in fields(Point)]
+
+
+def to_csv(points: list[Point]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for p in points:
+        writer.writerow({k: ("" if v is None else (f"{v:.4f}" if isinstance(v, float) else v))
+                         for k, v in asdict(p).items()})
+    return buf.getvalue()
+
+
+def _fmt(v: float | None, digits: int = 2) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def to_markdown(points: list[Point], notes: list[str]) -> str:
+    lines = [
+        "| point | where | backend | scheme | image ms | text ms | total ms | IN-1k top-1 | top-1 is | Pareto |",
+        "|---|---|---|---|---:|---:|---:|---:|---|:-:|",
+    ]
+    for p in points:
+        lines.append(f"| {p.name} | {p.device} | {p.backend or '–'} | {p.scheme or '–'} | {_fmt(p.image_ms)} | "
+                     f"{_fmt(p.text_ms)} | {_fmt(p.total_ms)} | {_fmt(p.top1, 1)} | {p.top1_source} | "
+                     f"{'★' if p.pareto else ''} |")
+    lines.append("")
+    lines += [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def plot(points: list[Point], png: Path, svg: Path, title: str, notes: list[str]) -> None:
+    """Log-latency vs top-1; filled markers = measured accuracy, hollow = published accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 6.5))
+    styles = {PUBLISHED: ("o", "tab:blue"), PEER: ("^", "tab:gray")}
+    measured_colors = ["tab:red", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive"]
+    labels: dict[str, tuple[str, str]] = {}
+    for p in points:
+        if p.top1 is None:
+            continue
+        if p.group == MEASURED:
+            key = f"measured {p.backend} {p.scheme} ({p.device})"
+            if key not in labels:
+                labels[key] = ("s", measured_colors[len([k for k in labels if k.startswith("measured")])
+                                                    % len(measured_colors)])
+        else:
+            key = p.group
+            labels.setdefault(key, styles[p.group])
+        marker, color = labels[key]
+        hollow = p.group == MEASURED and p.top1_source != "measured"
+        ax.scatter([p.total_ms], [p.top1], marker=marker, s=60 if p.group != PEER else 40,
+                   facecolors="none" if hollow else color, edgecolors=color, linewidths=1.5,
+                   label=key if key not in ax.get_legend_handles_labels()[1] else None, zorder=3)
+        short = p.name.replace("MobileCLIP", "MC")
+        if p.group != MEASURED or p.pareto:
+            ax.annotate(short if p.group != MEASURED else f"{short.split(' ')[0]}",
+                        (p.total_ms, p.top1), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
+    for group, style in ((PUBLISHED, "--"), (MEASURED, "-")):
+        front = sorted((p for p in points if p.group == group and p.pareto), key=lambda p: p.total_ms)
+        if len(front) > 1:
+            ax.step([p.total_ms for p in front], [p.top1 for p in front], where="post", linestyle=style,
+                    color="black", alpha=0.5, linewidth=1,
+                    label=f"Pareto front ({'measured' if group == MEASURED else 'published'})")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency: image + text encoder, batch 1 (ms, log scale)")
+    ax.set_ylabel("ImageNet zero-shot top-1 (%)")
+    ax.set_title(title, fontsize=11)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    if notes:
+        fig.text(0.01, 0.01, "\n".join(notes), fontsize=7, va="bottom", ha="left",
+                 bbox={"facecolor": "lightyellow", "alpha": 0.8, "edgecolor": "none"})
+        fig.subplots_adjust(bottom=0.1 + 0.025 * len(notes))
+    for path, fmt in ((png, "png"), (svg, "svg")):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=150)
+    plt.close(fig)
+
+
+def write_outputs(points: list[Point], out_dir: Path, title: str, notes: list[str]) -> dict[str, Path]:
+    """frontier.md, frontier.csv, frontier.png, frontier.svg in `out_dir`."""
+    mark_pareto(points)
+    order = {MEASURED: 0, PUBLISHED: 1, PEER: 2}
+    points.sort(key=lambda p: (order.get(p.group, 3), p.total_ms))
+    paths = {ext: out_dir / f"frontier.{ext}" for ext in ("md", "csv", "png", "svg")}
+    write_text(paths["csv"], to_csv(points))
+    write_text(paths["md"], f"# {title}\n\n" + to_markdown(points, notes))
+    plot(points, paths["png"], paths["svg"], title, notes)
+    return paths

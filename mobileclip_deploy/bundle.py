@@ -1,0 +1,136 @@
+"""Copy an export's Core ML encoders, tokenizer and manifest into the iOS demo app (or any folder)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mobileclip_deploy.atomic import atomic_path
+from mobileclip_deploy.errors import UserError
+
+COREML_SUFFIXES = (".mlpackage", ".mlmodelc")
+
+
+@dataclass(frozen=True)
+class BundledArtifact:
+    """One encoder the app will offer."""
+
+    model: str
+    tower: str
+    scheme: str
+    file: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class BundleReport:
+    model: str
+    destination: Path
+    artifacts: list[BundledArtifact]
+    tokenizer_files: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["destination"] = str(self.destination)
+        return data
+
+
+def looks_like_demo_app(app_dir: Path) -> bool:
+    """The demo app keeps bundled exports under Resources/Models; a plain folder takes them directly."""
+    return (app_dir / "Resources").is_dir() or (app_dir / "project.yml").is_file()
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _read_manifest(export_dir: Path) -> dict[str, Any]:
+    if not export_dir.is_dir():
+        raise UserError(f"export folder {export_dir} does not exist (run `mobileclip-deploy export` first)")
+    manifest_path = export_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise UserError(f"{export_dir} has no manifest.json; is it a folder written by `mobileclip-deploy export`?")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{manifest_path} is not valid JSON: {exc}") from exc
+    if not isinstance(manifest, dict) or "model" not in manifest or "artifacts" not in manifest:
+        raise UserError(f"{manifest_path} lacks 'model' or 'artifacts'; re-export with this version")
+    return manifest
+
+
+def _coreml_artifacts(manifest: dict[str, Any], export_dir: Path) -> list[dict[str, Any]]:
+    """Core ML artifacts that exported successfully; a listed file that is missing means a broken export."""
+    chosen = [
+        a
+        for a in manifest["artifacts"]
+        if a.get("backend") == "coreml"
+        and str(a.get("file", "")).endswith(COREML_SUFFIXES)
+        and a.get("status", "ok") == "ok"
+    ]
+    if not chosen:
+        raise UserError(
+            f"{export_dir} has no Core ML artifacts (backend 'coreml', .mlpackage or .mlmodelc); "
+            "export with the coreml backend (on Linux or macOS) before bundling for iOS"
+        )
+    missing = [a["file"] for a in chosen if not (export_dir / a["file"]).exists()]
+    if missing:
+        raise UserError(f"manifest lists Core ML files missing from {export_dir}: {', '.join(missing)}")
+    return chosen
+
+
+def _copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copy2(source, target)
+
+
+def bundle_ios(export_dir: Path, app_dir: Path) -> BundleReport:
+    """Copy the Core ML encoders, tokenizer files and a filtered manifest of `export_dir` into `app_dir`.
+
+    Into the demo app this goes to `<app>/Resources/Models/<model>/`, which the app scans at launch;
+    any other folder receives the files directly. The destination is replaced atomically, so an
+    interrupted copy never leaves a half-bundled model for Xcode to pick up.
+    """
+    export_dir, app_dir = Path(export_dir), Path(app_dir)
+    manifest = _read_manifest(export_dir)
+    artifacts = _coreml_artifacts(manifest, export_dir)
+    model = str(manifest["model"])
+
+    tokenizer = manifest.get("tokenizer") or {}
+    tokenizer_files = [tokenizer[key] for key in ("merges", "vocab") if tokenizer.get(key)]
+    absent = [name for name in tokenizer_files if not (export_dir / name).is_file()]
+    if absent:
+        raise UserError(f"tokenizer files listed in the manifest are missing from {export_dir}: {', '.join(absent)}")
+
+    destination = app_dir / "Resources" / "Models" / model if looks_like_demo_app(app_dir) else app_dir
+    if destination.is_dir() and any(destination.iterdir()) and not (destination / "manifest.json").is_file():
+        raise UserError(
+            f"{destination} already holds files that are not a bundled export; "
+            "refusing to replace it (give an empty folder or the demo app folder)"
+        )
+    with atomic_path(destination) as tmp:
+        tmp.mkdir(parents=True)
+        for name in [a["file"] for a in artifacts] + tokenizer_files:
+            _copy(export_dir / name, tmp / name)
+        filtered = {**manifest, "artifacts": artifacts}
+        (tmp / "manifest.json").write_text(json.dumps(filtered, indent=2) + "\n", encoding="utf-8")
+
+    offered = [
+        BundledArtifact(
+            model=str(a.get("model", model)),
+            tower=str(a["tower"]),
+            scheme=str(a["scheme"]),
+            file=a["file"],
+            size_bytes=_size(destination / a["file"]),
+        )
+        for a in artifacts
+    ]
+    return BundleReport(model=model, destination=destination, artifacts=offered, tokenizer_files=tokenizer_files)

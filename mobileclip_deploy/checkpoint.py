@@ -1,0 +1,210 @@
+"""Strict checkpoint loading: official `.pt`, open_clip `.bin`/`.pt`/`.safetensors`, or a Hugging Face folder.
+
+Every way a file can be wrong ends in one `UserError` that says what is wrong and what the file looks like,
+never in a traceback from deep inside torch. Pickles load with `weights_only=True` (no code runs).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.layouts import canonical_state_dict, is_official, official_key
+from mobileclip_deploy.registry import Variant, list_variants
+
+# Preferred file names inside a Hugging Face style folder, best first.
+HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.safetensors", "pytorch_model.bin")
+SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+FOLDED_MARKERS = ("reparam_conv", "lkb_reparam")
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    path: Path
+    layout: str  # "official" or "openclip"
+    folded: bool
+    variant: str | None  # best-matching registry name
+    match: float  # fraction of (key, shape) pairs shared with that variant
+    num_tensors: int
+    num_params: int
+
+
+def resolve_checkpoint_file(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"checkpoint {path} does not exist.")
+    if path.is_file():
+        return path
+    for name in HF_FILES:
+        if (path / name).is_file():
+            return path / name
+    found = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file())
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise UserError(f"folder {path} holds no checkpoint file ({', '.join(SUFFIXES)}).")
+    raise UserError(f"folder {path} holds several checkpoint files ({', '.join(p.name for p in found)}); "
+                    "pass the one you mean.")
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], Path]:
+    """Read the tensors of a checkpoint file or folder, unwrapping the usual containers."""
+    file = resolve_checkpoint_file(path)
+    if file.stat().st_size == 0:
+        raise UserError(f"{file} is empty, not a checkpoint.")
+    if file.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            obj: object = load_file(file)
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise UserError(f"{file} is not a readable safetensors file (truncated or corrupt?): {exc}") from None
+    else:
+        obj = _torch_load(file)
+    for wrapper in ("state_dict", "model", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{file} does not hold a state dict of tensors (found {type(obj).__name__}).")
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    return state, file
+
+
+def _torch_load(file: Path) -> object:
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" in str(exc):
+            raise UserError(f"{file} contains Python objects besides tensors; refusing to unpickle it "
+                            "(only plain state dicts load, so no code from the file runs).") from None
+        raise UserError(f"{file} is not a PyTorch checkpoint (unreadable pickle).") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        text = str(exc)
+        if zipfile.is_zipfile(file) or "zip" in text or isinstance(exc, EOFError):
+            raise UserError(f"{file} is truncated or corrupt ({text.splitlines()[0] if text else 'EOF'}).") from None
+        raise UserError(f"{file} is not a PyTorch checkpoint ({text.splitlines()[0] if text else exc!r}).") from None
+
+
+def detect_layout(keys: list[str], file: Path) -> str:
+    if is_official(keys):
+        return "official"
+    if any(k.startswith(("visual.", "text.")) for k in keys):
+        return "openclip"
+    raise UserError(f"{file} is not a MobileCLIP checkpoint: its keys ({', '.join(keys[:3])}, ...) are neither "
+                    "official (image_encoder.*, text_encoder.*) nor open_clip (visual.*, text.*).")
+
+
+@functools.cache
+def _signatures() -> dict[tuple[str, str, bool], frozenset[tuple[str, tuple[int, ...]]]]:
+    """(variant, layout, folded) -> its (key, shape) set; models are built on the meta device (no memory)."""
+    from mobileclip_deploy.models.clip import CLIP
+    from mobileclip_deploy.reparam import reparameterize
+
+    table = {}
+    for variant in list_variants():
+        with torch.device("meta"):
+            model = CLIP(variant)
+        for folded in (False, True):
+            if folded:
+                model = reparameterize(model, inplace=True)
+            ours = canonical_state_dict(model)
+            table[(variant.name, "openclip", folded)] = frozenset((k, tuple(t.shape)) for k, t in ours.items())
+            table[(variant.name, "official", folded)] = frozenset(
+                (official_key(k, variant.family)[0], tuple(t.shape)) for k, t in model.state_dict().items()
+            ) if variant.layout == "official" else frozenset()
+    return table
+
+
+def guess_variant(state: dict[str, torch.Tensor], layout: str, folded: bool) -> tuple[str | None, float]:
+    """The registry variant whose keys and shapes overlap the checkpoint's most (Jaccard index)."""
+    have = {(k, tuple(v.shape)) for k, v in state.items()}
+    best, score = None, 0.0
+    for (name, sig_layout, sig_folded), sig in _signatures().items():
+        if sig_layout != layout or sig_folded != folded or not sig:
+            continue
+        s = len(have & sig) / len(have | sig)
+        if s > score:
+            best, score = name, s
+    return best, score
+
+
+def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
+    state, file = read_state_dict(path)
+    layout = detect_layout(list(state), file)
+    folded = any(m in k for k in state for m in FOLDED_MARKERS)
+    variant, score = guess_variant(state, layout, folded)
+    params = sum(v.numel() for k, v in state.items() if v.is_floating_point() and not k.endswith(("running_mean",
+                                                                                                     "running_var")))
+    return CheckpointInfo(file, layout, folded, variant, score, len(state), params)
+
+
+def _few(keys: set[str], n: int = 3) -> str:
+    shown = sorted(keys)[:n]
+    rest = len(keys) - len(shown)
+    return ", ".join(shown) + (f" and {rest} more" if rest > 0 else "")
+
+
+def to_canonical(state: dict[str, torch.Tensor], layout: str, target: dict[str, torch.Tensor],
+                 variant: Variant) -> dict[str, torch.Tensor]:
+    """Rename an official state dict to our names; drop open_clip's all-zero head bias if the variant has none."""
+    if layout == "official":
+        from mobileclip_deploy.layouts import from_official
+
+        reverse = {official_key(k, variant.family)[0]: k for k in target}
+        out = {}
+        for key, value in state.items():
+            ours = reverse.get(key, key)
+            transform = official_key(ours, variant.family)[1] if key in reverse else None
+            out[ours] = from_official(value, transform, target[ours].shape) if key in reverse else value
+        return out
+    out = dict(state)
+    for bias in ("visual.trunk.head.fc.bias", "visual.trunk.head.bias"):
+        if bias in out and bias not in target:
+            if torch.count_nonzero(out[bias]):
+                raise UserError(f"the checkpoint's image head has a non-zero bias ({bias}), which {variant.name} "
+                                "does not have; it is probably a MobileCLIP2 checkpoint: try the mobileclip2-* model.")
+            del out[bias]
+    return out
+
+
+def load_checkpoint_into(model: nn.Module, path: str | os.PathLike[str]) -> CheckpointInfo:
+    """Strictly load `path` into `model` (a CLIP); a folded checkpoint folds the model first."""
+    from mobileclip_deploy.reparam import reparameterize
+
+    variant: Variant = model.variant
+    state, file = read_state_dict(path)
+    layout = detect_layout(list(state), file)
+    folded = any(m in k for k in state for m in FOLDED_MARKERS)
+    if folded:
+        reparameterize(model, inplace=True)
+    target = canonical_state_dict(model)
+    state = to_canonical(state, layout, target, variant)
+    missing, unexpected = set(target) - set(state), set(state) - set(target)
+    if missing or unexpected:
+        guess, score = guess_variant(read_state_dict(file)[0], layout, folded)
+        if guess is not None and guess != variant.name and score > 0.9:
+            raise UserError(f"{file} does not fit {variant.name}: its keys look like a {guess} checkpoint "
+                            f"({score:.0%} of keys and shapes match). Use --model {guess}.")
+        parts = [f"{file} does not fit {variant.name} ({layout} layout, {'folded' if folded else 'train-time'})."]
+        if missing:
+            parts.append(f"Missing {len(missing)} keys: {_few(missing)}.")
+        if unexpected:
+            parts.append(f"Unexpected {len(unexpected)} keys: {_few(unexpected)}.")
+        raise UserError(" ".join(parts))
+    wrong = {k for k in target if tuple(state[k].shape) != tuple(target[k].shape)}
+    if wrong:
+        examples = "; ".join(f"{k}: file {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
+                             for k in sorted(wrong)[:3])
+        raise UserError(f"{file} has {len(wrong)} tensors of the wrong shape for {variant.name}: {examples}.")
+    model.load_state_dict(state, strict=True)
+    params = sum(v.numel() for v in state.values() if v.is_floating_point())
+    return CheckpointInfo(file, layout, folded, variant.name, 1.0, len(state), params)

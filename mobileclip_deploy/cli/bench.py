@@ -1,0 +1,317 @@
+"""`bench`, `eval` and `frontier`: latency on host/Android/iOS, zero-shot accuracy, and the frontier plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mobileclip_deploy.cli.app import app, console, err_console
+from mobileclip_deploy.cli.options import CheckpointOpt, RandomWeightsOpt, load_model_for_cli
+from mobileclip_deploy.errors import UserError
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err_console, transient=True)
+
+
+def _split(values: list[str] | None) -> set[str] | None:
+    out = {v.strip() for item in values or [] for v in item.split(",") if v.strip()}
+    return out or None
+
+
+def _fmt(v: Any) -> str:
+    return "–" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def print_records(records: list[dict[str, Any]]) -> None:
+    """Table of records, with each run's speed-up over eager train-time PyTorch where that baseline exists."""
+    base = {(r["artifact"]["model"], r["artifact"]["tower"], r["threads"]): r["latency_ms"]["median"]
+            for r in records if r.get("variant") == "train-time"}
+    table = Table(title="latency (ms, batch 1; warm statistics over timed iterations)")
+    for col in ("artifact", "runtime", "units/threads", "load", "first", "median", "trim.mean", "p90", "min",
+                "max", "stdev", "peak MB", "vs eager"):
+        table.add_column(col, justify="left" if col in ("artifact", "runtime") else "right")
+    for r in records:
+        lat = r["latency_ms"]
+        ref = base.get((r["artifact"]["model"], r["artifact"]["tower"], r["threads"]))
+        ratio = f"{ref / lat['median']:.2f}x" if ref else "–"
+        where = r["compute_units"] or f"{r['threads']}T"
+        table.add_row(r["artifact"]["file"], r["runtime"]["name"], where, _fmt(r["load_ms"]),
+                      _fmt(r["first_inference_ms"]), _fmt(lat["median"]), _fmt(lat["trimmed_mean"]),
+                      _fmt(lat["p90"]), _fmt(lat["min"]), _fmt(lat["max"]), _fmt(lat["stdev"]),
+                      _fmt(r["peak_memory_mb"]), ratio)
+    console.print(table)
+
+
+def _host_runs(artifacts: list, models: set[str], threads_list: list[int], warmup: int, iterations: int,
+               eager: bool, checkpoint: Path | None) -> list[dict[str, Any]]:
+    from mobileclip_deploy.bench.host import eager_loader, host_device, loader_for, measure
+    from mobileclip_deploy.bench.records import make_record
+
+    device = host_device()
+    jobs: list[tuple[str, Any, dict[str, Any], dict[str, Any]]] = []
+    if eager:
+        from mobileclip_deploy import create_model, reparameterize
+        from mobileclip_deploy.registry import get_variant
+
+        for name in sorted(models):
+            variant = get_variant(name)
+            for form in ("train-time", "folded"):
+                for tower in ("image", "text"):
+                    def build(form: str = form, name: str = variant.name) -> Any:
+                        model = create_model(name, checkpoint)
+                        return reparameterize(model) if form == "folded" else model
+
+                    art = {"file": f"{variant.name} eager {form} ({tower})", "sha256": None, "model": variant.name,
+                           "tower": tower, "backend": "pytorch", "scheme": "fp32"}
+                    jobs.append((art["file"], (build, tower, variant.image_size), art,
+                                 {"variant": form, "random_weights": checkpoint is None}))
+    for a in artifacts:
+        jobs.append((a.path.name, a, {}, {"manifest_entry": a.manifest_entry} if a.manifest_entry else {}))
+    records = []
+    with _progress() as progress:
+        for threads in threads_list:
+            for label, job, art_info, extra in jobs:
+                task = progress.add_task(f"{label} [{threads}T]", total=warmup + iterations)
+                if isinstance(job, tuple):
+                    load, runtime = eager_loader(job[0], job[1], job[2], threads)
+                    info = art_info
+                else:
+                    load, runtime = loader_for(job, threads)
+                    info = job.info()
+                m = measure(load, warmup, iterations, lambda i, n, t=task: progress.update(t, completed=i))
+                progress.remove_task(task)
+                records.append(make_record(target="host", device=device, runtime=runtime, artifact=info,
+                                           measurement=m, threads=threads, extra=extra))
+    return records
+
+
+@app.command("bench")
+def bench(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Export folders (with manifest.json) or artifact files.")] = None,
+    target: Annotated[str, typer.Option(help="host, android or ios.")] = "host",
+    threads: Annotated[str, typer.Option(help="Thread counts: N, 'all', or a list such as '1,all'. "
+                                         "Android: threads pinned to the big cores (default: all big cores).")] = "1,all",
+    warmup: Annotated[int, typer.Option(help="Untimed runs after the first inference.")] = 10,
+    iterations: Annotated[int, typer.Option(help="Timed runs.")] = 50,
+    backend: Annotated[list[str] | None, typer.Option(help="Only these backends (onnx, executorch-xnnpack, coreml).")] = None,
+    scheme: Annotated[list[str] | None, typer.Option(help="Only these schemes (fp32, 8da8w, ...).")] = None,
+    tower: Annotated[list[str] | None, typer.Option(help="Only image or text.")] = None,
+    eager: Annotated[bool, typer.Option(help="Host: add eager PyTorch baselines (train-time and folded).")] = True,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Host: eager baselines for this model "
+                                              "(besides the models of the artifacts).")] = None,
+    checkpoint: CheckpointOpt = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSON-lines file the records are appended to.")] = Path("bench-results.jsonl"),
+    serial: Annotated[str | None, typer.Option(help="Android: device serial (adb devices).")] = None,
+    runner: Annotated[Path | None, typer.Option(help="Android: executor_runner or onnxruntime_perf_test built for the device.")] = None,
+    adb: Annotated[str, typer.Option(help="Android: adb executable.")] = "adb",
+    device: Annotated[str, typer.Option(help="iOS: 'mac' or an iPhone identifier from `xcrun devicectl list devices`.")] = "mac",
+    compute_units: Annotated[list[str] | None, typer.Option(help="iOS: cpuOnly, cpuAndGPU, cpuAndNeuralEngine, all.")] = None,
+    ios_package: Annotated[Path | None, typer.Option(help="iOS: path to apps/ios.")] = None,
+) -> None:
+    """Measure load, first-inference and warm latency of exported artifacts; append records and print a table."""
+    from mobileclip_deploy.bench import artifacts as arts_mod
+    from mobileclip_deploy.bench.records import append_records
+
+    if warmup < 0 or iterations < 1:
+        raise UserError("--warmup must be >= 0 and --iterations >= 1")
+    artifacts = arts_mod.select(arts_mod.collect(list(paths or [])), _split(backend), _split(scheme), _split(tower))
+    if target == "host":
+        from mobileclip_deploy.bench.host import thread_counts
+
+        runnable = [a for a in artifacts if arts_mod.runtime_of(a.backend) != "coreml"]
+        skipped = [a.path.name for a in artifacts if a not in runnable]
+        if skipped:
+            err_console.print(f"[yellow]skipped (Core ML needs --target ios on a Mac): {', '.join(skipped)}[/]")
+        models = {a.model for a in runnable if a.model} | ({model} if model else set())
+        if not runnable and not (eager and models):
+            raise UserError("nothing to run: give export folders or .onnx/.pte files, or --model NAME for eager baselines")
+        records = _host_runs(runnable, models, thread_counts(threads), warmup, iterations, eager, checkpoint)
+    elif target == "android":
+        records = _android(artifacts, serial, runner, adb, threads, warmup, iterations)
+    elif target == "ios":
+        from mobileclip_deploy.bench import ios
+
+        folders = [p for p in paths or [] if p.is_dir() and (p / "manifest.json").exists()]
+        if not folders:
+            ios.require()
+            raise UserError("--target ios takes export folders (with manifest.json) holding Core ML artifacts")
+        records = []
+        for folder in folders:
+            for units in sorted(_split(compute_units) or {"all"}):
+                records += (ios.run_mac(folder, units, warmup, iterations, ios_package) if device == "mac"
+                            else ios.run_iphone(device, folder, units, warmup, iterations))
+    else:
+        raise UserError(f"--target must be host, android or ios (got {target!r})")
+    append_records(output, records)
+    print_records(records)
+    console.print(f"{len(records)} record(s) appended to {output}")
+
+
+def _android(artifacts: list, serial: str | None, runner: Path | None, adb: str, threads: str, warmup: int,
+             iterations: int) -> list[dict[str, Any]]:
+    from mobileclip_deploy.bench import android
+    from mobileclip_deploy.bench.artifacts import runtime_of
+    from mobileclip_deploy.bench.records import make_record
+
+    if runner is None:
+        raise UserError("--target android needs --runner PATH: ExecuTorch's executor_runner or ONNX Runtime's "
+                        "onnxruntime_perf_test built for the device (see benchmarks/android/README)")
+    transport = android.connect(serial, adb)
+    info = android.probe(transport)
+    kind = android.runner_kind(runner)
+    todo = [a for a in artifacts if runtime_of(a.backend) == kind]
+    if not todo:
+        raise UserError(f"no {kind} artifacts among the given paths for runner {runner.name}")
+    n_threads: int | None = None if threads.strip().lower() in ("all", "1,all") else int(threads.split(",")[0])
+    records = []
+    for a in todo:
+        with console.status(f"{a.path.name} on {info.props.get('model', transport.serial)}"):
+            m, extra, used = android.run_on_device(transport, a, runner, n_threads, warmup, iterations, info)
+        if a.manifest_entry:
+            extra["manifest_entry"] = a.manifest_entry
+        runtime = {"name": kind, "version": None, "runner": runner.name}
+        records.append(make_record(target="android", device=info.record_device(), runtime=runtime,
+                                   artifact=a.info(), measurement=m, threads=used, extra=extra))
+    return records
+
+
+@app.command("eval")
+def eval_cmd(
+    data: Annotated[Path, typer.Option("--data", help="Image folder with one sub-folder per class (WordNet ids, "
+                                       "class indices or CLIP class names).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Registry name (preprocessing, and the eager model).")],
+    checkpoint: CheckpointOpt = None,
+    random_weights: RandomWeightsOpt = False,
+    artifacts: Annotated[list[Path] | None, typer.Option("--artifacts", help="Export folder or .onnx/.pte files to "
+                                                         "evaluate instead of eager PyTorch.")] = None,
+    backend: Annotated[str | None, typer.Option(help="Pick artifacts of this backend.")] = None,
+    scheme: Annotated[str | None, typer.Option(help="Pick artifacts of this scheme.")] = None,
+    templates: Annotated[str, typer.Option(help="openai (80 prompts) or simple (7).")] = "openai",
+    classes: Annotated[str, typer.Option(help="all (1000-way) or present (only the folder's classes).")] = "all",
+    class_map: Annotated[Path | None, typer.Option(help="LOC_synset_mapping.txt or CSV with index,wnid columns.")] = None,
+    limit_per_class: Annotated[int | None, typer.Option(help="At most N images per class.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images/prompts per batch.")] = 32,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result as JSON here.")] = None,
+) -> None:
+    """Zero-shot top-1/top-5 and images/s of a checkpoint or of exported artifacts on a local image folder."""
+    from mobileclip_deploy.atomic import write_text
+    from mobileclip_deploy.bench import artifacts as arts_mod
+    from mobileclip_deploy.bench.evaluate import artifact_encoder, evaluate, torch_encoders
+    from mobileclip_deploy.registry import get_variant
+
+    variant = get_variant(model)
+    picked = arts_mod.select(arts_mod.collect(list(artifacts or [])), {backend} if backend else None,
+                             {scheme} if scheme else None)
+    by_tower: dict[str, Any] = {}
+    for a in picked:
+        if a.tower in by_tower:
+            raise UserError(f"several {a.tower} artifacts match; narrow with --backend/--scheme")
+        by_tower[a.tower] = a
+    if artifacts and "image" not in by_tower:
+        raise UserError("no image artifact among --artifacts (after --backend/--scheme filters)")
+    eager_image = eager_text = None
+    if len(by_tower) < 2:
+        net, _, _ = load_model_for_cli(variant.name, checkpoint, random_weights)
+        from mobileclip_deploy import reparameterize
+
+        eager_image, eager_text = torch_encoders(reparameterize(net))
+    image_fn = artifact_encoder(by_tower["image"].path, by_tower["image"].backend) if "image" in by_tower else eager_image
+    text_fn = artifact_encoder(by_tower["text"].path, by_tower["text"].backend) if "text" in by_tower else eager_text
+    with _progress() as progress:
+        tasks: dict[str, Any] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(f"{stage} encoder", total=total)
+            progress.update(tasks[stage], completed=done)
+
+        result = evaluate(image_fn, text_fn, data, variant.image_size, variant.interpolation, templates, classes,
+                          class_map, limit_per_class, batch_size, report)
+    what = {t: (f"{a.path.name}" if a else "eager PyTorch (folded)") for t, a in
+            (("image", by_tower.get("image")), ("text", by_tower.get("text")))}
+    summary = {"model": variant.name, "data": str(data), "image": what["image"], "text": what["text"],
+               "random_weights": random_weights, **result.as_dict(), "classes": classes, "template_set": templates}
+    console.print(f"{variant.display_name} — image: {what['image']}, text: {what['text']}")
+    console.print(f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  on {result.images} images, "
+                  f"{result.classes_scored}-way, {result.templates} templates; {result.images_per_s:.1f} images/s")
+    if random_weights:
+        err_console.print("[bold yellow]random weights: this accuracy is meaningless[/]")
+    if output:
+        write_text(output, json.dumps(summary, indent=2) + "\n")
+
+
+@app.command("frontier")
+def frontier_cmd(
+    variants: Annotated[str | None, typer.Option(help="Comma list of models (default: S0, S1, S2, B).")] = None,
+    schemes: Annotated[str | None, typer.Option(help="Comma list of backend:scheme "
+                                                "(default: onnx:fp32,onnx:8da8w).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every MobileCLIP variant; ONNX and ExecuTorch-XNNPACK, "
+                                       "fp32 and 8da8w.")] = False,
+    checkpoint: Annotated[list[str] | None, typer.Option(help="MODEL=PATH, repeatable. Without one a model "
+                                                         "runs with random weights (latency only).")] = None,
+    eval_data: Annotated[Path | None, typer.Option(help="Image folder for measured accuracy (with checkpoints).")] = None,
+    eval_templates: Annotated[str, typer.Option(help="openai or simple.")] = "openai",
+    eval_classes: Annotated[str, typer.Option(help="all or present.")] = "all",
+    class_map: Annotated[Path | None, typer.Option(help="wnid map for --eval-data (see eval --help).")] = None,
+    eval_limit_per_class: Annotated[int | None, typer.Option(help="At most N images per class.")] = None,
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o")] = Path("frontier"),
+    target: Annotated[str, typer.Option(help="host (Android/iOS: run `bench` there and pass --records).")] = "host",
+    records: Annotated[list[Path] | None, typer.Option(help="Also plot points from these bench JSON-lines "
+                                                       "files (any target).")] = None,
+    threads: Annotated[int, typer.Option(help="Threads for the host measurements.")] = 1,
+    warmup: Annotated[int, typer.Option()] = 3,
+    iterations: Annotated[int, typer.Option()] = 20,
+) -> None:
+    """Export (or reuse), benchmark and plot the latency-accuracy frontier beside the paper's published points."""
+    from mobileclip_deploy.bench import frontier, sweep
+    from mobileclip_deploy.registry import get_variant, list_variants
+
+    if target != "host":
+        raise UserError("frontier measures on the host; for a phone run `mobileclip-deploy bench --target "
+                        f"{target} ...` and pass its JSON-lines file with --records")
+    if all_:
+        names = tuple(v.name for v in list_variants())
+        pairs = sweep.ALL_SCHEMES
+    else:
+        names = tuple(get_variant(v.strip()).name for v in variants.split(",")) if variants else sweep.DEFAULT_VARIANTS
+        pairs = sweep.DEFAULT_SCHEMES
+    if schemes:
+        pairs = tuple(tuple(s.strip().split(":", 1)) for s in schemes.split(","))  # type: ignore[misc]
+        bad = [f"{b}:{s}" for b, s in pairs if b not in sweep.SUFFIX]
+        if bad:
+            raise UserError(f"--schemes {', '.join(bad)}: frontier runs onnx and executorch-xnnpack on the host")
+    ckpts: dict[str, Path] = {}
+    for item in checkpoint or []:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise UserError(f"--checkpoint {item!r}: expected MODEL=PATH")
+        ckpts[get_variant(name).name] = Path(path)
+    if eval_data is not None and not ckpts:
+        raise UserError("--eval-data needs at least one --checkpoint MODEL=PATH (random weights have no accuracy)")
+    cfg = sweep.SweepConfig(names, pairs, output_dir, ckpts, threads, warmup, iterations, eval_data, eval_templates,
+                            eval_classes, class_map, eval_limit_per_class)
+    with _progress() as progress:
+        tasks: dict[str, Any] = {}
+
+        def report(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=total)
+            progress.update(tasks[label], completed=done)
+            if done >= total:
+                progress.remove_task(tasks.pop(label))
+
+        points, notes = sweep.run(cfg, lambda msg: progress.console.print(f"[dim]{msg}[/]"), report)
+    for path in records or []:
+        points += frontier.points_from_records(path)
+    points += frontier.published_points()
+    title = "MobileCLIP latency-accuracy frontier: measured here vs published (iPhone 12 Pro Max)"
+    paths = frontier.write_outputs(points, output_dir, title, notes)
+    console.print(frontier.to_markdown([p for p in points if p.group == frontier.MEASURED], notes))
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -1,0 +1,112 @@
+"""`mobileclip-deploy export`: folded image/text encoders to Core ML, ExecuTorch and ONNX, each parity-checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mobileclip_deploy.cli.app import app, console
+from mobileclip_deploy.cli.options import CheckpointOpt, ModelOpt, RandomWeightsOpt, load_model_for_cli
+from mobileclip_deploy.errors import UserError
+
+
+def _format_help() -> str:
+    from mobileclip_deploy.exporters.schemes import BACKENDS
+
+    return "; ".join(f"{b.name}: {', '.join(b.scheme_names)}" for b in BACKENDS.values())
+
+
+def _parse_thresholds(values: list[str]) -> dict[str, float]:
+    out = {}
+    for value in values:
+        key, sep, number = value.partition("=")
+        try:
+            out[key.strip()] = float(number)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise UserError(f"--threshold {value!r}: expected CLASS=COSINE, e.g. fp16=0.999")
+    return out
+
+
+def _fmt_size(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} KB"
+
+
+def _fmt_parity(parity: dict | None) -> str:
+    if not parity or parity.get("check") == "skipped":
+        return "skipped"
+    text = f"cos {parity['min_cosine']:.6f} ({parity['check']})"
+    if "zero_shot_top1_agreement" in parity:
+        text += f", top-1 agree {parity['zero_shot_top1_agreement']:.0%}"
+    return text
+
+
+@app.command("export")
+def export(
+    model: ModelOpt = "mobileclip-s0",
+    checkpoint: CheckpointOpt = None,
+    random_weights: RandomWeightsOpt = False,
+    format: Annotated[list[str] | None, typer.Option(
+        "--format", "-f", help="coreml, executorch (= executorch-xnnpack), executorch-coreml or onnx; repeatable.")] = None,
+    quant: Annotated[list[str] | None, typer.Option(
+        "--quant", "-q", help="Scheme for every --format, or FORMAT:SCHEME for one; repeatable. "
+                              "Supported: " + "; ".join([
+                                  "coreml: fp32, fp16, w8, pal8, pal6, pal4",
+                                  "executorch-xnnpack: fp32, w8a8, 8da8w, 8da4w",
+                                  "executorch-coreml: fp32, fp16", "onnx: fp32, fp16, 8da8w, w8a8"]))] = None,
+    tower: Annotated[str | None, typer.Option(help="image, text or both (default both).")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="TOML recipe (see export/*.toml); flags given here override it.")] = None,
+    calibration: Annotated[Path | None, typer.Option(
+        help="Folder of representative photos: needed by static schemes (w8a8), also used for parity.")] = None,
+    calibration_limit: Annotated[int | None, typer.Option(help="Use at most this many calibration images (16).")] = None,
+    deployment_target: Annotated[str | None, typer.Option(
+        help="Core ML minimum target: iOS16, iOS17 (default) or iOS18; raised automatically when a scheme needs it.")] = None,
+    image_input: Annotated[bool | None, typer.Option(
+        "--image-input/--tensor-input", help="Core ML image encoder takes an image (camera frame, 0-255).")] = None,
+    ort: Annotated[bool | None, typer.Option("--ort/--no-ort", help="Also write ONNX Runtime Mobile .ort files.")] = None,
+    parity: Annotated[bool, typer.Option("--parity/--no-parity", help="Check every artifact against PyTorch.")] = True,
+    threshold: Annotated[list[str] | None, typer.Option(
+        help="Minimum cosine per class: fp32, fp16, 8bit, 4bit, e.g. --threshold 8bit=0.995; repeatable.")] = None,
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for artifacts and manifest.json.")] = Path("out/export"),
+) -> None:
+    """Export folded encoders, check each artifact's parity with PyTorch, and write manifest.json."""
+    from mobileclip_deploy.exporters import pipeline
+    from mobileclip_deploy.exporters.recipe import Recipe, load_recipe
+    from mobileclip_deploy.exporters.schemes import resolve_pairs
+
+    spec = load_recipe(recipe) if recipe else Recipe()
+    towers_opt = tower or spec.tower or "both"
+    if towers_opt not in ("image", "text", "both"):
+        raise UserError(f"--tower must be image, text or both, not {towers_opt!r}")
+    cli_pairs = bool(format or quant)
+    pairs = resolve_pairs(list(format or []), list(quant or [])) if cli_pairs else resolve_pairs([], spec.quants)
+    request = pipeline.ExportRequest(
+        pairs=pairs, output_dir=output_dir,
+        towers=("image", "text") if towers_opt == "both" else (towers_opt,),
+        calibration=calibration or spec.calibration,
+        calibration_limit=calibration_limit or spec.calibration_limit or 16,
+        parity=parity, thresholds={**spec.thresholds, **_parse_thresholds(threshold or [])},
+        deployment_target=deployment_target or spec.deployment_target,
+        image_input=bool(image_input if image_input is not None else spec.image_input),
+        ort=bool(ort if ort is not None else spec.ort))
+    pipeline.plan(request)  # refuse bad combinations before the model is even loaded
+    net, variant, checkpoint_sha = load_model_for_cli(model, checkpoint, random_weights)
+    results = pipeline.run(request, net, variant, checkpoint_sha, console)
+
+    table = Table(title=f"{variant.display_name} export -> {output_dir}")
+    for column in ("artifact", "size", "parity", "status"):
+        table.add_column(column)
+    for r in results:
+        style = {"ok": "green", "cached": "cyan"}.get(r.status, "red")
+        table.add_row(r.file, _fmt_size(r.size_bytes), _fmt_parity(r.parity), f"[{style}]{r.status}[/]")
+    console.print(table)
+    failed = [r for r in results if r.status == "failed"]
+    for r in failed:
+        console.print(f"[red]{r.message}[/]")
+    if failed:
+        raise typer.Exit(1)
+    console.print(f"next: mobileclip-deploy bench {output_dir}")

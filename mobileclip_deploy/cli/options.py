@@ -1,0 +1,41 @@
+"""Options shared by every command that needs a model, and the one place that loads it for the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from torch import nn
+
+from mobileclip_deploy.cli.app import err_console
+from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.registry import Variant, get_variant
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Registry name, e.g. mobileclip-s0 or MobileCLIP2-S2.")]
+CheckpointOpt = Annotated[Path | None, typer.Option(
+    "--checkpoint", "-c", help="Official .pt, open_clip .bin/.pt/.safetensors, or a Hugging Face folder.")]
+RandomWeightsOpt = Annotated[bool, typer.Option(
+    "--random-weights", help="Use random weights (latency and plumbing only; every output says so).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+
+RANDOM_WARNING = "RANDOM WEIGHTS: no checkpoint was loaded; embeddings, scores and accuracy are meaningless."
+
+
+def load_model_for_cli(model: str, checkpoint: Path | None, random_weights: bool) -> tuple[nn.Module, Variant, str | None]:
+    """Build and load the model, refusing to run on random weights unless asked; returns the checkpoint sha256."""
+    from mobileclip_deploy import create_model
+    from mobileclip_deploy.hashing import sha256_path
+
+    variant = get_variant(model)
+    if checkpoint is None and not random_weights:
+        raise UserError(f"{variant.name} needs weights: pass --checkpoint PATH (official .pt, open_clip "
+                        ".bin/.safetensors or a Hugging Face folder), or --random-weights for latency-only work.")
+    if checkpoint is not None and random_weights:
+        raise UserError("pass either --checkpoint or --random-weights, not both.")
+    if random_weights:
+        err_console.print(f"[bold yellow]WARNING: {RANDOM_WARNING}[/]")
+        return create_model(variant.name), variant, None
+    from mobileclip_deploy.checkpoint import resolve_checkpoint_file
+
+    return create_model(variant.name, checkpoint), variant, sha256_path(resolve_checkpoint_file(checkpoint))

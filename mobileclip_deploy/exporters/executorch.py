@@ -1,0 +1,116 @@
+"""ExecuTorch export: XNNPACK (fp32, static w8a8, dynamic 8da8w/8da4w) and the Core ML delegate (fp32, fp16).
+
+Attention in the models is already explicit `q @ kᵀ * s -> softmax -> @ v` with `chunk`, so XNNPACK takes
+it (the stock SDPA lowering leaves a "safe softmax" of portable ops that cost ~40% of the time).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+# Model-level ops XNNPACK 1.5.1 never takes; they are listed, not counted as a failure.
+_IGNORED_OPS = {"getitem", "alloc", "output"}
+
+
+def _quantize(module: nn.Module, example: torch.Tensor, scheme: str, calibration: np.ndarray | None) -> nn.Module:
+    """Return the module with `scheme` applied (PT2E for static int8, torchao for the dynamic schemes)."""
+    if scheme == "w8a8":
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        assert calibration is not None, "w8a8 needs calibration data (checked when the request was planned)"
+        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        prepared = prepare_pt2e(torch.export.export(module, (example,)).module(), quantizer)
+        for i in range(len(calibration)):
+            prepared(torch.from_numpy(calibration[i : i + 1]))
+        return convert_pt2e(prepared)
+    if scheme in ("8da8w", "8da4w"):
+        from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
+        from torchao.quantization.granularity import PerAxis, PerGroup
+
+        config = (Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0))
+                  if scheme == "8da8w" else
+                  Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(32)))
+        quantized = copy.deepcopy(module)
+        quantize_(quantized, config)
+        return quantized
+    return module
+
+
+def _partitioner(delegate: str, scheme: str, target: str):
+    if delegate == "xnnpack":
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+        return XnnpackPartitioner()
+    import coremltools as ct
+    from executorch.backends.apple.coreml.compiler import CoreMLBackend
+    from executorch.backends.apple.coreml.partition import CoreMLPartitioner
+
+    precision = ct.precision.FLOAT16 if scheme == "fp16" else ct.precision.FLOAT32
+    specs = CoreMLBackend.generate_compile_specs(minimum_deployment_target=getattr(ct.target, target),
+                                                 compute_precision=precision)
+    return CoreMLPartitioner(compile_specs=specs)
+
+
+def delegation_summary(graph_module: torch.fx.GraphModule) -> dict:
+    """How much of the graph a delegate took: partitions, node counts and the op types left on portable kernels."""
+    from executorch.devtools.backend_debug import get_delegation_info
+
+    info = get_delegation_info(graph_module)
+    left = {op: b.non_delegated for op, b in info.delegation_by_operator.items()
+            if b.non_delegated and op not in _IGNORED_OPS}
+    delegated = info.num_delegated_nodes
+    total = delegated + sum(left.values())
+    return {"partitions": info.num_delegated_subgraphs, "delegated_nodes": delegated,
+            "non_delegated_nodes": sum(left.values()),
+            "delegated_fraction": round(delegated / total, 4) if total else 0.0,
+            "non_delegated_ops": dict(sorted(left.items()))}
+
+
+def export(module: nn.Module, example: torch.Tensor, scheme: str, delegate: str, path: Path,
+           calibration: np.ndarray | None, target: str = "iOS17") -> tuple[dict, object]:
+    """Write the .pte to `path`; return (manifest facts, the lowered edge program for structure checks)."""
+    from executorch.exir import to_edge_transform_and_lower
+
+    with torch.no_grad():
+        quantized = _quantize(module, example, scheme, calibration)
+        program = torch.export.export(quantized, (example,))
+        edge = to_edge_transform_and_lower(program, partitioner=[_partitioner(delegate, scheme, target)])
+        delegation = delegation_summary(edge.exported_program().graph_module)
+        path.write_bytes(edge.to_executorch().buffer)
+    return {"delegate": delegate, "delegation": delegation}, edge
+
+
+def runner(path: Path):
+    """A function running the .pte on the ExecuTorch Python runtime for one batch."""
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return method.execute((torch.from_numpy(np.ascontiguousarray(x)),))[0].numpy()
+
+    return run
+
+
+def extract_coreml_payload(edge, folder: Path) -> Path:
+    """Unpack the model.mlpackage the Core ML delegate embedded, so its structure can be checked on Linux."""
+    from executorch.backends.apple.coreml import executorchcoreml
+
+    lowered = [m for _, m in edge.exported_program().graph_module.named_modules() if hasattr(m, "processed_bytes")]
+    if len(lowered) != 1:
+        raise RuntimeError(f"expected one Core ML partition, found {len(lowered)}")
+    folder.mkdir(parents=True, exist_ok=True)
+    executorchcoreml.unflatten_directory_contents(lowered[0].processed_bytes, str(folder))
+    packages = list(folder.rglob("*.mlpackage"))
+    if not packages:
+        raise RuntimeError("the Core ML delegate payload holds no .mlpackage")
+    return packages[0]

@@ -1,0 +1,94 @@
+"""ONNX export (torch.onnx dynamo path, one file, opset 18) and ONNX Runtime quantization and checks.
+
+Choices measured on this stack (reference/export-stack.md): opset 18 keeps attention as MatMul+Softmax,
+which ORT quantizes without the broken QAttention path; int8 uses `reduce_range=True` and quantizes only
+Conv/MatMul/Gemm, because the AVX2 U8S8 kernels saturate otherwise and quantized masks/softmax hurt text.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mobileclip_deploy.exporters.wrappers import INPUT_NAME, OUTPUT_NAME, Float16Compute
+
+OPSET = 18
+QUANT_OP_TYPES = ["Conv", "MatMul", "Gemm"]
+
+
+def _session(path: Path, optimized_output: Path | None = None, ort_format: bool = False):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if optimized_output is not None:
+        # EXTENDED, not ALL: ALL adds layout transforms tied to this CPU, which would not be portable.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(optimized_output)
+        if ort_format:
+            options.add_session_config_entry("session.save_model_format", "ORT")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _torch_export(module: nn.Module, example: torch.Tensor, tower: str, path: Path) -> None:
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), str(path), dynamo=True, opset_version=OPSET, external_data=False,
+                          input_names=[INPUT_NAME[tower]], output_names=[OUTPUT_NAME[tower]], verbose=False)
+
+
+class _CalibrationReader:
+    """Feeds calibration batches (one image per run, as the artifact has a fixed batch of 1)."""
+
+    def __init__(self, name: str, data: np.ndarray) -> None:
+        self._items = iter([{name: data[i : i + 1]} for i in range(len(data))])
+
+    def get_next(self):
+        return next(self._items, None)
+
+
+def export(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, path: Path,
+           calibration: np.ndarray | None, work_dir: Path) -> dict:
+    """Write `path` (one .onnx file) for `scheme`; return extra manifest facts."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    raw = work_dir / "raw.onnx"
+    _torch_export(Float16Compute(module) if scheme == "fp16" else module, example, tower, raw)
+    onnx.checker.check_model(str(raw))
+    if scheme in ("fp32", "fp16"):
+        _session(raw, optimized_output=path)
+    elif scheme == "8da8w":
+        quantize_dynamic(str(raw), str(path), op_types_to_quantize=QUANT_OP_TYPES, per_channel=True,
+                         reduce_range=True, weight_type=QuantType.QInt8)
+    elif scheme == "w8a8":
+        assert calibration is not None, "w8a8 needs calibration data (checked when the request was planned)"
+        quantize_static(str(raw), str(path), _CalibrationReader(INPUT_NAME[tower], calibration),
+                        quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANT_OP_TYPES, per_channel=True,
+                        reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+    else:
+        raise ValueError(f"onnx exporter has no scheme {scheme!r}")
+    model = onnx.load(str(path))
+    return {"opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+            "graph_optimization": "ORT_ENABLE_EXTENDED" if scheme in ("fp32", "fp16") else "none",
+            "ops": sorted({n.op_type for n in model.graph.node})}
+
+
+def write_ort(onnx_path: Path, ort_path: Path) -> None:
+    """Convert to the ORT Mobile flatbuffer format (EXTENDED optimizations, so it runs on any CPU)."""
+    _session(onnx_path, optimized_output=ort_path, ort_format=True)
+
+
+def runner(path: Path, tower: str):
+    """A function running the artifact on ONNX Runtime for one batch."""
+    session = _session(path)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return session.run([OUTPUT_NAME[tower]], {INPUT_NAME[tower]: x})[0]
+
+    return run

@@ -1,0 +1,431 @@
+"""The export run: plan (refuse bad requests before any work), fold, export, check parity, write atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from torch import nn
+
+from mobileclip_deploy.atomic import atomic_path
+from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.exporters import calibration as calib_mod
+from mobileclip_deploy.exporters import manifest as mf
+from mobileclip_deploy.exporters.parity import compare, run_batched, top1_agreement
+from mobileclip_deploy.exporters.schemes import IOS_TARGETS, TOWERS, Backend, Scheme, parse_thresholds
+from mobileclip_deploy.exporters.wrappers import INPUT_NAME, OUTPUT_NAME, example_input, tower_module
+from mobileclip_deploy.hashing import sha256_path, size_bytes
+
+DEFAULT_TARGET = "iOS17"
+PARITY_IMAGES = 8
+ZERO_SHOT_TEMPLATE = "a photo of a {}."
+
+
+@dataclass
+class ExportRequest:
+    pairs: list[tuple[Backend, Scheme]]
+    output_dir: Path
+    towers: tuple[str, ...] = TOWERS
+    calibration: Path | None = None
+    calibration_limit: int = 16
+    parity: bool = True
+    thresholds: dict[str, float] = field(default_factory=dict)
+    deployment_target: str | None = None  # None: iOS17, raised per artifact when a scheme needs more
+    image_input: bool = False
+    ort: bool = False
+
+
+@dataclass
+class Job:
+    backend: Backend
+    scheme: Scheme
+    tower: str
+    target: str | None  # Core ML deployment target (coreml and executorch-coreml)
+
+    def filename(self, model: str, suffix: str | None = None) -> str:
+        return f"{model}_{self.tower}_{self.backend.name}_{self.scheme.name}{suffix or self.backend.suffix}"
+
+
+@dataclass
+class ArtifactResult:
+    file: str
+    tower: str
+    backend: str
+    scheme: str
+    status: str  # ok, cached, failed
+    size_bytes: int | None = None
+    parity: dict[str, Any] | None = None
+    seconds: float = 0.0
+    message: str = ""
+
+
+class ParityFailure(Exception):
+    pass
+
+
+def plan(request: ExportRequest) -> tuple[list[Job], list[str]]:
+    """Check the whole request and list the jobs, before any model is loaded; returns (jobs, notices)."""
+    notices: list[str] = []
+    if not request.pairs:
+        raise UserError("nothing to export: give --format and --quant, or a --recipe")
+    for tower in request.towers:
+        if tower not in TOWERS:
+            raise UserError(f"unknown tower {tower!r}; use image, text or both")
+    target = request.deployment_target
+    if target is not None and target not in IOS_TARGETS:
+        raise UserError(f"unknown deployment target {target!r}; use one of {', '.join(IOS_TARGETS)}")
+    static = [f"{b.name}:{s.name}" for b, s in request.pairs if s.static]
+    if static and request.calibration is None:
+        raise UserError(f"{', '.join(static)} is static quantization: activation ranges are fixed from "
+                        "representative images, so it needs --calibration DIR (a folder of photos like the "
+                        "ones the app will see, 8-100 is plenty)")
+    if request.calibration is not None:
+        calib_mod.list_images(request.calibration)
+    if request.calibration_limit < 1:
+        raise UserError("--calibration-limit must be at least 1")
+    parse_thresholds(request.thresholds)
+    _check_writable(request.output_dir)
+    jobs = []
+    for backend, scheme in request.pairs:
+        job_target = None
+        if backend.name in ("coreml", "executorch-coreml"):
+            job_target = target or DEFAULT_TARGET
+            if scheme.min_target and _ios(job_target) < _ios(scheme.min_target):
+                if target is not None:
+                    raise UserError(f"coreml {scheme.name} needs deployment target {scheme.min_target} or later "
+                                    f"({scheme.help}); you asked for {target}")
+                notices.append(f"coreml {scheme.name}: deployment target raised to {scheme.min_target} ({scheme.help})")
+                job_target = scheme.min_target
+        jobs += [Job(backend, scheme, tower, job_target) for tower in request.towers]
+    if request.image_input and not any(j.backend.name == "coreml" and j.tower == "image" for j in jobs):
+        raise UserError("--image-input applies to Core ML image encoders; add --format coreml and the image tower")
+    if request.ort and not any(j.backend.name == "onnx" for j in jobs):
+        raise UserError("--ort converts ONNX artifacts; add --format onnx")
+    return jobs, notices
+
+
+def _ios(target: str) -> int:
+    return int(target.removeprefix("iOS"))
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test."):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write to output folder {folder}: {exc.strerror or exc}") from exc
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence converter chatter (progress bars, 'untested torch version', ORT pre-processing hints)."""
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    loggers = {name: logging.getLogger(name) for name in ("coremltools", "executorch", "torch", "torchao")}
+    levels = {name: lg.level for name, lg in loggers.items()}
+    for lg in loggers.values():
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+        for name, lg in loggers.items():
+            lg.setLevel(levels[name])
+
+
+def _weights_id(model: nn.Module) -> str:
+    """Hash of the folded weights: identifies random-weight runs, where there is no checkpoint hash."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _prompts(count: int) -> list[str]:
+    from mobileclip_deploy.zeroshot import imagenet_classnames, openai_templates
+
+    names, templates = imagenet_classnames(), openai_templates()
+    return [templates[(7 * i) % len(templates)].replace("{}", names[(i * 997 // count) % len(names)])
+            for i in range(count)]
+
+
+class _Context:
+    """Everything shared by the jobs of one run: towers, reference outputs, calibration data."""
+
+    def __init__(self, folded: nn.Module, variant, request: ExportRequest) -> None:
+        from mobileclip_deploy.tokenizer import tokenize
+
+        self.folded, self.variant, self.request = folded, variant, request
+        self.towers = {t: tower_module(folded, t, variant.image_size, variant.context_length) for t in request.towers}
+        self.calibration_files: list[Path] = []
+        self.calibration: np.ndarray | None = None
+        if request.calibration is not None:
+            self.calibration_files = calib_mod.pick(calib_mod.list_images(request.calibration),
+                                                    request.calibration_limit)
+            self.calibration = calib_mod.load_batch(self.calibration_files, variant.image_size, variant.interpolation)
+        if self.calibration is not None:
+            self.parity_images, self.parity_source = self.calibration[:PARITY_IMAGES], "calibration_images"
+        else:
+            self.parity_images = calib_mod.synthetic_batch(PARITY_IMAGES, variant.image_size)
+            self.parity_source = "synthetic_images"
+        self.prompts = _prompts(PARITY_IMAGES)
+        self.tokens = tokenize(self.prompts, variant.context_length).to(torch.int32).numpy()
+        self.references = {t: self._eager(t, self.inputs(t)) for t in request.towers}
+        self._class_embeddings: np.ndarray | None = None
+
+    def inputs(self, tower: str) -> np.ndarray:
+        return self.parity_images if tower == "image" else self.tokens
+
+    def calibration_for(self, tower: str) -> np.ndarray | None:
+        return self.calibration if tower == "image" else self.tokens
+
+    def _eager(self, tower: str, x: np.ndarray, module: nn.Module | None = None) -> np.ndarray:
+        module = module or self.towers[tower]
+        with torch.no_grad():
+            return run_batched(lambda b: module(torch.from_numpy(b)).numpy(), x)
+
+    def class_embeddings(self) -> np.ndarray:
+        """ImageNet class prompt embeddings of the fp32 text tower (computed once per run)."""
+        if self._class_embeddings is None:
+            from mobileclip_deploy.zeroshot import class_text_embeddings, imagenet_classnames
+
+            with torch.no_grad():
+                self._class_embeddings = class_text_embeddings(
+                    self.folded.encode_text, imagenet_classnames(), [ZERO_SHOT_TEMPLATE],
+                    context_length=self.variant.context_length).numpy()
+        return self._class_embeddings
+
+
+def _export(job: Job, ctx: _Context, path: Path) -> tuple[dict[str, Any], Any]:
+    """Write one artifact to `path`; returns (facts for the manifest, backend handle for the check)."""
+    module = ctx.towers[job.tower]
+    example = example_input(job.tower, ctx.variant.image_size, ctx.variant.context_length)
+    calibration = ctx.calibration_for(job.tower) if job.scheme.static else None
+    if job.backend.name == "onnx":
+        from mobileclip_deploy.exporters import onnx as onnx_exp
+
+        return onnx_exp.export(module, example, job.tower, job.scheme.name, path, calibration, path.parent), None
+    if job.backend.name.startswith("executorch"):
+        from mobileclip_deploy.exporters import executorch as et_exp
+
+        delegate = job.backend.name.split("-", 1)[1]
+        facts, edge = et_exp.export(module, example, job.scheme.name, delegate, path, calibration,
+                                    job.target or DEFAULT_TARGET)
+        if job.target:
+            facts["deployment_target"] = job.target
+        return facts, edge
+    from mobileclip_deploy import __version__
+    from mobileclip_deploy.exporters import coreml as coreml_exp
+
+    meta = coreml_exp.metadata_for(ctx.variant, job.tower, job.scheme.name, mf.preprocessing(ctx.variant), __version__)
+    return coreml_exp.export(module, example, job.tower, job.scheme.name, path, job.target,
+                             ctx.request.image_input, meta), None
+
+
+def _check(job: Job, ctx: _Context, path: Path, handle: Any, threshold: float) -> dict[str, Any]:
+    """Run (or, for Core ML on Linux, inspect and weight-check) the artifact against the folded PyTorch tower."""
+    tower, x = job.tower, ctx.inputs(job.tower)
+    extra: dict[str, Any] = {}
+    name = job.backend.name
+    if name == "onnx" or name == "ort":
+        from mobileclip_deploy.exporters import onnx as onnx_exp
+
+        check, out = "onnxruntime", run_batched(onnx_exp.runner(path, tower), x)
+    elif name == "executorch-xnnpack":
+        from mobileclip_deploy.exporters import executorch as et_exp
+
+        check, out = "executorch_runtime", run_batched(et_exp.runner(path), x)
+    else:
+        from mobileclip_deploy.exporters import coreml as coreml_exp
+
+        package = path
+        if name == "executorch-coreml":
+            from mobileclip_deploy.exporters import executorch as et_exp
+
+            package = et_exp.extract_coreml_payload(handle, path.parent / "payload")
+        structure = coreml_exp.inspect_structure(package, tower)
+        if name == "executorch-coreml":
+            structure["problems"] = []  # the delegate names payload I/O itself; the .pte's I/O is what apps see
+        extra["structure"] = {k: structure[k] for k in ("specification_version", "op_counts", "compressed_weight_ops")}
+        if structure["problems"]:
+            raise ParityFailure(f"{path.name}: structure check failed: {'; '.join(structure['problems'])}")
+        if name == "coreml" and coreml_exp.can_predict() and not ctx.request.image_input:
+            check, out = "coreml_predict", run_batched(coreml_exp.runner(path, tower), x)
+        else:
+            proxy, coverage = coreml_exp.decompressed_tower(package, ctx.towers[tower])
+            extra.update(coverage)
+            check, out = "weights_decompressed_in_pytorch", ctx._eager(tower, x, proxy)
+    ref = ctx.references[tower]
+    result = {"check": check, **compare(ref, out), "threshold": threshold, "inputs": (
+        ctx.parity_source if tower == "image" else "imagenet_prompts"), "count": len(x), **extra}
+    if tower == "image" and job.scheme.bits < 16:
+        result["zero_shot_top1_agreement"] = top1_agreement(ref, out, ctx.class_embeddings())
+    result["passed"] = result["min_cosine"] >= threshold
+    if not result["passed"]:
+        raise ParityFailure(
+            f"{path.name}: parity failed ({check}): min cosine {result['min_cosine']:.6f} < threshold "
+            f"{threshold} for {job.scheme.name} (max abs error {result['max_abs_error']:.3g}, "
+            f"PSNR {result['psnr_db']} dB); nothing was written")
+    return result
+
+
+def _io_specs(job: Job, variant, image_input: bool) -> tuple[list[dict], list[dict]]:
+    tower = job.tower
+    if tower == "image":
+        kind = "image" if image_input and job.backend.name == "coreml" else "tensor"
+        spec = {"name": INPUT_NAME[tower], "shape": [1, 3, variant.image_size, variant.image_size],
+                "dtype": "float32", "kind": kind, "pixel_range": [0.0, 255.0] if kind == "image" else [0.0, 1.0],
+                "normalization": "inside_model"}
+    else:
+        spec = {"name": INPUT_NAME[tower], "shape": [1, variant.context_length], "dtype": "int32", "kind": "tensor"}
+    out = {"name": OUTPUT_NAME[tower], "shape": [1, variant.embed_dim], "dtype": "float32", "l2_normalized": False}
+    return [spec], [out]
+
+
+def run(request: ExportRequest, model: nn.Module, variant, checkpoint_sha256: str | None,
+        console: Console | None = None) -> list[ArtifactResult]:
+    """Export every planned artifact; finished artifacts are in the folder and the manifest, failed ones in neither."""
+    from mobileclip_deploy import reparameterize
+    from mobileclip_deploy.tokenizer import get_tokenizer
+
+    jobs, notices = plan(request)
+    console = console or Console(quiet=True)
+    for notice in notices:
+        console.print(f"[yellow]note:[/] {notice}")
+    thresholds = parse_thresholds(request.thresholds)
+    out_dir = request.output_dir
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    results: list[ArtifactResult] = []
+    with _quiet(), Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("folding the model", total=len(jobs) + 1)
+        folded = reparameterize(model).eval()
+        weights_id = checkpoint_sha256 or f"random:{_weights_id(folded)}"
+        progress.update(task, description="preparing parity inputs and references")
+        ctx = _Context(folded, variant, request)
+        manifest = _open_manifest(out_dir, variant, checkpoint_sha256, folded, console)
+        tokenizer = get_tokenizer()
+        tokenizer.write_assets(out_dir / "tokenizer")
+        manifest["tokenizer"] = {"merges": "tokenizer/merges.txt", "vocab": "tokenizer/vocab.json",
+                                 "context_length": variant.context_length, "sot_token": tokenizer.sot_token_id,
+                                 "eot_token": tokenizer.eot_token_id, "pad_token": 0, "lowercase": True}
+        mf.save(out_dir, manifest)
+        progress.advance(task)
+        for i, job in enumerate(jobs, 1):
+            label = f"[{i}/{len(jobs)}] {job.filename(variant.name)}"
+            progress.update(task, description=f"{label}: exporting")
+            results += _run_job(job, ctx, request, manifest, weights_id, checkpoint_sha256, thresholds,
+                                lambda step, label=label: progress.update(task, description=f"{label}: {step}"))
+            progress.advance(task)
+        progress.update(task, description="done")
+    return results
+
+
+def _open_manifest(out_dir: Path, variant, checkpoint_sha256: str | None, folded: nn.Module,
+                   console: Console) -> dict[str, Any]:
+    """The folder's manifest, refreshed for this run; entries made from other weights are removed with their files."""
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    fresh = mf.header(variant, checkpoint_sha256, float(folded.logit_scale), {}, created)
+    old = mf.load(out_dir)
+    if old is None:
+        return fresh
+    if old.get("model") != variant.name:
+        raise UserError(f"{out_dir} holds an export of {old.get('model')}; use another --output-dir for {variant.name}")
+    kept = []
+    for entry in old["artifacts"]:
+        if entry.get("checkpoint_sha256") == checkpoint_sha256 and checkpoint_sha256 is not None:
+            kept.append(entry)
+            continue
+        stale = out_dir / entry.get("file", "")
+        if entry.get("file") and stale.exists():
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+        console.print(f"[yellow]note:[/] removed {entry.get('file')}: made from other weights")
+    fresh["artifacts"] = kept
+    return fresh
+
+
+def _run_job(job: Job, ctx: _Context, request: ExportRequest, manifest: dict[str, Any], weights_id: str,
+             checkpoint_sha256: str | None, thresholds: dict[str, float], step) -> list[ArtifactResult]:
+    variant, out_dir = ctx.variant, request.output_dir
+    threshold = thresholds[job.scheme.threshold_class]
+    facts = {"format_version": mf.FORMAT_VERSION, "weights": weights_id, "model": variant.name, "tower": job.tower,
+             "backend": job.backend.name, "scheme": job.scheme.name, "target": job.target,
+             "image_input": request.image_input and job.tower == "image" and job.backend.name == "coreml",
+             "ort": request.ort and job.backend.name == "onnx", "parity": request.parity, "threshold": threshold,
+             "calibration": [p.name for p in ctx.calibration_files] if job.scheme.static else None,
+             "tools": mf.tool_versions()}
+    key = mf.cache_key(facts)
+    files = [job.filename(variant.name)] + ([job.filename(variant.name, ".ort")] if facts["ort"] else [])
+    cached = [mf.find(manifest, f) for f in files]
+    if all(e is not None and e.get("cache_key") == key and (out_dir / e["file"]).exists()
+           and sha256_path(out_dir / e["file"]) == e["sha256"] for e in cached):
+        return [ArtifactResult(e["file"], job.tower, job.backend.name, job.scheme.name, "cached", e["size_bytes"],
+                               e.get("parity")) for e in cached]
+    start = time.perf_counter()
+    try:
+        with contextlib.ExitStack() as stack:
+            paths = [stack.enter_context(atomic_path(out_dir / f)) for f in files]
+            backend_facts, handle = _export(job, ctx, paths[0])
+            export_seconds = time.perf_counter() - start
+            entries = []
+            for path, file in zip(paths, files):
+                if file.endswith(".ort"):
+                    from mobileclip_deploy.exporters import onnx as onnx_exp
+
+                    step("writing ORT format")
+                    onnx_exp.write_ort(paths[0], path)
+                step("checking parity")
+                parity = (_check(job, ctx, path, handle, threshold) if request.parity
+                          else {"check": "skipped", "passed": None, "threshold": threshold})
+                inputs, outputs = _io_specs(job, variant, request.image_input)
+                entries.append({
+                    "file": file, "sha256": sha256_path(path), "size_bytes": size_bytes(path), "model": variant.name,
+                    "tower": job.tower, "backend": job.backend.name, "scheme": job.scheme.name,
+                    "format": path.suffix.lstrip("."), "deployment_target": job.target or backend_facts.get(
+                        "deployment_target") or _runtime_target(job), "inputs": inputs, "outputs": outputs,
+                    "preprocessing": mf.preprocessing(variant) if job.tower == "image" else None,
+                    "checkpoint_sha256": checkpoint_sha256, "tool_versions": facts["tools"],
+                    "exported_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "export_seconds": round(export_seconds, 2), "scheme_info": job.scheme.help,
+                    "calibration_images": facts["calibration"], "details": backend_facts,
+                    "parity": parity, "cache_key": key, "status": "ok"})
+            step("writing")
+            for file in files:  # no entry may describe a file that is about to be replaced
+                mf.drop(out_dir, manifest, file)
+        for entry in entries:
+            mf.put(out_dir, manifest, entry)
+    except ParityFailure as exc:
+        return [ArtifactResult(files[0], job.tower, job.backend.name, job.scheme.name, "failed",
+                               seconds=time.perf_counter() - start, message=str(exc))]
+    except Exception as exc:  # noqa: BLE001 - one broken converter must not hide the other artifacts' results
+        return [ArtifactResult(files[0], job.tower, job.backend.name, job.scheme.name, "failed",
+                               seconds=time.perf_counter() - start,
+                               message=f"{files[0]}: export failed: {type(exc).__name__}: {exc}")]
+    seconds = time.perf_counter() - start
+    return [ArtifactResult(e["file"], job.tower, job.backend.name, job.scheme.name, "ok", e["size_bytes"],
+                           e["parity"], seconds) for e in entries]
+
+
+def _runtime_target(job: Job) -> str:
+    return {"onnx": "onnxruntime>=1.17", "executorch-xnnpack": "executorch>=1.5"}.get(job.backend.name, "")

@@ -1,0 +1,109 @@
+"""Android target against the stand-in adb (tests/fake_adb/adb), which plays a phone on this machine."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mobileclip_deploy.bench import android
+from mobileclip_deploy.bench.artifacts import Artifact
+from mobileclip_deploy.bench.records import read_records, validate
+from mobileclip_deploy.errors import UserError
+
+FAKE = Path(__file__).parent / "fake_adb"
+DEVICES = Path(__file__).parents[1] / "benchmarks" / "devices"
+
+
+@pytest.fixture
+def phone(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", f"{FAKE}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_ADB_ROOT", str(tmp_path / "device"))
+    monkeypatch.delenv("FAKE_ADB_PROFILE", raising=False)
+    monkeypatch.delenv("FAKE_ADB_STATE", raising=False)
+    return tmp_path / "device"
+
+
+def _artifact(tmp_path, backend="executorch-xnnpack", suffix=".pte"):
+    path = tmp_path / f"mobileclip-s0_image_{backend}_fp32{suffix}"
+    path.write_bytes(b"\0" * 64)
+    return Artifact(path, "mobileclip-s0", "image", backend, "fp32")
+
+
+def test_no_device_fails_clearly(phone, monkeypatch):
+    monkeypatch.setenv("FAKE_ADB_STATE", "none")
+    with pytest.raises(UserError, match="no Android device attached"):
+        android.connect(None)
+    with pytest.raises(UserError, match="no Android device with serial X"):
+        android.connect("X")
+
+
+def test_unauthorized_and_missing_adb(phone, monkeypatch):
+    monkeypatch.setenv("FAKE_ADB_STATE", "unauthorized")
+    with pytest.raises(UserError, match="unauthorized"):
+        android.connect("FAKE8PRO0001")
+    with pytest.raises(UserError, match="apt-get install adb"):
+        android.list_devices("no-such-adb-here")
+
+
+@pytest.mark.parametrize("profile, big, mask", [("pixel-8.json", [4, 5, 6, 7, 8], "1f0"),
+                                                 ("galaxy-s24.json", [2, 3, 4, 5, 6, 7], "fc")])
+def test_probe_reads_props_freqs_and_thermal(phone, monkeypatch, profile, big, mask):
+    prof = json.loads((DEVICES / profile).read_text())
+    monkeypatch.setenv("FAKE_ADB_PROFILE", str(DEVICES / profile))
+    info = android.probe(android.connect(None))
+    assert info.big_cores == big == prof["big_cores"]
+    assert android.cpu_mask(info.big_cores) == mask
+    dev = info.record_device()
+    assert dev["model"] == prof["props"]["ro.product.model"]
+    assert dev["os"].startswith("Android " + prof["props"]["ro.build.version.release"])
+    assert prof["props"]["ro.soc.model"] in dev["soc"]
+    assert info.thermal_c == prof["thermal_c"]
+
+
+def test_executor_runner_on_device_pins_big_cores(phone, tmp_path):
+    t = android.connect(None)
+    m, extra, threads = android.run_on_device(t, _artifact(tmp_path), FAKE / "executor_runner", None, 2, 6)
+    assert threads == 5 and extra["cpu_mask"] == "1f0"
+    assert m.first_inference_ms == 21.5 and len(m.samples_ms) == 6 and m.warmup == 2
+    log = (phone / "taskset.log").read_text()
+    assert "1f0 ./executor_runner --model_path mobileclip-s0_image_executorch-xnnpack_fp32.pte" in log
+    assert "--num_executions 9 --cpu_threads 5" in log
+    assert (phone / "data/local/tmp/mobileclip-deploy/mobileclip-s0_image_executorch-xnnpack_fp32.pte").exists()
+    assert extra["thermal_c_before"]["BIG"] == 41.2
+
+
+def test_runner_and_artifact_must_match(phone, tmp_path):
+    t = android.connect(None)
+    with pytest.raises(UserError, match="runs onnxruntime"):
+        android.run_on_device(t, _artifact(tmp_path), FAKE / "onnxruntime_perf_test", 1, 0, 5)
+    with pytest.raises(UserError, match="expected ExecuTorch"):
+        android.runner_kind(Path("my_tool"))
+
+
+def test_cli_android_with_perf_test(phone, tmp_path):
+    from mobileclip_deploy.cli import app
+
+    art = _artifact(tmp_path, "onnx", ".onnx")
+    out = tmp_path / "r.jsonl"
+    result = CliRunner().invoke(app, ["bench", str(art.path), "--target", "android", "--runner",
+                                      str(FAKE / "onnxruntime_perf_test"), "--threads", "2", "--iterations", "30",
+                                      "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    (rec,) = read_records(out)
+    assert validate(rec) == []
+    assert rec["target"] == "android" and rec["threads"] == 2 and rec["device"]["model"] == "Pixel 8"
+    assert rec["latency_ms"]["median"] == pytest.approx(9.3458) and rec["iterations"] == 30
+    assert "-x 2" in (phone / "taskset.log").read_text()
+
+
+def test_cli_android_without_device(phone, tmp_path, monkeypatch):
+    from mobileclip_deploy.cli import app
+
+    monkeypatch.setenv("FAKE_ADB_STATE", "none")
+    art = _artifact(tmp_path, "onnx", ".onnx")
+    result = CliRunner().invoke(app, ["bench", str(art.path), "--target", "android", "--runner",
+                                      str(FAKE / "onnxruntime_perf_test")])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, UserError) and "no Android device attached" in str(result.exception)

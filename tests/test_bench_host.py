@@ -1,0 +1,124 @@
+"""Host target: timing loop, ONNX Runtime runner with a manifest folder, CLI table, thread parsing, iOS refusal."""
+
+import json
+import os
+import platform
+
+import pytest
+from typer.testing import CliRunner
+
+from mobileclip_deploy.bench import artifacts, host, ios
+from mobileclip_deploy.bench.records import read_records, validate
+from mobileclip_deploy.errors import UserError
+
+
+def tiny_onnx(path, tower="image"):
+    """A real ONNX file with the exporters' I/O names: pixels (1x3x8x8) -> image_embedding (1x3)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    if tower == "image":
+        inp = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [1, 3, 8, 8])
+        node = helper.make_node("ReduceMean", ["pixels"], ["r"], axes=[2, 3], keepdims=0)
+    else:
+        inp = helper.make_tensor_value_info("tokens", TensorProto.INT32, [1, 77])
+        cast = helper.make_node("Cast", ["tokens"], ["f"], to=TensorProto.FLOAT)
+        node = helper.make_node("ReduceMean", ["f"], ["r"], axes=[1], keepdims=1)
+    out_name = f"{tower}_embedding"
+    ident = helper.make_node("Identity", ["r"], [out_name])
+    out = helper.make_tensor_value_info(out_name, TensorProto.FLOAT, None)
+    nodes = [node, ident] if tower == "image" else [cast, node, ident]
+    model = helper.make_model(helper.make_graph(nodes, "g", [inp], [out]), opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def export_folder(tmp_path):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    entries = []
+    for tower in ("image", "text"):
+        p = tiny_onnx(folder / f"mobileclip-s0_{tower}_onnx_fp32.onnx", tower)
+        shape = [1, 3, 8, 8] if tower == "image" else [1, 77]
+        entries.append({"file": p.name, "sha256": artifacts.sha256_of(p), "model": "mobileclip-s0", "tower": tower,
+                        "backend": "onnx", "scheme": "fp32", "inputs": [{"name": "x", "shape": shape}],
+                        "status": "ok"})
+    (folder / "manifest.json").write_text(json.dumps({"model": "mobileclip-s0", "artifacts": entries}))
+    return folder
+
+
+def test_measure_separates_load_first_warmup_and_samples():
+    calls = []
+
+    def load():
+        calls.append("load")
+        return lambda: calls.append("run")
+
+    seen = []
+    m = host.measure(load, warmup=3, iterations=5, progress=lambda i, n: seen.append((i, n)))
+    assert calls == ["load"] + ["run"] * 9  # first + 3 warm-up + 5 timed
+    assert len(m.samples_ms) == 5 and m.warmup == 3 and m.load_ms >= 0 and m.first_inference_ms >= 0
+    assert seen[-1] == (8, 8)
+    with pytest.raises(UserError):
+        host.measure(load, 0, 0)
+
+
+def test_thread_counts():
+    assert host.thread_counts("1") == [1]
+    assert host.thread_counts("1,all") == [1] + ([os.cpu_count()] if os.cpu_count() != 1 else [])
+    with pytest.raises(UserError):
+        host.thread_counts("zero")
+
+
+def test_collect_reads_manifest_and_names(tmp_path):
+    folder = export_folder(tmp_path)
+    arts = artifacts.collect([folder])
+    assert [a.tower for a in arts] == ["image", "text"] and arts[0].manifest_entry["scheme"] == "fp32"
+    loose = artifacts.collect([folder / "mobileclip-s0_text_onnx_fp32.onnx"])[0]
+    assert loose.manifest_entry is not None  # found through the sibling manifest
+    with pytest.raises(UserError, match="unknown artifact type"):
+        artifacts.collect([tmp_path / "export" / "manifest.json"])
+
+
+def test_cli_bench_host_onnx(tmp_path):
+    from mobileclip_deploy.cli import app
+
+    out = tmp_path / "r.jsonl"
+    res = CliRunner().invoke(app, ["bench", str(export_folder(tmp_path)), "--no-eager", "--threads", "1",
+                                   "--warmup", "1", "--iterations", "4", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    recs = read_records(out)
+    assert len(recs) == 2 and all(validate(r) == [] for r in recs)
+    assert {r["artifact"]["tower"] for r in recs} == {"image", "text"}
+    assert recs[0]["runtime"]["name"] == "onnxruntime" and recs[0]["threads"] == 1
+    assert recs[0]["manifest_entry"]["file"] == recs[0]["artifact"]["file"]
+    assert recs[0]["artifact"]["sha256"] == recs[0]["manifest_entry"]["sha256"]
+    assert "2 record(s) appended" in res.output
+
+
+def test_cli_bench_eager_baselines(tmp_path):
+    from mobileclip_deploy.cli import app
+
+    out = tmp_path / "r.jsonl"
+    res = CliRunner().invoke(app, ["bench", "--model", "mobileclip-s0", "--threads", "1", "--warmup", "0",
+                                   "--iterations", "1", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    recs = read_records(out)
+    assert sorted((r["variant"], r["artifact"]["tower"]) for r in recs) == [
+        ("folded", "image"), ("folded", "text"), ("train-time", "image"), ("train-time", "text")]
+    assert all(r["runtime"]["name"] == "pytorch" and r["random_weights"] for r in recs)
+
+
+@pytest.mark.skipif(platform.system() == "Darwin", reason="checks the message on non-Apple hosts")
+def test_ios_target_says_what_is_needed(tmp_path):
+    from mobileclip_deploy.cli import app
+
+    with pytest.raises(UserError, match="needs a Mac"):
+        ios.require()
+    res = CliRunner().invoke(app, ["bench", str(export_folder(tmp_path)), "--target", "ios"])
+    assert res.exit_code != 0 and "Xcode" in str(res.exception)
+    assert ios.bench_args(tmp_path, "cpuAndNeuralEngine", 5, 50, tmp_path / "o.jsonl")[:6] == [
+        "--export", str(tmp_path), "--tower", "both", "--compute-units", "cpuAndNeuralEngine"]
+    with pytest.raises(UserError, match="compute-units"):
+        ios.bench_args(tmp_path, "gpu", 1, 1, tmp_path / "o")

@@ -1,0 +1,118 @@
+"""Zero-shot evaluation on a small folder of the shared ImageNet samples (symlinked into tmp_path)."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mobileclip_deploy.bench import evaluate as ev
+from mobileclip_deploy.errors import UserError
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
+pytestmark = pytest.mark.skipif(not (SAMPLES / "labels.csv").exists(), reason="shared ImageNet samples missing")
+
+
+def _rows(n=4):
+    with open(SAMPLES / "labels.csv") as fh:
+        return list(csv.DictReader(fh))[:n]
+
+
+def wnid_folder(tmp_path, n=4, name="val"):
+    root = tmp_path / name
+    for row in _rows(n):
+        (root / row["wnid"]).mkdir(parents=True)
+        (root / row["wnid"] / row["filename"]).symlink_to(SAMPLES / row["filename"])
+    return root
+
+
+def test_folder_mapping_rules(tmp_path):
+    from mobileclip_deploy.zeroshot import imagenet_classnames
+
+    names = imagenet_classnames()
+    root = wnid_folder(tmp_path)
+    with pytest.raises(UserError, match="--class-map"):
+        ev.resolve_class_folders(root, names)
+    mapped = ev.resolve_class_folders(root, names, SAMPLES / "labels.csv")
+    assert [i for _, i in mapped] == [int(r["index"]) for r in _rows()]
+    synset = tmp_path / "LOC_synset_mapping.txt"
+    synset.write_text("".join(f"n{i:08d} class {i}\n" for i in range(1000)))
+    assert ev.read_class_map(synset)["n00000007"] == 7
+    by_index = tmp_path / "idx"
+    (by_index / "3").mkdir(parents=True)
+    (by_index / "999").mkdir()
+    assert [i for _, i in ev.resolve_class_folders(by_index, names)] == [3, 999]
+    by_name = tmp_path / "names"
+    (by_name / "Tiger_Shark").mkdir(parents=True)
+    assert ev.resolve_class_folders(by_name, names)[0][1] == names.index("tiger shark")
+    (by_name / "not a class").mkdir()
+    with pytest.raises(UserError, match="cannot map"):
+        ev.resolve_class_folders(by_name, names)
+
+
+def _oracle(root, shift):
+    """Encoders that put each image on its class's text embedding (shift=1: on the next class's)."""
+    from mobileclip_deploy.preprocess import load_image, preprocess_pil
+    from mobileclip_deploy.zeroshot import class_text_embeddings, imagenet_classnames, simple_templates
+
+    gen = torch.Generator().manual_seed(0)
+    table = torch.randn(49408, 64, generator=gen)
+
+    def text_fn(tokens):
+        return table[tokens.long()].sum(dim=1)
+
+    mapping = ev.resolve_class_folders(root, imagenet_classnames(), SAMPLES / "labels.csv")
+    present = sorted(i for _, i in mapping)
+    by_pixels = []
+    for folder, idx in mapping:
+        for f in folder.iterdir():
+            pix = preprocess_pil(load_image(f), 256)
+            target = present[(present.index(idx) + shift) % len(present)]
+            emb = class_text_embeddings(text_fn, [imagenet_classnames()[target]], simple_templates())[0]
+            by_pixels.append((pix, emb))
+
+    def image_fn(pixels):
+        return torch.stack([next(e for p, e in by_pixels if torch.equal(p, x)) for x in pixels])
+
+    return image_fn, text_fn
+
+
+@pytest.mark.parametrize("shift, top1", [(0, 100.0), (1, 0.0)])
+def test_evaluate_scores_the_right_class(tmp_path, shift, top1):
+    root = wnid_folder(tmp_path)
+    image_fn, text_fn = _oracle(root, shift)
+    seen = []
+    res = ev.evaluate(image_fn, text_fn, root, 256, templates="simple", classes="present",
+                      class_map=SAMPLES / "labels.csv", batch_size=3, progress=lambda s, d, t: seen.append(s))
+    assert res.top1 == top1 and res.top5 == 100.0  # 4 classes: the true one is always in the top 5
+    assert res.images == 4 and res.classes_scored == 4 and res.templates == 7 and res.images_per_s > 0
+    assert {"text", "images"} <= set(seen)
+
+
+def test_artifact_encoder_runs_onnx_row_by_row(tmp_path):
+    from test_bench_host import tiny_onnx
+
+    enc = ev.artifact_encoder(tiny_onnx(tmp_path / "t.onnx", "text"), "onnx")
+    tokens = torch.zeros(5, 77, dtype=torch.int64)
+    tokens[:, 0] = torch.arange(5) * 77
+    out = enc(tokens)
+    assert out.shape == (5, 1) and torch.allclose(out[:, 0], torch.arange(5, dtype=torch.float32))
+    with pytest.raises(UserError):
+        ev.artifact_encoder(tmp_path / "t.mlpackage", "coreml")
+
+
+def test_cli_eval_random_weights_small_folder(tmp_path):
+    from mobileclip_deploy.cli import app
+
+    root = wnid_folder(tmp_path, n=3)
+    out = tmp_path / "eval.json"
+    res = CliRunner().invoke(app, ["eval", "--data", str(root), "--model", "mobileclip-s0", "--random-weights",
+                                   "--class-map", str(SAMPLES / "labels.csv"), "--templates", "simple",
+                                   "--classes", "present", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(out.read_text())
+    assert summary["images"] == 3 and summary["classes_scored"] == 3 and summary["random_weights"] is True
+    assert 0.0 <= summary["top1"] <= 100.0 and summary["top5"] == 100.0
+    assert summary["image"] == "eager PyTorch (folded)"

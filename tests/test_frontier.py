@@ -1,0 +1,78 @@
+"""Frontier table and plot: published points, Pareto marking, files, and a reduced `frontier` run."""
+
+import csv
+import json
+
+from PIL import Image
+from typer.testing import CliRunner
+
+from mobileclip_deploy.bench import frontier
+from mobileclip_deploy.bench.frontier import MEASURED, Point
+from mobileclip_deploy.bench.records import read_records, validate
+
+
+def _p(name, ms, top1, group=MEASURED):
+    return Point(name, group, "host", "onnx", "fp32", ms / 2, ms / 2, ms, top1, "published", True, "test")
+
+
+def test_published_points_carry_sources_and_paper_numbers():
+    pts = {p.name: p for p in frontier.published_points()}
+    s0 = pts["MobileCLIP-S0"]
+    assert (s0.total_ms, s0.top1, s0.group) == (3.1, 67.8, frontier.PUBLISHED)
+    assert pts["OpenAI ViT-B/16"].group == frontier.PEER and pts["OpenAI ViT-B/16"].total_ms == 14.8
+    assert "DIME-FM Distill-ViT-B/32" not in pts  # no latency published
+    assert all(p.source for p in pts.values())
+
+
+def test_pareto_front_per_group():
+    pts = [_p("a", 10, 70), _p("b", 20, 65), _p("c", 30, 75), _p("d", 30, 74), _p("e", 5, 60),
+           _p("pub", 1, 90, frontier.PUBLISHED)]
+    frontier.mark_pareto(pts)
+    assert {p.name for p in pts if p.pareto} == {"e", "a", "c", "pub"}
+
+
+def test_outputs_open_and_have_one_row_per_point(tmp_path):
+    pts = [_p("MobileCLIP-S0 onnx fp32", 80, 67.8), *frontier.published_points()]
+    paths = frontier.write_outputs(pts, tmp_path, "t", ["RANDOM WEIGHTS: test"])
+    with Image.open(paths["png"]) as im:
+        im.verify()
+    assert paths["svg"].read_text().lstrip().startswith("<?xml")
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert len(rows) == len(pts) and rows[0]["group"] == MEASURED
+    assert "RANDOM WEIGHTS" in paths["md"].read_text()
+
+
+def test_points_from_device_records(tmp_path):
+    from test_bench_records import _record
+
+    path = tmp_path / "android.jsonl"
+    recs = []
+    for tower, ms in (("image", [4.0]), ("text", [6.0])):
+        r = _record()
+        r.update(target="android", threads=4)
+        r["artifact"].update(tower=tower, backend="executorch-xnnpack")
+        r["latency_ms"]["median"] = ms[0]
+        recs.append(r)
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (pt,) = frontier.points_from_records(path)
+    assert pt.total_ms == 10.0 and pt.top1 == 67.8 and pt.device.startswith("android")
+
+
+def test_reduced_frontier_run(tmp_path):
+    from mobileclip_deploy.cli import app
+
+    out = tmp_path / "fr"
+    args = ["frontier", "--variants", "mobileclip-s0", "--schemes", "onnx:fp32", "--warmup", "0",
+            "--iterations", "2", "-o", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    with Image.open(out / "frontier.png") as im:
+        assert im.size[0] > 500
+    rows = list(csv.DictReader((out / "frontier.csv").open()))
+    measured = [r for r in rows if r["group"] == MEASURED]
+    assert len(rows) == 1 + len(frontier.published_points()) and len(measured) == 1
+    assert measured[0]["random_weights"] == "True" and measured[0]["top1_source"] == "published"
+    recs = read_records(out / "bench.jsonl")
+    assert len(recs) == 2 and all(validate(r) == [] for r in recs)
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "reuse mobileclip-s0" in again.output
