@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from mobileclip_deploy.errors import UserError
-from mobileclip_deploy.layouts import canonical_state_dict, is_official, official_key
+from mobileclip_deploy.layouts import canonical_state_dict, is_official, official_key, to_official
 from mobileclip_deploy.registry import Variant, list_variants
 
 # Preferred file names inside a Hugging Face style folder, best first.
@@ -83,7 +83,9 @@ def _torch_load(file: Path) -> object:
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Weights only load failed" in str(exc):
+        # The weights-only unpickler names a blocked import as "GLOBAL module.name"; any other refusal is
+        # just bytes that are not a pickle (e.g. "Unsupported operand 94").
+        if "GLOBAL" in str(exc):
             raise UserError(f"{file} contains Python objects besides tensors; refusing to unpickle it "
                             "(only plain state dicts load, so no code from the file runs).") from None
         raise UserError(f"{file} is not a PyTorch checkpoint (unreadable pickle).") from None
@@ -92,6 +94,8 @@ def _torch_load(file: Path) -> object:
         if zipfile.is_zipfile(file) or "zip" in text or isinstance(exc, EOFError):
             raise UserError(f"{file} is truncated or corrupt ({text.splitlines()[0] if text else 'EOF'}).") from None
         raise UserError(f"{file} is not a PyTorch checkpoint ({text.splitlines()[0] if text else exc!r}).") from None
+    except Exception as exc:  # garbage bytes can break the unpickler in any way (KeyError, IndexError, ...)
+        raise UserError(f"{file} is not a PyTorch checkpoint (unreadable pickle: {type(exc).__name__}).") from None
 
 
 def detect_layout(keys: list[str], file: Path) -> str:
@@ -181,29 +185,37 @@ def load_checkpoint_into(model: nn.Module, path: str | os.PathLike[str]) -> Chec
     from mobileclip_deploy.reparam import reparameterize
 
     variant: Variant = model.variant
-    state, file = read_state_dict(path)
-    layout = detect_layout(list(state), file)
-    folded = any(m in k for k in state for m in FOLDED_MARKERS)
+    raw, file = read_state_dict(path)
+    layout = detect_layout(list(raw), file)
+    folded = any(m in k for k in raw for m in FOLDED_MARKERS)
     if folded:
         reparameterize(model, inplace=True)
     target = canonical_state_dict(model)
-    state = to_canonical(state, layout, target, variant)
+    state = to_canonical(raw, layout, target, variant)
+
+    def in_file(key: str) -> tuple[str, tuple[int, ...]]:
+        """A model key's name and expected shape as the checkpoint's layout spells them, so users can find it."""
+        if layout != "official":
+            return key, tuple(target[key].shape)
+        name, transform = official_key(key, variant.family)
+        return name, tuple(to_official(target[key], transform).shape)
+
     missing, unexpected = set(target) - set(state), set(state) - set(target)
     if missing or unexpected:
-        guess, score = guess_variant(read_state_dict(file)[0], layout, folded)
+        guess, score = guess_variant(raw, layout, folded)
         if guess is not None and guess != variant.name and score > 0.9:
             raise UserError(f"{file} does not fit {variant.name}: its keys look like a {guess} checkpoint "
                             f"({score:.0%} of keys and shapes match). Use --model {guess}.")
         parts = [f"{file} does not fit {variant.name} ({layout} layout, {'folded' if folded else 'train-time'})."]
         if missing:
-            parts.append(f"Missing {len(missing)} keys: {_few(missing)}.")
+            parts.append(f"Missing {len(missing)} keys: {_few({in_file(k)[0] for k in missing})}.")
         if unexpected:
             parts.append(f"Unexpected {len(unexpected)} keys: {_few(unexpected)}.")
         raise UserError(" ".join(parts))
-    wrong = {k for k in target if tuple(state[k].shape) != tuple(target[k].shape)}
+    wrong = sorted((*in_file(k), k) for k in target if tuple(state[k].shape) != tuple(target[k].shape))
     if wrong:
-        examples = "; ".join(f"{k}: file {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
-                             for k in sorted(wrong)[:3])
+        examples = "; ".join(f"{name}: file {tuple(raw.get(name, state[k]).shape)} vs model {shape}"
+                             for name, shape, k in wrong[:3])
         raise UserError(f"{file} has {len(wrong)} tensors of the wrong shape for {variant.name}: {examples}.")
     model.load_state_dict(state, strict=True)
     params = sum(v.numel() for v in state.values() if v.is_floating_point())

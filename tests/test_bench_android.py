@@ -64,20 +64,25 @@ def test_probe_reads_props_freqs_and_thermal(phone, monkeypatch, profile, big, m
 
 def test_executor_runner_on_device_pins_big_cores(phone, tmp_path):
     t = android.connect(None)
-    m, extra, threads = android.run_on_device(t, _artifact(tmp_path), FAKE / "executor_runner", None, 2, 6)
+    info = android.probe(t)
+    ((m, extra, threads),) = android.run_on_device(t, _artifact(tmp_path), FAKE / "executor_runner", [5], 2, 6, info)
     assert threads == 5 and extra["cpu_mask"] == "1f0"
-    assert m.first_inference_ms == 21.5 and len(m.samples_ms) == 6 and m.warmup == 2
-    log = (phone / "taskset.log").read_text()
-    assert "1f0 ./executor_runner --model_path mobileclip-s0_image_executorch-xnnpack_fp32.pte" in log
-    assert "--num_executions 9 --cpu_threads 5" in log
-    assert (phone / "data/local/tmp/mobileclip-deploy/mobileclip-s0_image_executorch-xnnpack_fp32.pte").exists()
-    assert extra["thermal_c_before"]["BIG"] == 41.2
+    # Three runs of 1, 1 + 2 and 1 + 2 + 6 executions: 21.5 ms first, then 10 ms each.
+    assert m.first_inference_ms == 21.5 and m.load_ms == pytest.approx(5.25) and m.warmup == 2
+    assert m.latency()["mean"] == pytest.approx(10.0) and m.iterations == 6 and m.samples_ms == []
+    log = (phone / "taskset.log").read_text().splitlines()
+    name = "mobileclip-s0_image_executorch-xnnpack_fp32.pte"
+    assert log == [f"1f0 ./executor_runner --model_path {name} --num_executions {n} --cpu_threads 5"
+                   for n in (1, 3, 9)]
+    assert not (phone / "data/local/tmp/mobileclip-deploy" / name).exists()  # removed after the run
+    assert (phone / "data/local/tmp/mobileclip-deploy/executor_runner").exists()
+    assert extra["thermal_c_before"]["BIG"] == 41.2 and extra["cpu_cur_freq_khz_before"]["8"] == 2914000 * 3 // 4
 
 
 def test_runner_and_artifact_must_match(phone, tmp_path):
     t = android.connect(None)
     with pytest.raises(UserError, match="runs onnxruntime"):
-        android.run_on_device(t, _artifact(tmp_path), FAKE / "onnxruntime_perf_test", 1, 0, 5)
+        android.run_on_device(t, _artifact(tmp_path), FAKE / "onnxruntime_perf_test", [1], 0, 5, android.probe(t))
     with pytest.raises(UserError, match="expected ExecuTorch"):
         android.runner_kind(Path("my_tool"))
 
@@ -95,7 +100,25 @@ def test_cli_android_with_perf_test(phone, tmp_path):
     assert validate(rec) == []
     assert rec["target"] == "android" and rec["threads"] == 2 and rec["device"]["model"] == "Pixel 8"
     assert rec["latency_ms"]["median"] == pytest.approx(9.3458) and rec["iterations"] == 30
-    assert "-x 2" in (phone / "taskset.log").read_text()
+    assert rec["latency_ms"]["mean"] == pytest.approx(9.40745) and rec["first_inference_ms"] == 19.0
+    assert "1f0 ./onnxruntime_perf_test -e cpu -m times -r 30 -x 2 -y 1 -s -I" in (phone / "taskset.log").read_text()
+
+
+def test_cli_android_executor_runner_one_thread_and_all_big_cores(phone, tmp_path):
+    from mobileclip_deploy.cli import app
+
+    out = tmp_path / "r.jsonl"
+    result = CliRunner().invoke(app, ["bench", str(_artifact(tmp_path).path), "--target", "android", "--runner",
+                                      str(FAKE / "executor_runner"), "--warmup", "1", "--iterations", "4",
+                                      "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    recs = read_records(out)
+    assert [r["threads"] for r in recs] == [1, 5] and all(validate(r) == [] for r in recs)
+    rec = recs[0]
+    assert rec["latency_ms"]["median"] is None and rec["latency_ms"]["mean"] == pytest.approx(10.0)
+    assert rec["device"]["soc"] == "Google Tensor G3" and rec["device"]["big_cores"] == [4, 5, 6, 7, 8]
+    assert rec["runtime"] == {"name": "executorch", "version": None, "runner": "executor_runner"}
+    assert [r["executions"] for r in rec["runner_runs"]] == [1, 2, 6]
 
 
 def test_cli_android_without_device(phone, tmp_path, monkeypatch):

@@ -3,6 +3,7 @@
 import json
 import os
 import platform
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 from mobileclip_deploy.bench import artifacts, host, ios
 from mobileclip_deploy.bench.records import read_records, validate
 from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.hashing import sha256_path
 
 
 def tiny_onnx(path, tower="image"):
@@ -41,7 +43,7 @@ def export_folder(tmp_path):
     for tower in ("image", "text"):
         p = tiny_onnx(folder / f"mobileclip-s0_{tower}_onnx_fp32.onnx", tower)
         shape = [1, 3, 8, 8] if tower == "image" else [1, 77]
-        entries.append({"file": p.name, "sha256": artifacts.sha256_of(p), "model": "mobileclip-s0", "tower": tower,
+        entries.append({"file": p.name, "sha256": sha256_path(p), "model": "mobileclip-s0", "tower": tower,
                         "backend": "onnx", "scheme": "fp32", "inputs": [{"name": "x", "shape": shape}],
                         "status": "ok"})
     (folder / "manifest.json").write_text(json.dumps({"model": "mobileclip-s0", "artifacts": entries}))
@@ -64,9 +66,20 @@ def test_measure_separates_load_first_warmup_and_samples():
         host.measure(load, 0, 0)
 
 
+def test_measure_time_budget_bounds_slow_runs():
+    def load():
+        return lambda: time.sleep(0.01)
+
+    m = host.measure(load, warmup=10, iterations=100, max_seconds=0.06)
+    assert 5 <= len(m.samples_ms) < 100 and 1 <= m.warmup < 10  # the record keeps the counts actually run
+    assert m.peak_memory_mb is None or m.extra["rss_before_load_mb"] <= m.peak_memory_mb
+    assert len(host.measure(load, warmup=0, iterations=3, max_seconds=0.001).samples_ms) == 3
+
+
 def test_thread_counts():
     assert host.thread_counts("1") == [1]
     assert host.thread_counts("1,all") == [1] + ([os.cpu_count()] if os.cpu_count() != 1 else [])
+    assert host.thread_counts("1,all", all_cores=5) == [1, 5]
     with pytest.raises(UserError):
         host.thread_counts("zero")
 

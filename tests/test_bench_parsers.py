@@ -1,21 +1,24 @@
 import pytest
 
-from mobileclip_deploy.bench.parsers import RunnerOutputError, parse_executor_runner, parse_onnxruntime_perf_test
+from mobileclip_deploy.bench.android import executor_runner_measurement
+from mobileclip_deploy.bench.parsers import (
+    ExecutorRunnerRun,
+    RunnerOutputError,
+    parse_executor_runner,
+    parse_onnxruntime_perf_test,
+)
+from mobileclip_deploy.bench.records import headline_ms
 
-# Lines as executor_runner (examples/portable/executor_runner) logs them through ET_LOG.
+# executor_runner (examples/portable/executor_runner/executor_runner.cpp) as it logs through ET_LOG: no
+# per-execution times, one total over --num_executions.
 ET_OUTPUT = """\
-I 00:00:00.000150 executorch:executor_runner.cpp:283] Resetting threadpool with num threads = 4
-I 00:00:00.002052 executorch:executor_runner.cpp:370] Model file s0.pte is loaded.
-I 00:00:00.002086 executorch:executor_runner.cpp:380] Using method forward
-I 00:00:00.002092 executorch:executor_runner.cpp:431] Setting up CPU planned buffer 0, size 6422528.
-I 00:00:00.007300 executorch:executor_runner.cpp:489] Model loaded in 5.208000 ms.
-I 00:00:00.030000 executorch:executor_runner.cpp:640] Iteration 1 of 5: 22.500000 ms
-I 00:00:00.041000 executorch:executor_runner.cpp:640] Iteration 2 of 5: 11.000000 ms
-I 00:00:00.052000 executorch:executor_runner.cpp:640] Iteration 3 of 5: 10.500000 ms
-I 00:00:00.062000 executorch:executor_runner.cpp:640] Iteration 4 of 5: 10.250000 ms
-I 00:00:00.072000 executorch:executor_runner.cpp:640] Iteration 5 of 5: 10.750000 ms
-I 00:00:00.072100 executorch:executor_runner.cpp:648] Model executed successfully 5 time(s) in 65.000000 ms.
-I 00:00:00.072110 executorch:executor_runner.cpp:655] 1 outputs: 
+I 00:00:00.000150 executorch:executor_runner.cpp:214] Resetting threadpool with num threads = 4
+I 00:00:00.002052 executorch:executor_runner.cpp:352] Model file s0.pte is loaded.
+I 00:00:00.002086 executorch:executor_runner.cpp:362] Using method forward
+I 00:00:00.002092 executorch:executor_runner.cpp:396] Setting up planned buffer 0, size 6422528.
+I 00:00:00.007358 executorch:executor_runner.cpp:421] Method loaded.
+I 00:00:00.072100 executorch:executor_runner.cpp:491] Model executed successfully 5 time(s) in 65.000000 ms.
+I 00:00:00.072110 executorch:executor_runner.cpp:498] 1 outputs: 
 OutputX 0: tensor(sizes=[1, 512], [0.1, 0.2, ...])
 """
 
@@ -43,29 +46,39 @@ P999 Latency: 0.00136 s
 """
 
 
-def test_executor_runner_iterations_split_into_first_warmup_and_samples():
-    m = parse_executor_runner(ET_OUTPUT, warmup=1)
-    assert m.load_ms == pytest.approx(5.208)
-    assert m.first_inference_ms == 22.5
-    assert m.samples_ms == [10.5, 10.25, 10.75]
-    assert m.latency()["median"] == 10.5
+def test_executor_runner_total_and_load_time_from_log_timestamps():
+    run = parse_executor_runner(ET_OUTPUT)
+    assert run.executions == 5 and run.total_ms == 65.0
+    assert run.load_ms == pytest.approx(7.208)  # first log line -> "Method loaded."
 
 
-def test_executor_runner_total_only_is_a_summary():
-    text = "I 00:00:01.5 executorch:executor_runner.cpp:200] Model executed successfully 4 time(s) in 40.0 ms.\n"
-    m = parse_executor_runner(text, warmup=0)
+def test_executor_runner_without_timestamps_has_no_load_time():
+    run = parse_executor_runner("Model executed successfully 4 time(s) in 40.0 ms.\n")
+    assert (run.executions, run.total_ms, run.load_ms) == (4, 40.0, None)
+
+
+def test_executor_runner_runs_combine_into_a_warm_mean():
+    first, warm, timed = ExecutorRunnerRun(1, 22.5, 7.0), ExecutorRunnerRun(3, 44.0, 7.1), ExecutorRunnerRun(13, 144.0, 7.2)
+    m = executor_runner_measurement(first, warm, timed, iterations=10)
     lat = m.latency()
-    assert lat["median"] == 10.0 and lat["stats_source"] == "runner_summary" and m.iterations == 4
+    assert lat["mean"] == pytest.approx(10.0) and lat["median"] is None and lat["stats_source"] == "runner_summary"
+    assert m.first_inference_ms == 22.5 and m.load_ms == 7.0 and m.warmup == 2 and m.iterations == 10
+    assert headline_ms(lat) == pytest.approx(10.0)
+    with pytest.raises(RunnerOutputError, match="more --iterations"):
+        executor_runner_measurement(first, warm, ExecutorRunnerRun(4, 43.0, 7.0), iterations=1)
+    with pytest.raises(RunnerOutputError, match="expected 1/3/13"):
+        executor_runner_measurement(first, warm, ExecutorRunnerRun(12, 144.0, 7.0), iterations=10)
 
 
 def test_executor_runner_failures_are_reported():
     with pytest.raises(RunnerOutputError, match="Loading of method forward failed"):
-        parse_executor_runner("E 00:00:00.1 executorch:executor_runner.cpp:480] Loading of method forward failed "
-                              "with status 0x20\n", warmup=0)
+        parse_executor_runner("E 00:00:00.100000 executorch:executor_runner.cpp:480] Loading of method forward "
+                              "failed with status 0x20\n")
+    with pytest.raises(RunnerOutputError, match="FileDataLoader"):
+        parse_executor_runner("E 00:00:00.000100 executorch:executor_runner.cpp:339] FileDataLoader::from() "
+                              "failed: 0x22\n")
     with pytest.raises(RunnerOutputError, match="no timing"):
-        parse_executor_runner("Segmentation fault\n", warmup=0)
-    with pytest.raises(RunnerOutputError, match="warm-up"):
-        parse_executor_runner(ET_OUTPUT, warmup=4)
+        parse_executor_runner("Segmentation fault\n")
 
 
 def test_onnxruntime_perf_test_summary():
@@ -73,8 +86,8 @@ def test_onnxruntime_perf_test_summary():
     lat = m.latency()
     assert lat["median"] == pytest.approx(0.9458)
     assert lat["p90"] == pytest.approx(1.0243) and lat["min"] == pytest.approx(0.7726)
-    assert lat["max"] == pytest.approx(1.8647) and lat["stdev"] is None
-    assert m.load_ms == pytest.approx(18.3481) and m.first_inference_ms == 2.0
+    assert lat["max"] == pytest.approx(1.8647) and lat["stdev"] is None and lat["mean"] == pytest.approx(0.940745)
+    assert m.load_ms == pytest.approx(18.3481) and m.first_inference_ms == 2.0 and m.warmup == 0
     assert m.iterations == 10000
     assert m.peak_memory_mb == pytest.approx(50905088 / 2**20)
 

@@ -2,17 +2,19 @@
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import REPO_ROOT
 from mobileclip_deploy.bench import evaluate as ev
 from mobileclip_deploy.errors import UserError
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
-pytestmark = pytest.mark.skipif(not (SAMPLES / "labels.csv").exists(), reason="shared ImageNet samples missing")
+# Same location rule as conftest's `shared_dir`; a missing folder fails these tests rather than skipping them.
+SAMPLES = Path(os.environ.get("MOBILECLIP_SHARED") or REPO_ROOT.parent / "shared") / "data" / "imagenet-samples"
 
 
 def _rows(n=4):
@@ -116,3 +118,63 @@ def test_cli_eval_random_weights_small_folder(tmp_path):
     assert summary["images"] == 3 and summary["classes_scored"] == 3 and summary["random_weights"] is True
     assert 0.0 <= summary["top1"] <= 100.0 and summary["top5"] == 100.0
     assert summary["image"] == "eager PyTorch (folded)"
+
+
+def _tiny_pte(path):
+    """A real ExecuTorch XNNPACK program with the image tower's I/O: pixels (1x3x256x256) -> embedding (1x4)."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(3, 4)
+
+        def forward(self, pixels):
+            return self.proj(pixels.mean(dim=(2, 3)))
+
+    program = torch.export.export(Tiny().eval(), (torch.rand(1, 3, 256, 256),))
+    path.write_bytes(to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer)
+    return path
+
+
+def _tiny_text_onnx(path):
+    """ONNX Runtime text tower stand-in: tokens (1x77 int32) -> embedding (1x4)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(torch.randn(77, 4, generator=torch.Generator().manual_seed(0)).numpy(), "w")
+    nodes = [helper.make_node("Cast", ["tokens"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("MatMul", ["f", "w"], ["text_embedding"])]
+    graph = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("tokens", TensorProto.INT32, [1, 77])],
+                              [helper.make_tensor_value_info("text_embedding", TensorProto.FLOAT, [1, 4])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_cli_eval_executorch_and_onnx_artifacts(tmp_path):
+    """Image on the ExecuTorch runtime, text on ONNX Runtime, model taken from the manifest."""
+    from mobileclip_deploy.cli import app
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    image = _tiny_pte(folder / "mobileclip-s0_image_executorch-xnnpack_fp32.pte")
+    text = _tiny_text_onnx(folder / "mobileclip-s0_text_onnx_fp32.onnx")
+    entries = [{"file": p.name, "model": "mobileclip-s0", "tower": t, "backend": b, "scheme": "fp32",
+                "checkpoint_sha256": None, "status": "ok"}
+               for p, t, b in ((image, "image", "executorch-xnnpack"), (text, "text", "onnx"))]
+    (folder / "manifest.json").write_text(json.dumps({"model": "mobileclip-s0", "artifacts": entries}))
+    root = wnid_folder(tmp_path, n=4)
+    res = CliRunner().invoke(app, ["eval", "--data", str(root), "--artifacts", str(folder), "--class-map",
+                                   str(SAMPLES / "labels.csv"), "--templates", "simple", "--classes", "present",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout[res.stdout.index("{"):])
+    assert summary["image"] == image.name and summary["text"] == text.name and summary["model"] == "mobileclip-s0"
+    assert summary["images"] == 4 and summary["classes_scored"] == 4 and summary["top5"] == 100.0
+    assert summary["random_weights"] is True and summary["images_per_s"] > 0
+    wrong = CliRunner().invoke(app, ["eval", "--data", str(root), "--artifacts", str(folder), "--model",
+                                     "mobileclip-b"])
+    assert wrong.exit_code != 0 and "preprocessing" in str(wrong.exception)

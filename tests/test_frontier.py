@@ -3,6 +3,8 @@
 import csv
 import json
 
+import pytest
+
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -58,11 +60,32 @@ def test_points_from_device_records(tmp_path):
     assert pt.total_ms == 10.0 and pt.top1 == 67.8 and pt.device.startswith("android")
 
 
-def test_reduced_frontier_run(tmp_path):
+def test_frontier_schemes_are_checked_before_any_work():
+    from mobileclip_deploy.cli.bench import _frontier_pair
+    from mobileclip_deploy.errors import UserError
+
+    assert _frontier_pair(" executorch:8DA8W") == ("executorch-xnnpack", "8da8w")
+    for bad, why in (("onnx", "BACKEND:SCHEME"), ("onnx:w8a8", "calibration"), ("coreml:fp16", "on the host"),
+                     ("onnx:int3", "does not support")):
+        with pytest.raises(UserError, match=why):
+            _frontier_pair(bad)
+
+
+def test_reduced_frontier_run(tmp_path, monkeypatch):
+    """S0 with ONNX fp32 for real; a second scheme whose converter breaks costs only its own point."""
+    from mobileclip_deploy.bench import sweep
     from mobileclip_deploy.cli import app
 
+    real_export = sweep._export_one
+
+    def export_or_break(module, example, tower, backend, scheme, path):
+        if scheme == "8da8w":
+            raise RuntimeError("converter exploded")
+        real_export(module, example, tower, backend, scheme, path)
+
+    monkeypatch.setattr(sweep, "_export_one", export_or_break)
     out = tmp_path / "fr"
-    args = ["frontier", "--variants", "mobileclip-s0", "--schemes", "onnx:fp32", "--warmup", "0",
+    args = ["frontier", "--variants", "mobileclip-s0", "--schemes", "onnx:fp32,onnx:8da8w", "--warmup", "0",
             "--iterations", "2", "-o", str(out)]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
@@ -72,7 +95,10 @@ def test_reduced_frontier_run(tmp_path):
     measured = [r for r in rows if r["group"] == MEASURED]
     assert len(rows) == 1 + len(frontier.published_points()) and len(measured) == 1
     assert measured[0]["random_weights"] == "True" and measured[0]["top1_source"] == "published"
+    assert "| MobileCLIP-S0 onnx fp32 | host 1T |" in res.output  # the Markdown table, unwrapped
+    md = (out / "frontier.md").read_text()
+    assert "Left out: mobileclip-s0_image_onnx_8da8w.onnx export: RuntimeError: converter exploded" in md
     recs = read_records(out / "bench.jsonl")
     assert len(recs) == 2 and all(validate(r) == [] for r in recs)
-    again = CliRunner().invoke(app, args)
+    again = CliRunner().invoke(app, args[:4] + ["onnx:fp32"] + args[5:])
     assert again.exit_code == 0 and "reuse mobileclip-s0" in again.output

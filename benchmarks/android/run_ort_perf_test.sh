@@ -1,5 +1,5 @@
 #!/system/bin/sh
-# Run ONNX Runtime's onnxruntime_perf_test (CPU EP, generated inputs) on the big cores.
+# Run ONNX Runtime's onnxruntime_perf_test (CPU EP, generated inputs, percentiles printed) on the big cores.
 # Usage (on the device): sh run_ort_perf_test.sh MODEL.onnx [ITERATIONS=200] [THREADS=<number of big cores>]
 set -e
 model=$1; iters=${2:-200}
@@ -11,5 +11,5 @@ echo "device: $(getprop ro.product.model) / $(getprop ro.soc.model) / Android $(
 echo "big-core mask: $mask, threads: $threads"
 for z in /sys/class/thermal/thermal_zone*; do echo "thermal-before $(cat $z/type) $(cat $z/temp)"; done 2>/dev/null
 LD_LIBRARY_PATH="$here" taskset "$mask" "$here/onnxruntime_perf_test" -e cpu -m times -r "$iters" \
-  -x "$threads" -I "$model" 2>&1
+  -x "$threads" -y 1 -s -I "$model" 2>&1
 for z in /sys/class/thermal/thermal_zone*; do echo "thermal-after $(cat $z/type) $(cat $z/temp)"; done 2>/dev/null

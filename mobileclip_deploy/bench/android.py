@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mobileclip_deploy.bench.artifacts import Artifact, runtime_of
-from mobileclip_deploy.bench.parsers import parse_executor_runner, parse_onnxruntime_perf_test
+from mobileclip_deploy.bench.parsers import (
+    ExecutorRunnerRun,
+    RunnerOutputError,
+    parse_executor_runner,
+    parse_onnxruntime_perf_test,
+)
 from mobileclip_deploy.bench.records import Measurement
 from mobileclip_deploy.errors import UserError
 
@@ -198,28 +203,58 @@ def runner_kind(runner: Path) -> str:
     name = runner.name.lower()
     if "perf_test" in name:
         return "onnxruntime"
-    if "executor_runner" in name or "benchmark" in name:
+    if "executor_runner" in name:
         return "executorch"
     raise UserError(
-        f"--runner {runner.name}: expected ExecuTorch's executor_runner or ONNX Runtime's onnxruntime_perf_test"
+        f"--runner {runner.name}: expected ExecuTorch's executor_runner (or xnn_executor_runner) or ONNX Runtime's "
+        "onnxruntime_perf_test, built for the device"
     )
 
 
-def runner_command(kind: str, runner_name: str, artifact_name: str, threads: int, warmup: int,
-                   iterations: int, mask: str) -> str:
-    """The shell line run on the device (stderr merged: ET_LOG writes there)."""
+def runner_command(kind: str, runner_name: str, artifact_name: str, threads: int, runs: int, mask: str) -> str:
+    """The shell line run on the device (stderr merged: ET_LOG writes there).
+
+    `runs` is executor_runner's `--num_executions` or onnxruntime_perf_test's `-r` (timed runs after its
+    own first inference); `-I` makes perf_test generate inputs, `-s` print its percentiles.
+    """
     q = shlex.quote
     if kind == "executorch":
-        run = (f"./{q(runner_name)} --model_path {q(artifact_name)} "
-               f"--num_executions {1 + warmup + iterations} --cpu_threads {threads}")
+        run = f"./{q(runner_name)} --model_path {q(artifact_name)} --num_executions {runs} --cpu_threads {threads}"
     else:
-        run = f"./{q(runner_name)} -e cpu -m times -r {iterations} -x {threads} -I {q(artifact_name)}"
+        run = f"./{q(runner_name)} -e cpu -m times -r {runs} -x {threads} -y 1 -s -I {q(artifact_name)}"
     return f"cd {REMOTE_DIR} && LD_LIBRARY_PATH={REMOTE_DIR} taskset {mask} {run} 2>&1"
 
 
-def run_on_device(t: AdbTransport, artifact: Artifact, runner: Path, threads: int | None, warmup: int,
-                  iterations: int, info: DeviceInfo | None = None) -> tuple[Measurement, dict[str, Any], int]:
-    """Push, run and parse one artifact. Returns the measurement, extra record keys and the thread count used."""
+def executor_runner_measurement(first: ExecutorRunnerRun, warm: ExecutorRunnerRun, timed: ExecutorRunnerRun,
+                                iterations: int) -> Measurement:
+    """Warm latency from three executor_runner runs, since it prints only a total per run.
+
+    `first` ran 1 execution (the first inference), `warm` 1 + warm-up, `timed` 1 + warm-up + `iterations`:
+    the timed iterations' mean is (timed - warm) / iterations. Each run is its own process, so the
+    difference also carries run-to-run noise; more iterations shrink it.
+    """
+    if first.executions != 1 or timed.executions - warm.executions != iterations:
+        raise RunnerOutputError(f"executor_runner ran {first.executions}/{warm.executions}/{timed.executions} "
+                                f"executions, expected 1/{warm.executions}/{warm.executions + iterations}")
+    mean = (timed.total_ms - warm.total_ms) / iterations
+    if mean <= 0:
+        raise RunnerOutputError(f"run-to-run noise exceeds the timed iterations ({timed.total_ms:.2f} ms for "
+                                f"{timed.executions} vs {warm.total_ms:.2f} ms for {warm.executions}); "
+                                "use more --iterations")
+    summary = {"mean": mean}
+    runs = [{"executions": r.executions, "total_ms": r.total_ms, "load_ms": r.load_ms} for r in (first, warm, timed)]
+    extra = {"iterations": iterations, "runner_runs": runs,
+             "runner_note": "executor_runner prints only a total per run: mean = (total of 1 + warm-up + "
+                            "iterations executions - total of 1 + warm-up) / iterations; no percentiles"}
+    return Measurement([], first.load_ms, first.total_ms, warm.executions - 1, summary_ms=summary, extra=extra)
+
+
+def run_on_device(t: AdbTransport, artifact: Artifact, runner: Path, thread_counts: list[int], warmup: int,
+                  iterations: int, info: DeviceInfo) -> list[tuple[Measurement, dict[str, Any], int]]:
+    """Push one artifact (and the runner), time it pinned to the big cores at each thread count, remove it.
+
+    Returns (measurement, extra record keys, threads) per thread count.
+    """
     kind = runner_kind(runner)
     if runtime_of(artifact.backend) != kind:
         raise UserError(f"{artifact.path.name} is a {artifact.backend} artifact; {runner.name} runs {kind} files")
@@ -227,26 +262,38 @@ def run_on_device(t: AdbTransport, artifact: Artifact, runner: Path, threads: in
         raise UserError(f"{artifact.path.name} is a folder; Android runners take a single file")
     if not runner.is_file():
         raise UserError(f"--runner {runner} does not exist")
-    info = info or probe(t)
-    cores = info.big_cores or [0]
-    n_threads = threads or len(cores)
-    mask = cpu_mask(cores)
+    mask = cpu_mask(info.big_cores or [0])
     t.shell(f"mkdir -p {REMOTE_DIR}")
     t.push(runner, f"{REMOTE_DIR}/{runner.name}")
     t.shell(f"chmod 755 {REMOTE_DIR}/{shlex.quote(runner.name)}")
     t.push(artifact.path, f"{REMOTE_DIR}/{artifact.path.name}")
-    before = read_thermal(t)
-    out = t.shell(runner_command(kind, runner.name, artifact.path.name, n_threads, warmup, iterations, mask),
-                  timeout=3600)
-    after = read_thermal(t)
-    m = parse_executor_runner(out, warmup) if kind == "executorch" else parse_onnxruntime_perf_test(out)
-    _, cur_after = parse_freqs(t.shell(_FREQ_CMD))
-    extra = {
-        "cpu_mask": mask,
-        "runner": runner.name,
-        "cpu_cur_freq_khz_before": {str(k): v for k, v in sorted(info.cur_freq_khz.items())},
-        "cpu_cur_freq_khz_after": {str(k): v for k, v in sorted(cur_after.items())},
-        "thermal_c_before": before,
-        "thermal_c_after": after,
-    }
-    return m, extra, n_threads
+    results = []
+    try:
+        for threads in thread_counts:
+            _, cur_before = parse_freqs(t.shell(_FREQ_CMD))
+            before = read_thermal(t)
+
+            def run(count: int, threads: int = threads) -> str:
+                return t.shell(runner_command(kind, runner.name, artifact.path.name, threads, count, mask),
+                               timeout=3600)
+
+            if kind == "executorch":
+                first = parse_executor_runner(run(1))
+                warm = parse_executor_runner(run(1 + warmup)) if warmup else first
+                m = executor_runner_measurement(first, warm, parse_executor_runner(run(1 + warmup + iterations)),
+                                                iterations)
+            else:
+                m = parse_onnxruntime_perf_test(run(iterations))
+            _, cur_after = parse_freqs(t.shell(_FREQ_CMD))
+            extra = {
+                "cpu_mask": mask,
+                "runner": runner.name,
+                "cpu_cur_freq_khz_before": {str(k): v for k, v in sorted(cur_before.items())},
+                "cpu_cur_freq_khz_after": {str(k): v for k, v in sorted(cur_after.items())},
+                "thermal_c_before": before,
+                "thermal_c_after": read_thermal(t),
+            }
+            results.append((m, extra, threads))
+    finally:
+        t.shell(f"rm -f {REMOTE_DIR}/{shlex.quote(artifact.path.name)}")
+    return results

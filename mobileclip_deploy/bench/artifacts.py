@@ -6,18 +6,19 @@ to the exact file that produced it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.hashing import sha256_path
 
 BACKEND_BY_SUFFIX = {".onnx": "onnx", ".ort": "onnx", ".pte": "executorch", ".mlpackage": "coreml", ".mlmodelc": "coreml"}
 # `<model>_<tower>_<backend>_<scheme>.<ext>`, the naming convention of the exporters.
-_NAME = re.compile(r"^(?P<model>.+?)_(?P<tower>image|text)_(?P<backend>[a-z0-9]+)_(?P<scheme>[A-Za-z0-9]+)$")
+_NAME = re.compile(r"^(?P<model>.+?)_(?P<tower>image|text)_(?P<backend>[a-z0-9-]+)_(?P<scheme>[A-Za-z0-9]+)$")
 
 
 @dataclass
@@ -36,11 +37,16 @@ class Artifact:
             return list(self.manifest_entry["inputs"][0]["shape"])
         return None
 
+    @cached_property
+    def sha256(self) -> str:
+        """Hashed once per run, however many thread counts the artifact is timed at."""
+        return sha256_path(self.path)
+
     def info(self) -> dict[str, Any]:
         """The record's `artifact` object."""
         return {
             "file": self.path.name,
-            "sha256": sha256_of(self.path),
+            "sha256": self.sha256,
             "model": self.model,
             "tower": self.tower,
             "backend": self.backend,
@@ -57,20 +63,6 @@ def runtime_of(backend: str) -> str:
     if backend in ("coreml", "executorch-coreml"):
         return "coreml"
     raise UserError(f"unknown backend {backend!r}")
-
-
-def sha256_of(path: Path) -> str:
-    """sha256 of a file, or of a directory (e.g. .mlpackage) over its sorted relative paths and contents."""
-    h = hashlib.sha256()
-    if path.is_dir():
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            h.update(str(f.relative_to(path)).encode())
-            h.update(f.read_bytes())
-        return h.hexdigest()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_manifest(folder: Path) -> dict[str, Any]:
@@ -93,7 +85,7 @@ def _from_file(path: Path) -> Artifact:
                                 entry.get("scheme"), entry, manifest)
     m = _NAME.match(path.name[: -len(path.suffix)])
     if m:
-        return Artifact(path, m["model"], m["tower"], backend, m["scheme"])
+        return Artifact(path, m["model"], m["tower"], m["backend"], m["scheme"])
     return Artifact(path, None, None, backend, None)
 
 

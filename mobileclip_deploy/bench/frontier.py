@@ -65,7 +65,7 @@ def published_points(names: Iterable[str] | None = None) -> list[Point]:
 
 def points_from_records(path: Path) -> list[Point]:
     """One point per (device, runtime, model, backend, scheme, threads/units) with both towers in a bench file."""
-    from mobileclip_deploy.bench.records import read_records
+    from mobileclip_deploy.bench.records import headline_ms, read_records
     from mobileclip_deploy.errors import UserError
     from mobileclip_deploy.registry import get_variant
 
@@ -85,7 +85,7 @@ def points_from_records(path: Path) -> list[Point]:
             variant = get_variant(model)
         except UserError:
             continue
-        img, txt = (towers[t]["latency_ms"]["median"] for t in ("image", "text"))
+        img, txt = (headline_ms(towers[t]["latency_ms"]) for t in ("image", "text"))
         top1 = variant.published.imagenet_top1
         where = f"{target} {device or ''} {units or f'{threads}T'}".strip()
         out.append(Point(f"{variant.display_name} {backend} {scheme}" + (f" eager {form}" if form else ""), MEASURED,
@@ -136,53 +136,99 @@ def to_markdown(points: list[Point], notes: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _short(p: Point) -> str:
+    """Plot label: MobileCLIP -> MC, and the peers' long figure-reading qualifiers dropped."""
+    name = p.name.replace("MobileCLIP", "MC").replace(" (plotted point)", "")
+    return name.split(" ")[0] if p.group == MEASURED else name
+
+
+def _place_labels(ax, fig, labels: list[tuple[float, float, str, str]]) -> None:
+    """Annotate each point at the first nearby offset whose text box overlaps no marker and no earlier label.
+
+    Figures with dozens of peers otherwise print names over each other; greedy placement in display
+    coordinates is enough at this density.
+    """
+    from matplotlib.transforms import Bbox
+
+    offsets = [(5, 3, "left"), (5, -10, "left"), (-5, 3, "right"), (-5, -10, "right"), (5, 11, "left"),
+               (-5, 11, "right"), (5, -18, "left"), (-5, -18, "right"), (0, 20, "center"), (0, -27, "center")]
+    renderer = fig.canvas.get_renderer()
+    labels = sorted(labels, key=lambda item: (item[0], -item[1]))
+    markers = [Bbox.from_bounds(px - 4, py - 4, 8, 8)
+               for px, py in (ax.transData.transform((x, y)) for x, y, _, _ in labels)]
+    taken: list = []
+    for i, (x, y, text, color) in enumerate(labels):
+        others = taken + markers[:i] + markers[i + 1 :]  # labels must not hide other points either
+        for dx, dy, ha in offsets:
+            ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=7, color=color,
+                              ha=ha)
+            box = ann.get_window_extent(renderer).expanded(1.02, 1.1)
+            if not any(box.overlaps(other) for other in others) or (dx, dy, ha) == offsets[-1]:
+                taken.append(box)
+                break
+            ann.remove()
+
+
 def plot(points: list[Point], png: Path, svg: Path, title: str, notes: list[str]) -> None:
-    """Log-latency vs top-1; filled markers = measured accuracy, hollow = published accuracy."""
+    """Log-latency vs top-1. Measured points: filled when their accuracy was measured here, hollow when it is
+    the published figure (random weights or no --eval-data)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(10, 6.5))
+    fig, ax = plt.subplots(figsize=(11, 7))
     styles = {PUBLISHED: ("o", "tab:blue"), PEER: ("^", "tab:gray")}
     measured_colors = ["tab:red", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive"]
-    labels: dict[str, tuple[str, str]] = {}
+    series: dict[str, tuple[str, str]] = {}
+    labels = []
     for p in points:
         if p.top1 is None:
             continue
         if p.group == MEASURED:
-            key = f"measured {p.backend} {p.scheme} ({p.device})"
-            if key not in labels:
-                labels[key] = ("s", measured_colors[len([k for k in labels if k.startswith("measured")])
-                                                    % len(measured_colors)])
+            key = f"measured here: {p.backend} {p.scheme} ({p.device})"
+            if key not in series:
+                count = sum(k.startswith("measured") for k in series)
+                series[key] = ("s", measured_colors[count % len(measured_colors)])
         else:
             key = p.group
-            labels.setdefault(key, styles[p.group])
-        marker, color = labels[key]
+            series.setdefault(key, styles[p.group])
+        marker, color = series[key]
         hollow = p.group == MEASURED and p.top1_source != "measured"
         ax.scatter([p.total_ms], [p.top1], marker=marker, s=60 if p.group != PEER else 40,
                    facecolors="none" if hollow else color, edgecolors=color, linewidths=1.5,
                    label=key if key not in ax.get_legend_handles_labels()[1] else None, zorder=3)
-        short = p.name.replace("MobileCLIP", "MC")
-        if p.group != MEASURED or p.pareto:
-            ax.annotate(short if p.group != MEASURED else f"{short.split(' ')[0]}",
-                        (p.total_ms, p.top1), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
+        labels.append((p.total_ms, p.top1, _short(p), color))
     for group, style in ((PUBLISHED, "--"), (MEASURED, "-")):
         front = sorted((p for p in points if p.group == group and p.pareto), key=lambda p: p.total_ms)
         if len(front) > 1:
             ax.step([p.total_ms for p in front], [p.top1 for p in front], where="post", linestyle=style,
                     color="black", alpha=0.5, linewidth=1,
-                    label=f"Pareto front ({'measured' if group == MEASURED else 'published'})")
+                    label=f"Pareto front ({'measured here' if group == MEASURED else 'published MobileCLIP'})")
     ax.set_xscale("log")
     ax.set_xlabel("latency: image + text encoder, batch 1 (ms, log scale)")
     ax.set_ylabel("ImageNet zero-shot top-1 (%)")
     ax.set_title(title, fontsize=11)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    handles, names = ax.get_legend_handles_labels()
+    if any(p.group == MEASURED for p in points):
+        handles += [Line2D([], [], marker="s", linestyle="", markerfacecolor="none", markeredgecolor="black"),
+                    Line2D([], [], marker="s", linestyle="", color="black")]
+        names += ["hollow: accuracy is the published figure", "filled: accuracy measured here"]
+    ax.legend(handles, names, fontsize=7, loc="lower right")
+    fig.tight_layout()
+    if any(p.group == MEASURED and p.random_weights for p in points):
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high + 0.08 * (high - low))  # room for the banner above the top labels
+        ax.text(0.01, 0.99, "RANDOM WEIGHTS: measured latencies only; their accuracy is not measured",
+                transform=ax.transAxes, va="top", ha="left", fontsize=9, fontweight="bold", color="darkred",
+                bbox={"facecolor": "white", "edgecolor": "darkred", "alpha": 0.9})
+    _place_labels(ax, fig, labels)
     if notes:
-        fig.text(0.01, 0.01, "\n".join(notes), fontsize=7, va="bottom", ha="left",
+        fig.text(0.01, 0.01, "\n".join(notes), fontsize=7, va="bottom", ha="left", wrap=True,
                  bbox={"facecolor": "lightyellow", "alpha": 0.8, "edgecolor": "none"})
-        fig.subplots_adjust(bottom=0.1 + 0.025 * len(notes))
+        fig.subplots_adjust(bottom=0.1 + 0.03 * len(notes))
     for path, fmt in ((png, "png"), (svg, "svg")):
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=150)

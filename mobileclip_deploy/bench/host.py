@@ -6,6 +6,7 @@ inference and warm latency are timed the same way whatever the runtime.
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import re
@@ -47,10 +48,11 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _peak_rss_mb() -> float | None:
+def _status_mb(key: str) -> float | None:
+    """A `VmHWM` (peak) or `VmRSS` (current) figure of this process, in MiB."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024.0
     except OSError:
         pass
@@ -62,11 +64,20 @@ def measure(
     warmup: int,
     iterations: int,
     progress: Progress | None = None,
+    max_seconds: float | None = None,
 ) -> Measurement:
-    """Time `load()`, then the first call of the runner it returns, `warmup` untimed calls and `iterations` timed ones."""
+    """Time `load()`, then the first call of the runner it returns, `warmup` untimed calls and `iterations` timed ones.
+
+    `max_seconds` bounds a slow run (frontier sweeps): warm-up stops after a quarter of it, timed
+    iterations after all of it but never below 5; the record keeps the counts actually run.
+    Peak memory is the process's peak RSS during this run (runtime libraries included); the RSS just
+    before loading is kept as `rss_before_load_mb`, so the run's own footprint is the difference.
+    """
     if iterations < 1:
         raise UserError("--iterations must be at least 1")
+    gc.collect()  # earlier runs' models must not count towards this one's memory
     peak_ok = _reset_peak_rss()
+    rss_before = _status_mb("VmRSS")
     t0 = time.perf_counter()
     run = load()
     load_ms = (time.perf_counter() - t0) * 1e3
@@ -74,18 +85,27 @@ def measure(
     run()
     first_ms = (time.perf_counter() - t0) * 1e3
     total = warmup + iterations
-    for i in range(warmup):
+    done_warmup = 0
+    start = time.perf_counter()
+    while done_warmup < warmup and (max_seconds is None or time.perf_counter() - start < max_seconds / 4):
         run()
+        done_warmup += 1
         if progress:
-            progress(i + 1, total)
+            progress(done_warmup, total)
     samples: list[float] = []
-    for i in range(iterations):
+    start = time.perf_counter()
+    while len(samples) < iterations and (max_seconds is None or time.perf_counter() - start < max_seconds
+                                         or len(samples) < min(5, iterations)):
         t0 = time.perf_counter()
         run()
         samples.append((time.perf_counter() - t0) * 1e3)
         if progress:
-            progress(warmup + i + 1, total)
-    return Measurement(samples, load_ms, first_ms, warmup, _peak_rss_mb() if peak_ok else None)
+            progress(warmup + len(samples), total)
+    if progress:
+        progress(total, total)
+    peak = _status_mb("VmHWM") if peak_ok else None
+    extra = {"rss_before_load_mb": rss_before} if peak is not None and rss_before is not None else {}
+    return Measurement(samples, load_ms, first_ms, done_warmup, peak, extra=extra)
 
 
 def ort_loader(artifact: Artifact, threads: int) -> tuple[Callable[[], Callable[[], object]], dict[str, Any]]:
@@ -96,6 +116,9 @@ def ort_loader(artifact: Artifact, threads: int) -> tuple[Callable[[], Callable[
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # ALL adds this CPU's layout transforms (NCHWc convolutions), which exporters leave out for
+        # portability: the runtime applies them at load, as an app's session would by default.
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         sess = ort.InferenceSession(str(artifact.path), so, providers=["CPUExecutionProvider"])
         inp = sess.get_inputs()[0]
         shape = artifact.input_shape or [d if isinstance(d, int) else 1 for d in inp.shape]
@@ -103,7 +126,8 @@ def ort_loader(artifact: Artifact, threads: int) -> tuple[Callable[[], Callable[
         feeds = {inp.name: example_input(artifact.tower or _guess_tower(shape), shape, dtype)}
         return lambda: sess.run(None, feeds)
 
-    return load, {"name": "onnxruntime", "version": ort.__version__, "provider": "CPUExecutionProvider"}
+    return load, {"name": "onnxruntime", "version": ort.__version__, "provider": "CPUExecutionProvider",
+                  "graph_optimization": "ORT_ENABLE_ALL"}
 
 
 def et_loader(artifact: Artifact, threads: int) -> tuple[Callable[[], Callable[[], object]], dict[str, Any]]:
@@ -123,7 +147,7 @@ def et_loader(artifact: Artifact, threads: int) -> tuple[Callable[[], Callable[[
         x = torch.from_numpy(example_input(artifact.tower or _guess_tower(shape), shape, dtype))
         return lambda: method.execute((x,))
 
-    return load, {"name": "executorch", "version": _version("executorch"), "delegate": "XnnpackBackend"}
+    return load, {"name": "executorch", "version": package_version("executorch"), "delegate": "XnnpackBackend"}
 
 
 def eager_loader(
@@ -167,7 +191,7 @@ def _guess_tower(shape: list[int]) -> str:
     return "image" if len(shape) == 4 else "text"
 
 
-def _version(dist: str) -> str | None:
+def package_version(dist: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -199,13 +223,13 @@ def host_device() -> dict[str, Any]:
     }
 
 
-def thread_counts(spec: str) -> list[int]:
-    """`--threads` value: a number, `all` (every core), or a comma list such as `1,all`."""
+def thread_counts(spec: str, all_cores: int | None = None) -> list[int]:
+    """`--threads` value: a number, `all` (`all_cores`, default every core here), or a comma list such as `1,all`."""
     out: list[int] = []
     for part in spec.split(","):
         part = part.strip().lower()
         if part == "all":
-            n = os.cpu_count() or 1
+            n = all_cores or os.cpu_count() or 1
         elif part.isdigit() and int(part) > 0:
             n = int(part)
         else:

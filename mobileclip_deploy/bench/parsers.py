@@ -1,29 +1,33 @@
 """Parsers for the timing output of the on-device runners, in the formats those tools print.
 
-* ExecuTorch `executor_runner` (examples/portable/executor_runner): ET_LOG lines such as
-  `I 00:00:00.012 executorch:executor_runner.cpp:NNN] Model loaded in 12.3 ms.`,
-  `... Iteration 3 of 50: 7.41 ms` and `... Model executed successfully 50 time(s) in 371.2 ms.`
-  (older builds print only `Model executed successfully.`, which carries no timing).
-* ONNX Runtime `onnxruntime_perf_test`: `Session creation time cost: 0.018 s`,
-  `First inference time cost: 2 ms`, `Total inference requests: 1000`,
-  `Average inference time cost: 0.94 ms`, `Peak working set size: 50905088 bytes`, and
-  `Min/Max/P50/P90/P95/P99/P999 Latency: <seconds> s`.
+* ExecuTorch `executor_runner` (examples/portable/executor_runner, also `xnn_executor_runner`) logs
+  through ET_LOG, `I 00:00:01.234567 executorch:executor_runner.cpp:NNN] <message>` (time since the
+  runtime started). Its only timing is the total over all executions,
+  `Model executed successfully 51 time(s) in 371.200000 ms.`, so one run gives a sum, not samples;
+  `android` combines several runs. Load time is read off the log timestamps, from the first line to
+  `Method loaded.`.
+* ONNX Runtime `onnxruntime_perf_test` (test/perftest/performance_runner.cc): `Session creation time
+  cost: 0.018 s`, `First inference time cost: 2 ms`, `Total inference requests: 1000`,
+  `Average inference time cost: 0.94 ms`, `Peak working set size: 50905088 bytes`, and with
+  statistics on (`-s`, the default without a result file) `Min/Max/P50/P90/P95/P99/P999 Latency: <s> s`.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from mobileclip_deploy.bench.records import Measurement
+from mobileclip_deploy.errors import UserError
 
 _NUM = r"([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)"
-_ET_ITER = re.compile(rf"Iteration\s+(\d+)\s+of\s+(\d+):\s*{_NUM}\s*ms")
+_ET_LINE = re.compile(r"^([DIEF]) (\d+):(\d{2}):(\d{2})\.(\d{6}) executorch:[^\]]*\] (.*)$", re.M)
 _ET_TOTAL = re.compile(rf"Model executed successfully\s+(\d+)\s+time\(s\)\s+in\s+{_NUM}\s*ms")
-_ET_LOAD = re.compile(rf"Model loaded in\s+{_NUM}\s*ms")
-_ET_FAIL = re.compile(r"(Execution of method .* failed.*|Loading of method .* failed.*|Failed to parse model file.*)")
+_ET_FAIL = re.compile(r"(Execution of method .* failed.*|Loading of method .* failed.*|Failed to parse model file.*"
+                      r"|FileDataLoader::from\(\) failed.*)")
 
 
-class RunnerOutputError(ValueError):
+class RunnerOutputError(UserError):
     """The runner's output has no timing we can use; the message quotes what it said instead."""
 
 
@@ -31,32 +35,28 @@ def _tail(text: str, n: int = 8) -> str:
     return "\n".join(text.strip().splitlines()[-n:])
 
 
-def parse_executor_runner(text: str, warmup: int) -> Measurement:
-    """Per-iteration times from executor_runner run with `--num_executions 1 + warmup + iterations`.
+@dataclass(frozen=True)
+class ExecutorRunnerRun:
+    """One executor_runner process: how many executions it timed, their summed time, and its load time."""
 
-    Iteration 1 is the first inference, the next `warmup` are dropped, the rest are the samples.
+    executions: int
+    total_ms: float
+    load_ms: float | None
 
-    Without per-iteration lines but with the total, the mean is the only number and it includes
-    the first (cold) execution; it is reported as a runner summary, not as samples.
-    """
+
+def parse_executor_runner(text: str) -> ExecutorRunnerRun:
+    """The total-execution line and the log-timestamp load time of one executor_runner run."""
     fail = _ET_FAIL.search(text)
     if fail:
         raise RunnerOutputError(f"executor_runner failed: {fail.group(1)}")
-    load = _ET_LOAD.search(text)
-    load_ms = float(load.group(1)) if load else None
-    iters = [(int(m.group(1)), float(m.group(3))) for m in _ET_ITER.finditer(text)]
-    if iters:
-        times = [t for _, t in sorted(iters)]
-        if len(times) < warmup + 2:
-            raise RunnerOutputError(f"executor_runner ran {len(times)} iteration(s); need first + {warmup} warm-up + 1")
-        return Measurement(times[1 + warmup :], load_ms, times[0], warmup)
     total = _ET_TOTAL.search(text)
-    if total:
-        n, ms = int(total.group(1)), float(total.group(2))
-        summary = {"median": ms / n, "trimmed_mean": None, "p90": None, "min": None, "max": None, "stdev": None}
-        return Measurement([], load_ms, None, 0, summary_ms=summary,
-                           extra={"iterations": n, "runner_note": "mean over all executions incl. the first"})
-    raise RunnerOutputError("no timing found in executor_runner output:\n" + _tail(text))
+    if not total:
+        raise RunnerOutputError("no timing found in executor_runner output:\n" + _tail(text))
+    stamps = [(int(h) * 3600 + int(m) * 60 + int(s) + int(us) / 1e6, msg)
+              for _, h, m, s, us, msg in _ET_LINE.findall(text)]
+    loaded = next((t for t, msg in stamps if msg.strip() == "Method loaded."), None)
+    load_ms = (loaded - stamps[0][0]) * 1e3 if stamps and loaded is not None else None
+    return ExecutorRunnerRun(int(total.group(1)), float(total.group(2)), load_ms)
 
 
 _ORT_FIELDS = {
@@ -73,7 +73,7 @@ _ORT_FIELDS = {
 
 
 def parse_onnxruntime_perf_test(text: str) -> Measurement:
-    """Summary numbers from onnxruntime_perf_test (it prints percentiles, not samples)."""
+    """Summary numbers from onnxruntime_perf_test (it prints percentiles and a mean, not samples)."""
     got: dict[str, float] = {}
     for key, rx in _ORT_FIELDS.items():
         m = rx.search(text)
@@ -81,15 +81,15 @@ def parse_onnxruntime_perf_test(text: str) -> Measurement:
             got[key] = float(m.group(1))
     if "p50_s" not in got and "avg_ms" not in got:
         raise RunnerOutputError("no timing found in onnxruntime_perf_test output:\n" + _tail(text))
-    median = got["p50_s"] * 1e3 if "p50_s" in got else got["avg_ms"]
 
     def ms(key: str) -> float | None:
         return got[key] * 1e3 if key in got else None
 
-    summary = {"median": median, "trimmed_mean": None, "p90": ms("p90_s"), "min": ms("min_s"),
-               "max": ms("max_s"), "stdev": None}
-    extra = {"iterations": int(got.get("requests", 0)) or 1, "runner_mean_ms": got.get("avg_ms")}
-    peak = got["peak_bytes"] / 2**20 if "peak_bytes" in got else None
+    summary = {"median": ms("p50_s"), "mean": got.get("avg_ms"), "trimmed_mean": None, "p90": ms("p90_s"),
+               "min": ms("min_s"), "max": ms("max_s"), "stdev": None}
+    extra = {"iterations": int(got.get("requests", 0)) or 1,
+             "runner_note": "onnxruntime_perf_test: percentiles are its own (nearest rank); it has no warm-up "
+                            "option, its one untimed run is the first inference"}
+    peak = got["peak_bytes"] / 2**20 if got.get("peak_bytes") else None
     load_ms = got["load_s"] * 1e3 if "load_s" in got else None
-    # perf_test runs one untimed warm-up itself (its "first inference").
-    return Measurement([], load_ms, got.get("first_ms"), 1, peak_memory_mb=peak, summary_ms=summary, extra=extra)
+    return Measurement([], load_ms, got.get("first_ms"), 0, peak_memory_mb=peak, summary_ms=summary, extra=extra)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mobileclip_deploy.atomic import write_text
-from mobileclip_deploy.bench.stats import summarize
+from mobileclip_deploy.bench.stats import STAT_KEYS, summarize
 
 SCHEMA_ID = "mobileclip-deploy/bench-record/v1"
 
@@ -49,10 +49,18 @@ class Measurement:
     def latency(self) -> dict[str, Any]:
         if self.samples_ms:
             return {**summarize(self.samples_ms), "stats_source": "samples"}
-        if not self.summary_ms or self.summary_ms.get("median") is None:
-            raise ValueError("measurement has neither samples nor a runner summary with a median")
-        keys = ("median", "trimmed_mean", "p90", "min", "max", "stdev")
-        return {**{k: self.summary_ms.get(k) for k in keys}, "stats_source": "runner_summary"}
+        summary = self.summary_ms or {}
+        if summary.get("median") is None and summary.get("mean") is None:
+            raise ValueError("measurement has neither samples nor a runner summary with a median or mean")
+        return {**{k: summary.get(k) for k in STAT_KEYS}, "stats_source": "runner_summary"}
+
+
+def headline_ms(latency: dict[str, Any]) -> float:
+    """The one number tables and plots use: the median, or the mean when a runner reports only that."""
+    value = latency["median"] if latency.get("median") is not None else latency.get("mean")
+    if value is None:
+        raise ValueError("latency has neither a median nor a mean")
+    return float(value)
 
 
 def now_iso() -> str:

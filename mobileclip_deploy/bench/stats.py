@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-STAT_KEYS = ("median", "trimmed_mean", "p90", "min", "max", "stdev")
+STAT_KEYS = ("median", "mean", "trimmed_mean", "p90", "min", "max", "stdev")
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -21,17 +21,18 @@ def percentile(samples: Sequence[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def trimmed_mean(samples: Sequence[float], keep: float = 0.8) -> float:
-    """Mean of the middle `keep` fraction: drops the same count from each end (10% each for 0.8).
+def trimmed_mean(samples: Sequence[float]) -> float:
+    """Mean of the middle 80%: drops `len // 10` samples at each end, exactly as the Swift runner does.
 
     This is the ModelBench-style number the MobileCLIP paper reports; it ignores scheduler hiccups
-    at the top and lucky cache hits at the bottom.
+    at the top and lucky cache hits at the bottom. The integer cut keeps Python and Swift identical
+    (a float fraction such as `n * 0.1` rounds differently, e.g. 10 * (1 - 0.8) / 2 < 1).
     """
     if not samples:
         raise ValueError("no samples")
     xs = sorted(samples)
-    cut = int(len(xs) * (1.0 - keep) / 2.0)
-    middle = xs[cut : len(xs) - cut] if cut else xs
+    cut = len(xs) // 10
+    middle = xs[cut : len(xs) - cut]
     return sum(middle) / len(middle)
 
 
@@ -45,11 +46,12 @@ def stdev(samples: Sequence[float]) -> float:
 
 
 def summarize(samples: Sequence[float]) -> dict[str, float]:
-    """The six numbers every record carries."""
+    """The numbers every record's `latency_ms` carries (the Swift runner writes all but `mean`)."""
     if not samples:
         raise ValueError("no samples to summarize")
     return {
         "median": percentile(samples, 50.0),
+        "mean": sum(samples) / len(samples),
         "trimmed_mean": trimmed_mean(samples),
         "p90": percentile(samples, 90.0),
         "min": min(samples),

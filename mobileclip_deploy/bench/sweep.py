@@ -18,8 +18,8 @@ from typing import Any
 from mobileclip_deploy.atomic import write_text
 from mobileclip_deploy.bench.artifacts import Artifact
 from mobileclip_deploy.bench.frontier import MEASURED, Point
-from mobileclip_deploy.bench.host import _version, host_device, loader_for, measure
-from mobileclip_deploy.bench.records import append_records, make_record
+from mobileclip_deploy.bench.host import host_device, loader_for, measure, package_version
+from mobileclip_deploy.bench.records import append_records, headline_ms, make_record
 
 Log = Callable[[str], None]
 Progress = Callable[[str, int, int], None]
@@ -45,20 +45,22 @@ class SweepConfig:
     eval_classes: str = "all"
     class_map: Path | None = None
     eval_limit_per_class: int | None = None
+    max_seconds: float | None = None  # per artifact: bounds slow runs (see host.measure)
 
 
 def _cache_key(variant: str, checkpoint_sha: str | None, backend: str, scheme: str) -> dict[str, Any]:
-    return {"variant": variant, "checkpoint_sha256": checkpoint_sha, "backend": backend, "scheme": scheme,
-            "torch": _version("torch"), "executorch": _version("executorch"), "onnxruntime": _version("onnxruntime"),
-            "onnx": _version("onnx"), "mobileclip_deploy": _version("mobileclip-deploy")}
+    tools = {name.replace("-", "_"): package_version(name)
+             for name in ("torch", "executorch", "onnxruntime", "onnx", "mobileclip-deploy")}
+    return {"variant": variant, "checkpoint_sha256": checkpoint_sha, "backend": backend, "scheme": scheme, **tools}
 
 
 def _export_one(module: Any, example: Any, tower: str, backend: str, scheme: str, path: Path) -> None:
     """The single place this package calls the exporters for `frontier`."""
     from mobileclip_deploy.exporters import executorch as et_export
     from mobileclip_deploy.exporters import onnx as onnx_export
+    from mobileclip_deploy.exporters.pipeline import _quiet  # the exporters' own silencer of converter chatter
 
-    with tempfile.TemporaryDirectory(dir=path.parent) as work:
+    with tempfile.TemporaryDirectory(dir=path.parent) as work, _quiet():
         tmp = Path(work) / path.name
         if backend == "onnx":
             onnx_export.export(module, example, tower, scheme, tmp, None, Path(work))
@@ -67,8 +69,17 @@ def _export_one(module: Any, example: Any, tower: str, backend: str, scheme: str
         tmp.replace(path)
 
 
-def build_artifacts(cfg: SweepConfig, variant_name: str, log: Log) -> list[Artifact]:
-    """Export (or reuse) both towers of one variant for every scheme."""
+def _failure(what: str, exc: Exception) -> str:
+    text = f"{what}: {type(exc).__name__}: {exc}".replace("\n", " ")
+    return text if len(text) <= 240 else text[:237] + "..."
+
+
+def build_artifacts(cfg: SweepConfig, variant_name: str, log: Log, failures: list[str] | None = None) -> list[Artifact]:
+    """Export (or reuse) both towers of one variant for every scheme.
+
+    With `failures`, an artifact that fails to export is reported there and left out, so one broken
+    converter costs one point of the frontier, not the whole run; without it the error propagates.
+    """
     from mobileclip_deploy import create_model, reparameterize
     from mobileclip_deploy.exporters.wrappers import example_input, tower_module
     from mobileclip_deploy.hashing import sha256_path
@@ -94,29 +105,43 @@ def build_artifacts(cfg: SweepConfig, variant_name: str, log: Log) -> list[Artif
             if fresh:
                 continue
             log(f"export {path.name}")
-            _export_one(modules[tower], example_input(tower, variant.image_size, variant.context_length),
-                        tower, backend, scheme, path)
+            try:
+                _export_one(modules[tower], example_input(tower, variant.image_size, variant.context_length),
+                            tower, backend, scheme, path)
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                if failures is None:
+                    raise
+                failures.append(_failure(f"{path.name} export", exc))
+                log(f"failed: {failures[-1]}")
+                continue
             write_text(key_file, json.dumps(key, indent=1))
     else:
         log(f"reuse {variant.name} artifacts (same checkpoint, options and tool versions)")
-    return [Artifact(p, variant.name, t, b, s) for t, b, s, p, *_ in wanted]
+    return [Artifact(p, variant.name, t, b, s) for t, b, s, p, *_ in wanted if p.exists()]
 
 
 def bench_artifacts(artifacts: list[Artifact], cfg: SweepConfig, jsonl: Path, random_weights: bool,
-                    progress: Progress | None) -> dict[tuple[str, str, str, str], float]:
-    """Median warm latency per (variant, tower, backend, scheme); records appended to `jsonl`."""
+                    progress: Progress | None, failures: list[str]) -> dict[tuple[str, str, str, str], float]:
+    """Median warm latency per (variant, tower, backend, scheme); records appended to `jsonl`.
+
+    An artifact its runtime cannot load or run is reported in `failures` and left out.
+    """
     device = host_device()
     medians: dict[tuple[str, str, str, str], float] = {}
     records = []
     for art in artifacts:
         load, runtime = loader_for(art, cfg.threads)
         label = f"{art.path.name} ({cfg.threads} thread{'s' if cfg.threads > 1 else ''})"
-        m = measure(load, cfg.warmup, cfg.iterations,
-                    (lambda i, n, label=label: progress(label, i, n)) if progress else None)
+        try:
+            m = measure(load, cfg.warmup, cfg.iterations,
+                        (lambda i, n, label=label: progress(label, i, n)) if progress else None, cfg.max_seconds)
+        except Exception as exc:  # noqa: BLE001 - a runtime refusing one artifact must not end the sweep
+            failures.append(_failure(f"{art.path.name} run", exc))
+            continue
         rec = make_record(target="host", device=device, runtime=runtime, artifact=art.info(), measurement=m,
                           threads=cfg.threads, extra={"random_weights": random_weights, "source": "frontier"})
         records.append(rec)
-        medians[(art.model or "", art.tower or "", art.backend, art.scheme or "")] = rec["latency_ms"]["median"]
+        medians[(art.model or "", art.tower or "", art.backend, art.scheme or "")] = headline_ms(rec["latency_ms"])
     append_records(jsonl, records)
     return medians
 
@@ -142,26 +167,34 @@ def run(cfg: SweepConfig, log: Log, progress: Progress | None = None) -> tuple[l
     jsonl = cfg.out_dir / "bench.jsonl"
     device = host_device()
     points: list[Point] = []
+    failures: list[str] = []
     any_random = False
     for name in cfg.variants:
         variant = get_variant(name)
         random_weights = variant.name not in cfg.checkpoints
         any_random |= random_weights
-        arts = build_artifacts(cfg, variant.name, log)
-        medians = bench_artifacts(arts, cfg, jsonl, random_weights, progress)
+        arts = build_artifacts(cfg, variant.name, log, failures)
+        medians = bench_artifacts(arts, cfg, jsonl, random_weights, progress, failures)
         for backend, scheme in cfg.schemes:
-            img = medians[(variant.name, "image", backend, scheme)]
-            txt = medians[(variant.name, "text", backend, scheme)]
+            img = medians.get((variant.name, "image", backend, scheme))
+            txt = medians.get((variant.name, "text", backend, scheme))
+            if img is None or txt is None:
+                continue
             top1, source = variant.published.imagenet_top1, "published"
             if cfg.eval_data is not None and not random_weights:
                 log(f"evaluate {variant.name} {backend} {scheme} on {cfg.eval_data}")
-                top1, source = evaluate_scheme(cfg, variant.name, arts, backend, scheme, progress), "measured"
+                try:
+                    top1, source = evaluate_scheme(cfg, variant.name, arts, backend, scheme, progress), "measured"
+                except Exception as exc:  # noqa: BLE001 - keep the latency point, say why accuracy is missing
+                    failures.append(_failure(f"{variant.name} {backend} {scheme} evaluation", exc))
             points.append(Point(f"{variant.display_name} {backend} {scheme}", MEASURED,
                                 f"host {cfg.threads}T", backend, scheme, img, txt, img + txt, top1,
                                 source if top1 is not None else "none", random_weights,
                                 f"{jsonl.name} (this run)"))
-    notes = [f"Measured: {device['soc']}, {cfg.threads} thread(s), batch 1, median of {cfg.iterations} runs "
-             f"after {cfg.warmup} warm-up; published: iPhone 12 Pro Max (Core ML) from the paper/README and figure readings."]
+    budget = f" (fewer for slow artifacts: {cfg.max_seconds:g} s each)" if cfg.max_seconds else ""
+    notes = [f"Measured: {device['soc']}, {cfg.threads} thread(s), batch 1, median of {cfg.iterations} runs{budget} "
+             f"after up to {cfg.warmup} warm-up. Published: iPhone 12 Pro Max (Core ML), from the MobileCLIP "
+             "README and, for peers, read off Apple's figure."]
     if any_random:
         notes.append("RANDOM WEIGHTS: no checkpoint for some measured points; their latency is real (it does not "
                      "depend on weight values) but their accuracy is the published figure (hollow markers).")
@@ -169,5 +202,7 @@ def run(cfg: SweepConfig, log: Log, progress: Progress | None = None) -> tuple[l
         notes.append("Accuracy of measured points is the published figure (hollow markers): pass --eval-data to measure it.")
     if cfg.eval_data is not None and cfg.eval_classes == "present":
         notes.append("Measured accuracy scores only the classes present in the evaluation folder.")
+    if failures:
+        notes.append("Left out: " + "; ".join(failures))
     return points, notes
 

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mobileclip_deploy.cli.app import app, console, err_console
-from mobileclip_deploy.cli.options import CheckpointOpt, RandomWeightsOpt, load_model_for_cli
+from mobileclip_deploy.cli.app import app, console, err_console, print_json
+from mobileclip_deploy.cli.options import CheckpointOpt, JsonOpt, RandomWeightsOpt, load_model_for_cli
 from mobileclip_deploy.errors import UserError
 
 
@@ -25,57 +26,70 @@ def _split(values: list[str] | None) -> set[str] | None:
     return out or None
 
 
-def _fmt(v: Any) -> str:
-    return "–" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+def _fmt(v: Any, digits: int = 2) -> str:
+    return "–" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
 def print_records(records: list[dict[str, Any]]) -> None:
     """Table of records, with each run's speed-up over eager train-time PyTorch where that baseline exists."""
-    base = {(r["artifact"]["model"], r["artifact"]["tower"], r["threads"]): r["latency_ms"]["median"]
+    from mobileclip_deploy.bench.records import headline_ms
+
+    base = {(r["artifact"]["model"], r["artifact"]["tower"], r["threads"]): headline_ms(r["latency_ms"])
             for r in records if r.get("variant") == "train-time"}
-    table = Table(title="latency (ms, batch 1; warm statistics over timed iterations)")
-    for col in ("artifact", "runtime", "units/threads", "load", "first", "median", "trim.mean", "p90", "min",
-                "max", "stdev", "peak MB", "vs eager"):
-        table.add_column(col, justify="left" if col in ("artifact", "runtime") else "right")
+    table = Table(title="latency in ms, batch 1 (warm statistics over the timed iterations; load and first "
+                        "inference apart)")
+    for col in ("model", "tower", "runtime", "scheme", "where", "load", "first", "median", "mean", "trim.mean",
+                "p90", "min", "max", "stdev", "peak MB", "vs eager"):
+        table.add_column(col, justify="left" if col in ("model", "tower", "runtime", "scheme") else "right")
     for r in records:
-        lat = r["latency_ms"]
-        ref = base.get((r["artifact"]["model"], r["artifact"]["tower"], r["threads"]))
-        ratio = f"{ref / lat['median']:.2f}x" if ref else "–"
-        where = r["compute_units"] or f"{r['threads']}T"
-        table.add_row(r["artifact"]["file"], r["runtime"]["name"], where, _fmt(r["load_ms"]),
-                      _fmt(r["first_inference_ms"]), _fmt(lat["median"]), _fmt(lat["trimmed_mean"]),
-                      _fmt(lat["p90"]), _fmt(lat["min"]), _fmt(lat["max"]), _fmt(lat["stdev"]),
-                      _fmt(r["peak_memory_mb"]), ratio)
-    console.print(table)
+        lat, art = r["latency_ms"], r["artifact"]
+        ref = base.get((art["model"], art["tower"], r["threads"]))
+        runtime = r["runtime"]["name"] + (f" {r['variant']}" if r.get("variant") else "")
+        table.add_row(art["model"] or art["file"], art["tower"] or "–", runtime, art["scheme"] or "–",
+                      r["compute_units"] or f"{r['threads']}T", _fmt(r["load_ms"]), _fmt(r["first_inference_ms"]),
+                      _fmt(lat["median"]), _fmt(lat.get("mean")), _fmt(lat["trimmed_mean"]), _fmt(lat["p90"]),
+                      _fmt(lat["min"]), _fmt(lat["max"]), _fmt(lat["stdev"]), _fmt(r["peak_memory_mb"], 0),
+                      f"{ref / headline_ms(lat):.2f}x" if ref else "–")
+    # Piped output is not limited to 80 columns: a wrapped table is unreadable in a log file.
+    (console if console.is_terminal else Console(width=190)).print(table)
 
 
-def _host_runs(artifacts: list, models: set[str], threads_list: list[int], warmup: int, iterations: int,
-               eager: bool, checkpoint: Path | None) -> list[dict[str, Any]]:
+def _eager_jobs(towers_by_model: dict[str, set[str]], checkpoint: Path | None) -> list[tuple[str, Any, dict, dict]]:
+    """Eager PyTorch baselines, train-time and folded, for the towers the artifacts cover (both for --model)."""
+    from mobileclip_deploy import reparameterize
+
+    if checkpoint is not None and len(towers_by_model) > 1:
+        raise UserError(f"--checkpoint is for one model, but the artifacts are of {', '.join(sorted(towers_by_model))}")
+    jobs = []
+    for name, towers in sorted(towers_by_model.items()):
+        net, variant, _ = load_model_for_cli(name, checkpoint, random_weights=checkpoint is None)
+        for form in ("train-time", "folded"):
+            for tower in ("image", "text"):
+                if tower not in towers:
+                    continue
+                # Loading counts the fold for the folded form: it is part of getting that model ready.
+                def build(form: str = form, net: Any = net) -> Any:
+                    return reparameterize(net) if form == "folded" else net
+
+                art = {"file": f"{variant.name} eager {form} ({tower})", "sha256": None, "model": variant.name,
+                       "tower": tower, "backend": "pytorch", "scheme": "fp32"}
+                jobs.append((art["file"], (build, tower, variant.image_size), art,
+                             {"variant": form, "random_weights": checkpoint is None}))
+    return jobs
+
+
+def _host_runs(artifacts: list, jobs: list[tuple[str, Any, dict, dict]], threads_list: list[int], warmup: int,
+               iterations: int) -> list[dict[str, Any]]:
+    """Time eager jobs, then artifacts, at every thread count, with a progress bar per run."""
     from mobileclip_deploy.bench.host import eager_loader, host_device, loader_for, measure
     from mobileclip_deploy.bench.records import make_record
 
     device = host_device()
-    jobs: list[tuple[str, Any, dict[str, Any], dict[str, Any]]] = []
-    if eager:
-        from mobileclip_deploy import create_model, reparameterize
-        from mobileclip_deploy.registry import get_variant
-
-        for name in sorted(models):
-            variant = get_variant(name)
-            for form in ("train-time", "folded"):
-                for tower in ("image", "text"):
-                    def build(form: str = form, name: str = variant.name) -> Any:
-                        model = create_model(name, checkpoint)
-                        return reparameterize(model) if form == "folded" else model
-
-                    art = {"file": f"{variant.name} eager {form} ({tower})", "sha256": None, "model": variant.name,
-                           "tower": tower, "backend": "pytorch", "scheme": "fp32"}
-                    jobs.append((art["file"], (build, tower, variant.image_size), art,
-                                 {"variant": form, "random_weights": checkpoint is None}))
-    for a in artifacts:
-        jobs.append((a.path.name, a, {}, {"manifest_entry": a.manifest_entry} if a.manifest_entry else {}))
+    jobs = jobs + [(a.path.name, a, {}, {"manifest_entry": a.manifest_entry} if a.manifest_entry else {})
+                   for a in artifacts]
     records = []
     with _progress() as progress:
+        overall = progress.add_task("runs", total=len(jobs) * len(threads_list))
         for threads in threads_list:
             for label, job, art_info, extra in jobs:
                 task = progress.add_task(f"{label} [{threads}T]", total=warmup + iterations)
@@ -87,6 +101,7 @@ def _host_runs(artifacts: list, models: set[str], threads_list: list[int], warmu
                     info = job.info()
                 m = measure(load, warmup, iterations, lambda i, n, t=task: progress.update(t, completed=i))
                 progress.remove_task(task)
+                progress.advance(overall)
                 records.append(make_record(target="host", device=device, runtime=runtime, artifact=info,
                                            measurement=m, threads=threads, extra=extra))
     return records
@@ -96,8 +111,8 @@ def _host_runs(artifacts: list, models: set[str], threads_list: list[int], warmu
 def bench(
     paths: Annotated[list[Path] | None, typer.Argument(help="Export folders (with manifest.json) or artifact files.")] = None,
     target: Annotated[str, typer.Option(help="host, android or ios.")] = "host",
-    threads: Annotated[str, typer.Option(help="Thread counts: N, 'all', or a list such as '1,all'. "
-                                         "Android: threads pinned to the big cores (default: all big cores).")] = "1,all",
+    threads: Annotated[str, typer.Option(help="Thread counts: N, 'all' (every core; Android: every big core), "
+                                         "or a list such as '1,all'. Android runs are pinned to the big cores.")] = "1,all",
     warmup: Annotated[int, typer.Option(help="Untimed runs after the first inference.")] = 10,
     iterations: Annotated[int, typer.Option(help="Timed runs.")] = 50,
     backend: Annotated[list[str] | None, typer.Option(help="Only these backends (onnx, executorch-xnnpack, coreml).")] = None,
@@ -124,15 +139,22 @@ def bench(
     artifacts = arts_mod.select(arts_mod.collect(list(paths or [])), _split(backend), _split(scheme), _split(tower))
     if target == "host":
         from mobileclip_deploy.bench.host import thread_counts
+        from mobileclip_deploy.registry import get_variant
 
         runnable = [a for a in artifacts if arts_mod.runtime_of(a.backend) != "coreml"]
         skipped = [a.path.name for a in artifacts if a not in runnable]
         if skipped:
             err_console.print(f"[yellow]skipped (Core ML needs --target ios on a Mac): {', '.join(skipped)}[/]")
-        models = {a.model for a in runnable if a.model} | ({model} if model else set())
-        if not runnable and not (eager and models):
+        towers: dict[str, set[str]] = {}
+        for a in runnable:
+            if a.model and a.tower:
+                towers.setdefault(a.model, set()).add(a.tower)
+        if model:
+            towers[get_variant(model).name] = {"image", "text"}
+        if not runnable and not (eager and towers):
             raise UserError("nothing to run: give export folders or .onnx/.pte files, or --model NAME for eager baselines")
-        records = _host_runs(runnable, models, thread_counts(threads), warmup, iterations, eager, checkpoint)
+        jobs = _eager_jobs(towers, checkpoint) if eager else []
+        records = _host_runs(runnable, jobs, thread_counts(threads), warmup, iterations)
     elif target == "android":
         records = _android(artifacts, serial, runner, adb, threads, warmup, iterations)
     elif target == "ios":
@@ -158,27 +180,29 @@ def _android(artifacts: list, serial: str | None, runner: Path | None, adb: str,
              iterations: int) -> list[dict[str, Any]]:
     from mobileclip_deploy.bench import android
     from mobileclip_deploy.bench.artifacts import runtime_of
+    from mobileclip_deploy.bench.host import thread_counts
     from mobileclip_deploy.bench.records import make_record
 
     if runner is None:
         raise UserError("--target android needs --runner PATH: ExecuTorch's executor_runner or ONNX Runtime's "
-                        "onnxruntime_perf_test built for the device (see benchmarks/android/README)")
-    transport = android.connect(serial, adb)
-    info = android.probe(transport)
+                        "onnxruntime_perf_test built for the device (see benchmarks/android/README.md)")
     kind = android.runner_kind(runner)
     todo = [a for a in artifacts if runtime_of(a.backend) == kind]
     if not todo:
         raise UserError(f"no {kind} artifacts among the given paths for runner {runner.name}")
-    n_threads: int | None = None if threads.strip().lower() in ("all", "1,all") else int(threads.split(",")[0])
+    transport = android.connect(serial, adb)
+    info = android.probe(transport)
+    counts = thread_counts(threads, all_cores=len(info.big_cores) or 1)
     records = []
     for a in todo:
-        with console.status(f"{a.path.name} on {info.props.get('model', transport.serial)}"):
-            m, extra, used = android.run_on_device(transport, a, runner, n_threads, warmup, iterations, info)
-        if a.manifest_entry:
-            extra["manifest_entry"] = a.manifest_entry
-        runtime = {"name": kind, "version": None, "runner": runner.name}
-        records.append(make_record(target="android", device=info.record_device(), runtime=runtime,
-                                   artifact=a.info(), measurement=m, threads=used, extra=extra))
+        with console.status(f"{a.path.name} on {info.props.get('model', transport.serial)}, {counts} thread(s)"):
+            runs = android.run_on_device(transport, a, runner, counts, warmup, iterations, info)
+        for m, extra, used in runs:
+            if a.manifest_entry:
+                extra["manifest_entry"] = a.manifest_entry
+            runtime = {"name": kind, "version": None, "runner": runner.name}
+            records.append(make_record(target="android", device=info.record_device(), runtime=runtime,
+                                       artifact=a.info(), measurement=m, threads=used, extra=extra))
     return records
 
 
@@ -186,7 +210,8 @@ def _android(artifacts: list, serial: str | None, runner: Path | None, adb: str,
 def eval_cmd(
     data: Annotated[Path, typer.Option("--data", help="Image folder with one sub-folder per class (WordNet ids, "
                                        "class indices or CLIP class names).")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Registry name (preprocessing, and the eager model).")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Registry name (preprocessing, and the eager "
+                                              "model); default: the artifacts' model.")] = None,
     checkpoint: CheckpointOpt = None,
     random_weights: RandomWeightsOpt = False,
     artifacts: Annotated[list[Path] | None, typer.Option("--artifacts", help="Export folder or .onnx/.pte files to "
@@ -199,6 +224,7 @@ def eval_cmd(
     limit_per_class: Annotated[int | None, typer.Option(help="At most N images per class.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images/prompts per batch.")] = 32,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result as JSON here.")] = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Zero-shot top-1/top-5 and images/s of a checkpoint or of exported artifacts on a local image folder."""
     from mobileclip_deploy.atomic import write_text
@@ -206,7 +232,6 @@ def eval_cmd(
     from mobileclip_deploy.bench.evaluate import artifact_encoder, evaluate, torch_encoders
     from mobileclip_deploy.registry import get_variant
 
-    variant = get_variant(model)
     picked = arts_mod.select(arts_mod.collect(list(artifacts or [])), {backend} if backend else None,
                              {scheme} if scheme else None)
     by_tower: dict[str, Any] = {}
@@ -216,12 +241,24 @@ def eval_cmd(
         by_tower[a.tower] = a
     if artifacts and "image" not in by_tower:
         raise UserError("no image artifact among --artifacts (after --backend/--scheme filters)")
+    models = {get_variant(a.model).name for a in by_tower.values() if a.model}
+    if len(models) > 1:
+        raise UserError(f"the artifacts are of different models ({', '.join(sorted(models))})")
+    if model is None and not models:
+        raise UserError("pass --model NAME (the artifacts do not say which model they are)")
+    variant = get_variant(model or next(iter(models)))
+    if models and variant.name not in models:
+        raise UserError(f"--model {variant.name} but the artifacts are of {next(iter(models))}: preprocessing "
+                        "would not match")
     eager_image = eager_text = None
     if len(by_tower) < 2:
-        net, _, _ = load_model_for_cli(variant.name, checkpoint, random_weights)
         from mobileclip_deploy import reparameterize
 
+        net, _, _ = load_model_for_cli(variant.name, checkpoint, random_weights)
         eager_image, eager_text = torch_encoders(reparameterize(net))
+    # Artifacts exported without a checkpoint say so in their manifest entry.
+    random_artifacts = [a.path.name for a in by_tower.values()
+                        if a.manifest_entry is not None and a.manifest_entry.get("checkpoint_sha256") is None]
     image_fn = artifact_encoder(by_tower["image"].path, by_tower["image"].backend) if "image" in by_tower else eager_image
     text_fn = artifact_encoder(by_tower["text"].path, by_tower["text"].backend) if "text" in by_tower else eager_text
     with _progress() as progress:
@@ -236,15 +273,39 @@ def eval_cmd(
                           class_map, limit_per_class, batch_size, report)
     what = {t: (f"{a.path.name}" if a else "eager PyTorch (folded)") for t, a in
             (("image", by_tower.get("image")), ("text", by_tower.get("text")))}
+    random = random_weights or bool(random_artifacts)
     summary = {"model": variant.name, "data": str(data), "image": what["image"], "text": what["text"],
-               "random_weights": random_weights, **result.as_dict(), "classes": classes, "template_set": templates}
-    console.print(f"{variant.display_name} — image: {what['image']}, text: {what['text']}")
-    console.print(f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  on {result.images} images, "
-                  f"{result.classes_scored}-way, {result.templates} templates; {result.images_per_s:.1f} images/s")
-    if random_weights:
-        err_console.print("[bold yellow]random weights: this accuracy is meaningless[/]")
+               "random_weights": random, **result.as_dict(), "classes": classes, "template_set": templates}
+    if json_:
+        print_json(summary)
+    else:
+        console.print(f"{variant.display_name} — image: {what['image']}, text: {what['text']}")
+        console.print(f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  on {result.images} images, "
+                      f"{result.classes_scored}-way, {result.templates} templates; {result.images_per_s:.1f} images/s "
+                      "(decode, preprocess and image encoder)")
+    if random:
+        why = f" ({', '.join(random_artifacts)} exported without a checkpoint)" if random_artifacts else ""
+        err_console.print(f"[bold yellow]random weights{why}: this accuracy is meaningless[/]")
     if output:
         write_text(output, json.dumps(summary, indent=2) + "\n")
+
+
+def _frontier_pair(item: str) -> tuple[str, str]:
+    """`backend:scheme` for the frontier: a host-runnable backend and a scheme that needs no calibration."""
+    from mobileclip_deploy.bench.sweep import SUFFIX
+    from mobileclip_deploy.exporters.schemes import get_backend
+
+    name, sep, scheme_name = item.strip().partition(":")
+    if not sep:
+        raise UserError(f"--schemes {item!r}: expected BACKEND:SCHEME, e.g. onnx:fp32 or executorch:8da8w")
+    backend = get_backend(name)
+    scheme = backend.scheme(scheme_name.strip().lower())
+    if backend.name not in SUFFIX:
+        raise UserError(f"--schemes {item}: frontier runs {' and '.join(SUFFIX)} on the host")
+    if scheme.static:
+        raise UserError(f"--schemes {item}: static quantization needs calibration images; export it with "
+                        "`mobileclip-deploy export --calibration DIR`, bench it, and pass --records")
+    return backend.name, scheme.name
 
 
 @app.command("frontier")
@@ -266,8 +327,10 @@ def frontier_cmd(
     records: Annotated[list[Path] | None, typer.Option(help="Also plot points from these bench JSON-lines "
                                                        "files (any target).")] = None,
     threads: Annotated[int, typer.Option(help="Threads for the host measurements.")] = 1,
-    warmup: Annotated[int, typer.Option()] = 3,
-    iterations: Annotated[int, typer.Option()] = 20,
+    warmup: Annotated[int, typer.Option(help="Untimed runs after the first inference (at most).")] = 3,
+    iterations: Annotated[int, typer.Option(help="Timed runs (at most, see --max-seconds).")] = 20,
+    max_seconds: Annotated[float, typer.Option(help="Time budget per artifact: slow ones stop after it, with "
+                                               "at least 5 timed runs; 0 = no limit.")] = 4.0,
 ) -> None:
     """Export (or reuse), benchmark and plot the latency-accuracy frontier beside the paper's published points."""
     from mobileclip_deploy.bench import frontier, sweep
@@ -283,10 +346,7 @@ def frontier_cmd(
         names = tuple(get_variant(v.strip()).name for v in variants.split(",")) if variants else sweep.DEFAULT_VARIANTS
         pairs = sweep.DEFAULT_SCHEMES
     if schemes:
-        pairs = tuple(tuple(s.strip().split(":", 1)) for s in schemes.split(","))  # type: ignore[misc]
-        bad = [f"{b}:{s}" for b, s in pairs if b not in sweep.SUFFIX]
-        if bad:
-            raise UserError(f"--schemes {', '.join(bad)}: frontier runs onnx and executorch-xnnpack on the host")
+        pairs = tuple(_frontier_pair(item) for item in schemes.split(","))
     ckpts: dict[str, Path] = {}
     for item in checkpoint or []:
         name, sep, path = item.partition("=")
@@ -295,8 +355,10 @@ def frontier_cmd(
         ckpts[get_variant(name).name] = Path(path)
     if eval_data is not None and not ckpts:
         raise UserError("--eval-data needs at least one --checkpoint MODEL=PATH (random weights have no accuracy)")
+    if warmup < 0 or iterations < 1 or threads < 1 or max_seconds < 0:
+        raise UserError("--warmup must be >= 0, --iterations and --threads >= 1, --max-seconds >= 0")
     cfg = sweep.SweepConfig(names, pairs, output_dir, ckpts, threads, warmup, iterations, eval_data, eval_templates,
-                            eval_classes, class_map, eval_limit_per_class)
+                            eval_classes, class_map, eval_limit_per_class, max_seconds or None)
     with _progress() as progress:
         tasks: dict[str, Any] = {}
 
@@ -307,11 +369,11 @@ def frontier_cmd(
             if done >= total:
                 progress.remove_task(tasks.pop(label))
 
-        points, notes = sweep.run(cfg, lambda msg: progress.console.print(f"[dim]{msg}[/]"), report)
+        points, notes = sweep.run(cfg, lambda msg: progress.console.print(msg, style="dim", markup=False), report)
     for path in records or []:
         points += frontier.points_from_records(path)
     points += frontier.published_points()
     title = "MobileCLIP latency-accuracy frontier: measured here vs published (iPhone 12 Pro Max)"
     paths = frontier.write_outputs(points, output_dir, title, notes)
-    console.print(frontier.to_markdown([p for p in points if p.group == frontier.MEASURED], notes))
+    typer.echo(frontier.to_markdown([p for p in points if p.group == frontier.MEASURED], notes))
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -115,12 +115,29 @@ def inspect_structure(path: Path, tower: str) -> dict:
             "compressed_weight_ops": {k: ops[k] for k in _COMPRESSED_OPS if ops[k]}, "problems": problems}
 
 
-def _mil_name(torch_name: str) -> str:
-    return "p_" + torch_name.replace(".", "_")
+def _mil_name(torch_name: str, prefix: str) -> str:
+    return prefix + torch_name.replace(".", "_")
+
+
+def _match_by_value(value: torch.Tensor, candidates: dict[str, np.ndarray]) -> str | None:
+    """The unclaimed constant that is this tensor, possibly transposed (the converter renames `x @ P` weights)."""
+    ref = value.detach().double().numpy()
+    best, best_corr = None, 0.9
+    for name, const in candidates.items():
+        for view in (const, const.T) if const.ndim == 2 else (const,):
+            if view.shape == ref.shape and ref.std() > 0 and view.std() > 0:
+                corr = float(np.corrcoef(ref.ravel(), view.astype(np.float64).ravel())[0, 1])
+                if corr > best_corr:
+                    best, best_corr = name, corr
+    return best
 
 
 def decompressed_tower(path: Path, tower_module: nn.Module) -> tuple[nn.Module, dict]:
-    """The PyTorch tower with every weight replaced by its decompressed Core ML value (weights-only proxy)."""
+    """The PyTorch tower with every weight replaced by its decompressed Core ML value (weights-only proxy).
+
+    `tower_module` must be the affine-folded tower that was converted, so its tensors are the package's
+    constants by name (`p_`/`b_` + dotted name), or, for the few the converter renamed, by value.
+    """
     import coremltools as ct
     from coremltools.optimize.coreml import decompress_weights, get_weights_metadata
 
@@ -131,21 +148,33 @@ def decompressed_tower(path: Path, tower_module: nn.Module) -> tuple[nn.Module, 
             name = name.removesuffix(suffix)
         consts[name] = np.asarray(meta.val)
     proxy = copy.deepcopy(tower_module).float()
-    params = dict(proxy.named_parameters())
-    replaced = total = 0
-    with torch.no_grad():
-        for name, param in params.items():
-            total += param.numel()
-            value = consts.get(_mil_name(name))
-            if value is None:
-                continue
-            if value.shape != tuple(param.shape) and value.T.shape == tuple(param.shape):
-                value = value.T
-            if value.shape != tuple(param.shape):
-                continue
-            param.copy_(torch.from_numpy(value.astype(np.float32)))
-            replaced += param.numel()
-    return proxy, {"weights_checked_fraction": round(replaced / max(total, 1), 4)}
+    tensors = [(_mil_name(n, "p_"), t) for n, t in proxy.named_parameters()] + [
+        (_mil_name(n, "b_"), t) for n, t in proxy.named_buffers() if t.is_floating_point()]
+    pending = [t for key, t in tensors if not _load(t, consts.pop(key, None))]
+    unclaimed = {k: v for k, v in consts.items() if v.size > 1}
+    unchecked = 0
+    for tensor in pending:
+        key = _match_by_value(tensor, unclaimed) if tensor.numel() > 1 else None
+        if key is not None and _load(tensor, unclaimed[key]):
+            del unclaimed[key]
+        else:
+            unchecked += tensor.numel()
+    total = sum(t.numel() for _, t in tensors)
+    checked = total - unchecked
+    return proxy, {"weights_checked_fraction": round(checked / max(total, 1), 4)}
+
+
+@torch.no_grad()
+def _load(tensor: torch.Tensor, value: np.ndarray | None) -> bool:
+    """Copy `value` (or its transpose) into `tensor` if the shapes agree."""
+    if value is None:
+        return False
+    if value.ndim == 2 and value.shape != tuple(tensor.shape) and value.T.shape == tuple(tensor.shape):
+        value = value.T
+    if value.shape != tuple(tensor.shape):
+        return False
+    tensor.copy_(torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)))
+    return True
 
 
 def can_predict() -> bool:

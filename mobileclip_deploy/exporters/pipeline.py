@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -26,6 +27,7 @@ from mobileclip_deploy.atomic import atomic_path
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import calibration as calib_mod
 from mobileclip_deploy.exporters import manifest as mf
+from mobileclip_deploy.exporters.fold import fold_affine
 from mobileclip_deploy.exporters.parity import compare, run_batched, top1_agreement
 from mobileclip_deploy.exporters.schemes import IOS_TARGETS, TOWERS, Backend, Scheme, parse_thresholds
 from mobileclip_deploy.exporters.wrappers import INPUT_NAME, OUTPUT_NAME, example_input, tower_module
@@ -134,23 +136,30 @@ def _check_writable(folder: Path) -> None:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence converter chatter (progress bars, 'untested torch version', ORT pre-processing hints)."""
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    loggers = {name: logging.getLogger(name) for name in ("coremltools", "executorch", "torch", "torchao")}
-    levels = {name: lg.level for name, lg in loggers.items()}
-    for lg in loggers.values():
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        root.setLevel(level)
-        for name, lg in loggers.items():
-            lg.setLevel(levels[name])
+    """Keep converter chatter off the terminal while rich shows the progress.
+
+    coremltools draws tqdm bars for every pass, ExecuTorch logs INFO lines and its C++ runtime writes to file
+    descriptor 2; all of it goes to a temporary file, replayed on stderr only if the run itself crashes.
+    """
+    disabled = logging.root.manager.disable
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as capture:
+        os.dup2(capture.fileno(), 2)
+        logging.disable(logging.WARNING)
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stderr(capture):
+                warnings.simplefilter("ignore")
+                yield
+        except Exception:
+            capture.flush()
+            capture.seek(0)
+            os.write(saved_fd, capture.read()[-20_000:].encode())
+            raise
+        finally:
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+            logging.disable(disabled)
 
 
 def _weights_id(model: nn.Module) -> str:
@@ -178,6 +187,8 @@ class _Context:
 
         self.folded, self.variant, self.request = folded, variant, request
         self.towers = {t: tower_module(folded, t, variant.image_size, variant.context_length) for t in request.towers}
+        # Artifacts are made from the affine-folded towers; parity compares them with the plain folded ones.
+        self.export_towers = {t: fold_affine(m) for t, m in self.towers.items()}
         self.calibration_files: list[Path] = []
         self.calibration: np.ndarray | None = None
         if request.calibration is not None:
@@ -219,7 +230,7 @@ class _Context:
 
 def _export(job: Job, ctx: _Context, path: Path) -> tuple[dict[str, Any], Any]:
     """Write one artifact to `path`; returns (facts for the manifest, backend handle for the check)."""
-    module = ctx.towers[job.tower]
+    module = ctx.export_towers[job.tower]
     example = example_input(job.tower, ctx.variant.image_size, ctx.variant.context_length)
     calibration = ctx.calibration_for(job.tower) if job.scheme.static else None
     if job.backend.name == "onnx":
@@ -273,7 +284,7 @@ def _check(job: Job, ctx: _Context, path: Path, handle: Any, threshold: float) -
         if name == "coreml" and coreml_exp.can_predict() and not ctx.request.image_input:
             check, out = "coreml_predict", run_batched(coreml_exp.runner(path, tower), x)
         else:
-            proxy, coverage = coreml_exp.decompressed_tower(package, ctx.towers[tower])
+            proxy, coverage = coreml_exp.decompressed_tower(package, ctx.export_towers[tower])
             extra.update(coverage)
             check, out = "weights_decompressed_in_pytorch", ctx._eager(tower, x, proxy)
     ref = ctx.references[tower]
@@ -318,7 +329,7 @@ def run(request: ExportRequest, model: nn.Module, variant, checkpoint_sha256: st
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     results: list[ArtifactResult] = []
-    with _quiet(), Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=console, transient=False) as progress, _quiet():
         task = progress.add_task("folding the model", total=len(jobs) + 1)
         folded = reparameterize(model).eval()
         weights_id = checkpoint_sha256 or f"random:{_weights_id(folded)}"
