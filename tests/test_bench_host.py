@@ -135,3 +135,19 @@ def test_ios_target_says_what_is_needed(tmp_path):
         "--export", str(tmp_path), "--tower", "both", "--compute-units", "cpuAndNeuralEngine"]
     with pytest.raises(UserError, match="compute-units"):
         ios.bench_args(tmp_path, "gpu", 1, 1, tmp_path / "o")
+
+
+def test_cli_bench_host_executorch(tmp_path):
+    from test_eval import _tiny_pte
+
+    from mobileclip_deploy.cli import app
+
+    pte = _tiny_pte(tmp_path / "mobileclip-s0_image_executorch-xnnpack_fp32.pte")
+    out = tmp_path / "r.jsonl"
+    res = CliRunner().invoke(app, ["bench", str(pte), "--no-eager", "--threads", "1", "--warmup", "1",
+                                   "--iterations", "3", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    (rec,) = read_records(out)
+    assert validate(rec) == [] and rec["runtime"]["name"] == "executorch" and rec["threads"] == 1
+    assert rec["artifact"]["backend"] == "executorch-xnnpack" and rec["artifact"]["tower"] == "image"  # from the name
+    assert rec["artifact"]["sha256"] == sha256_path(pte) and len(rec["samples_ms"]) == 3

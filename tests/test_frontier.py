@@ -73,17 +73,17 @@ def test_frontier_schemes_are_checked_before_any_work():
 
 def test_reduced_frontier_run(tmp_path, monkeypatch):
     """S0 with ONNX fp32 for real; a second scheme whose converter breaks costs only its own point."""
-    from mobileclip_deploy.bench import sweep
     from mobileclip_deploy.cli import app
+    from mobileclip_deploy.exporters import onnx as onnx_exporter
 
-    real_export = sweep._export_one
+    real_export = onnx_exporter.export
 
-    def export_or_break(module, example, tower, backend, scheme, path):
+    def export_or_break(module, example, tower, scheme, *args, **kwargs):
         if scheme == "8da8w":
             raise RuntimeError("converter exploded")
-        real_export(module, example, tower, backend, scheme, path)
+        return real_export(module, example, tower, scheme, *args, **kwargs)
 
-    monkeypatch.setattr(sweep, "_export_one", export_or_break)
+    monkeypatch.setattr(onnx_exporter, "export", export_or_break)
     out = tmp_path / "fr"
     args = ["frontier", "--variants", "mobileclip-s0", "--schemes", "onnx:fp32,onnx:8da8w", "--warmup", "0",
             "--iterations", "2", "-o", str(out)]
@@ -97,8 +97,9 @@ def test_reduced_frontier_run(tmp_path, monkeypatch):
     assert measured[0]["random_weights"] == "True" and measured[0]["top1_source"] == "published"
     assert "| MobileCLIP-S0 onnx fp32 | host 1T |" in res.output  # the Markdown table, unwrapped
     md = (out / "frontier.md").read_text()
-    assert "Left out: mobileclip-s0_image_onnx_8da8w.onnx export: RuntimeError: converter exploded" in md
+    assert "Left out: mobileclip-s0_image_onnx_8da8w.onnx: export failed: RuntimeError: converter exploded" in md
     recs = read_records(out / "bench.jsonl")
     assert len(recs) == 2 and all(validate(r) == [] for r in recs)
+    assert recs[0]["manifest_entry"]["sha256"] == recs[0]["artifact"]["sha256"]  # made by the export pipeline
     again = CliRunner().invoke(app, args[:4] + ["onnx:fp32"] + args[5:])
     assert again.exit_code == 0 and "reuse mobileclip-s0" in again.output

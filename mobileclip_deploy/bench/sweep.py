@@ -1,25 +1,26 @@
 """`frontier` as a pipeline: export (or reuse) every variant × scheme, benchmark on the host, optionally evaluate.
 
-Exports go through the exporters' own functions (`exporters.onnx.export`, `exporters.executorch.export`
-on the folded tower from `exporters.wrappers.tower_module`); this module only decides what to build,
-caches it under a key (checkpoint hash, options, tool versions) so a changed option never reuses a
-stale file, and turns measurements into frontier points.
+Exports go through `exporters.pipeline.run`, so frontier artifacts are exactly what `mobileclip-deploy
+export` writes (same tower preparation, manifest, sha256). The pipeline re-exports random-weight entries
+on every run; latency does not depend on weight values, so this module keeps its own per-variant cache
+key (checkpoint hash, tool versions) and calls the pipeline only when that key changes or a wanted
+artifact is missing.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mobileclip_deploy.atomic import write_text
-from mobileclip_deploy.bench.artifacts import Artifact
+from mobileclip_deploy.bench.artifacts import Artifact, collect
 from mobileclip_deploy.bench.frontier import MEASURED, Point
 from mobileclip_deploy.bench.host import host_device, loader_for, measure, package_version
 from mobileclip_deploy.bench.records import append_records, headline_ms, make_record
+from mobileclip_deploy.errors import UserError
 
 Log = Callable[[str], None]
 Progress = Callable[[str, int, int], None]
@@ -28,7 +29,8 @@ DEFAULT_VARIANTS = ("mobileclip-s0", "mobileclip-s1", "mobileclip-s2", "mobilecl
 DEFAULT_SCHEMES = (("onnx", "fp32"), ("onnx", "8da8w"))
 ALL_SCHEMES = (("onnx", "fp32"), ("onnx", "8da8w"), ("executorch-xnnpack", "fp32"),
                ("executorch-xnnpack", "8da8w"))
-SUFFIX = {"onnx": ".onnx", "executorch-xnnpack": ".pte"}
+HOST_BACKENDS = ("onnx", "executorch-xnnpack")  # what this machine's runtimes execute
+KEY_FILE = "frontier-key.json"
 
 
 @dataclass
@@ -48,76 +50,63 @@ class SweepConfig:
     max_seconds: float | None = None  # per artifact: bounds slow runs (see host.measure)
 
 
-def _cache_key(variant: str, checkpoint_sha: str | None, backend: str, scheme: str) -> dict[str, Any]:
-    tools = {name.replace("-", "_"): package_version(name)
-             for name in ("torch", "executorch", "onnxruntime", "onnx", "mobileclip-deploy")}
-    return {"variant": variant, "checkpoint_sha256": checkpoint_sha, "backend": backend, "scheme": scheme, **tools}
+def _cache_key(variant: str, checkpoint_sha: str | None) -> dict[str, Any]:
+    tools = {name: package_version(name) for name in ("torch", "executorch", "onnxruntime", "onnx", "mobileclip-deploy")}
+    return {"variant": variant, "checkpoint_sha256": checkpoint_sha, **tools}
 
 
-def _export_one(module: Any, example: Any, tower: str, backend: str, scheme: str, path: Path) -> None:
-    """The single place this package calls the exporters for `frontier`."""
-    from mobileclip_deploy.exporters import executorch as et_export
-    from mobileclip_deploy.exporters import onnx as onnx_export
-    from mobileclip_deploy.exporters.pipeline import _quiet  # the exporters' own silencer of converter chatter
+def _exported(folder: Path, schemes: tuple[tuple[str, str], ...]) -> list[Artifact]:
+    """The folder's manifest artifacts of the wanted schemes (none if there is no manifest yet)."""
+    if not (folder / "manifest.json").is_file():
+        return []
+    return [a for a in collect([folder]) if (a.backend, a.scheme) in schemes]
 
-    with tempfile.TemporaryDirectory(dir=path.parent) as work, _quiet():
-        tmp = Path(work) / path.name
-        if backend == "onnx":
-            onnx_export.export(module, example, tower, scheme, tmp, None, Path(work))
-        else:
-            et_export.export(module, example, scheme, "xnnpack", tmp, None)
-        tmp.replace(path)
+
+def _one_line(text: str, limit: int = 240) -> str:
+    """A failure as one table-friendly line."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _failure(what: str, exc: Exception) -> str:
-    text = f"{what}: {type(exc).__name__}: {exc}".replace("\n", " ")
-    return text if len(text) <= 240 else text[:237] + "..."
+    return _one_line(f"{what}: {type(exc).__name__}: {exc}")
 
 
 def build_artifacts(cfg: SweepConfig, variant_name: str, log: Log, failures: list[str] | None = None) -> list[Artifact]:
-    """Export (or reuse) both towers of one variant for every scheme.
+    """Export (or reuse) both towers of one variant for every scheme, without parity checks (latency only).
 
     With `failures`, an artifact that fails to export is reported there and left out, so one broken
-    converter costs one point of the frontier, not the whole run; without it the error propagates.
+    converter costs one point of the frontier, not the whole run; without it the error is raised.
     """
-    from mobileclip_deploy import create_model, reparameterize
-    from mobileclip_deploy.exporters.wrappers import example_input, tower_module
+    from mobileclip_deploy import create_model
+    from mobileclip_deploy.checkpoint import resolve_checkpoint_file
+    from mobileclip_deploy.exporters import pipeline
+    from mobileclip_deploy.exporters.schemes import get_backend
     from mobileclip_deploy.hashing import sha256_path
     from mobileclip_deploy.registry import get_variant
 
     variant = get_variant(variant_name)
     ckpt = cfg.checkpoints.get(variant.name)
-    ckpt_sha = sha256_path(ckpt) if ckpt else None
+    ckpt_sha = sha256_path(resolve_checkpoint_file(ckpt)) if ckpt else None
     folder = cfg.out_dir / "artifacts" / variant.name
-    folder.mkdir(parents=True, exist_ok=True)
-    wanted = []
-    for backend, scheme in cfg.schemes:
-        for tower in ("image", "text"):
-            path = folder / f"{variant.name}_{tower}_{backend}_{scheme}{SUFFIX[backend]}"
-            key = _cache_key(variant.name, ckpt_sha, backend, scheme)
-            key_file = path.with_name(path.name + ".key.json")
-            fresh = path.exists() and key_file.exists() and json.loads(key_file.read_text()) == key
-            wanted.append((tower, backend, scheme, path, key, key_file, fresh))
-    if not all(w[-1] for w in wanted):
-        folded = reparameterize(create_model(variant.name, ckpt))
-        modules = {t: tower_module(folded, t, variant.image_size, variant.context_length) for t in ("image", "text")}
-        for tower, backend, scheme, path, key, key_file, fresh in wanted:
-            if fresh:
-                continue
-            log(f"export {path.name}")
-            try:
-                _export_one(modules[tower], example_input(tower, variant.image_size, variant.context_length),
-                            tower, backend, scheme, path)
-            except Exception as exc:  # noqa: BLE001 - see the docstring
-                if failures is None:
-                    raise
-                failures.append(_failure(f"{path.name} export", exc))
-                log(f"failed: {failures[-1]}")
-                continue
-            write_text(key_file, json.dumps(key, indent=1))
-    else:
-        log(f"reuse {variant.name} artifacts (same checkpoint, options and tool versions)")
-    return [Artifact(p, variant.name, t, b, s) for t, b, s, p, *_ in wanted if p.exists()]
+    key = _cache_key(variant.name, ckpt_sha)
+    key_file = folder / KEY_FILE
+    found = _exported(folder, cfg.schemes)
+    if key_file.is_file() and json.loads(key_file.read_text("utf-8")) == key and len(found) == 2 * len(cfg.schemes):
+        log(f"reuse {variant.name} artifacts (same checkpoint and tool versions)")
+        return found
+    log(f"export {variant.name}: {', '.join(f'{b}:{s}' for b, s in cfg.schemes)} (image and text towers)")
+    pairs = [(backend, backend.scheme(s)) for backend, s in ((get_backend(b), s) for b, s in cfg.schemes)]
+    results = pipeline.run(pipeline.ExportRequest(pairs, folder, parity=False), create_model(variant.name, ckpt),
+                           variant, ckpt_sha)
+    for r in results:
+        if r.status == "failed":
+            if failures is None:
+                raise UserError(r.message)
+            failures.append(_one_line(r.message))
+            log(f"failed: {failures[-1]}")
+    write_text(key_file, json.dumps(key, indent=1))
+    return _exported(folder, cfg.schemes)
 
 
 def bench_artifacts(artifacts: list[Artifact], cfg: SweepConfig, jsonl: Path, random_weights: bool,
@@ -138,8 +127,9 @@ def bench_artifacts(artifacts: list[Artifact], cfg: SweepConfig, jsonl: Path, ra
         except Exception as exc:  # noqa: BLE001 - a runtime refusing one artifact must not end the sweep
             failures.append(_failure(f"{art.path.name} run", exc))
             continue
+        extra = {"random_weights": random_weights, "source": "frontier", "manifest_entry": art.manifest_entry}
         rec = make_record(target="host", device=device, runtime=runtime, artifact=art.info(), measurement=m,
-                          threads=cfg.threads, extra={"random_weights": random_weights, "source": "frontier"})
+                          threads=cfg.threads, extra=extra)
         records.append(rec)
         medians[(art.model or "", art.tower or "", art.backend, art.scheme or "")] = headline_ms(rec["latency_ms"])
     append_records(jsonl, records)

@@ -286,13 +286,17 @@ def eval_cmd(
     if random:
         why = f" ({', '.join(random_artifacts)} exported without a checkpoint)" if random_artifacts else ""
         err_console.print(f"[bold yellow]random weights{why}: this accuracy is meaningless[/]")
+    unknown = [a.path.name for a in by_tower.values() if a.manifest_entry is None]
+    if unknown:
+        err_console.print(f"[yellow]{', '.join(unknown)}: no manifest entry, so which weights they carry is not "
+                          "known; give the export folder to have it checked[/]")
     if output:
         write_text(output, json.dumps(summary, indent=2) + "\n")
 
 
 def _frontier_pair(item: str) -> tuple[str, str]:
     """`backend:scheme` for the frontier: a host-runnable backend and a scheme that needs no calibration."""
-    from mobileclip_deploy.bench.sweep import SUFFIX
+    from mobileclip_deploy.bench.sweep import HOST_BACKENDS
     from mobileclip_deploy.exporters.schemes import get_backend
 
     name, sep, scheme_name = item.strip().partition(":")
@@ -300,8 +304,8 @@ def _frontier_pair(item: str) -> tuple[str, str]:
         raise UserError(f"--schemes {item!r}: expected BACKEND:SCHEME, e.g. onnx:fp32 or executorch:8da8w")
     backend = get_backend(name)
     scheme = backend.scheme(scheme_name.strip().lower())
-    if backend.name not in SUFFIX:
-        raise UserError(f"--schemes {item}: frontier runs {' and '.join(SUFFIX)} on the host")
+    if backend.name not in HOST_BACKENDS:
+        raise UserError(f"--schemes {item}: frontier runs {' and '.join(HOST_BACKENDS)} on the host")
     if scheme.static:
         raise UserError(f"--schemes {item}: static quantization needs calibration images; export it with "
                         "`mobileclip-deploy export --calibration DIR`, bench it, and pass --records")

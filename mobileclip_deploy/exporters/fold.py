@@ -3,7 +3,9 @@
 The folded model is the same function, but every weight an exporter sees is a named parameter of the PyTorch
 tower: Core ML's converter would otherwise fuse these pairs itself into anonymous constants (`const_227`), and
 the Linux-side weight check could not put the compressed values back into PyTorch (a third of S0's image
-weights went unchecked). Every backend exports this form, so all artifacts come from one graph.
+weights went unchecked). A BatchNorm that cannot fold (its input also feeds a residual) becomes a plain
+per-channel affine: PT2E's conv-BN fusion would otherwise fold it into that conv and corrupt the residual
+(S0 w8a8 fell to cosine 0.78 before any quantization). Every backend exports this form.
 """
 
 from __future__ import annotations
@@ -29,6 +31,19 @@ def _fold_conv_bn(owner: nn.Module) -> None:
     owner.conv, owner.bn = folded, nn.Identity()
 
 
+class ChannelAffine(nn.Module):
+    """Eval-mode BatchNorm2d as `x * weight + bias` (per channel), so no exporter mistakes it for a foldable BN."""
+
+    def __init__(self, bn: nn.BatchNorm2d) -> None:
+        super().__init__()
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        self.weight = nn.Parameter(scale.reshape(1, -1, 1, 1).clone())
+        self.bias = nn.Parameter((bn.bias - bn.running_mean * scale).reshape(1, -1, 1, 1).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight + self.bias
+
+
 def _fold_scale(conv: nn.Conv2d, gamma: torch.Tensor) -> None:
     """conv(x) * gamma (per output channel) -> conv with scaled weight and bias."""
     scale = gamma.reshape(-1)
@@ -39,7 +54,7 @@ def _fold_scale(conv: nn.Conv2d, gamma: torch.Tensor) -> None:
 
 @torch.no_grad()
 def fold_affine(tower: nn.Module) -> nn.Module:
-    """An eval-mode copy of `tower` with conv→BN and conv→layer-scale pairs folded (same outputs to ~1e-7)."""
+    """An eval-mode copy of `tower` with its BNs and layer scales folded (same outputs to ~1e-7)."""
     tower = copy.deepcopy(tower).eval()
     modules = list(tower.modules())
     for module in modules:
@@ -53,4 +68,6 @@ def fold_affine(tower: nn.Module) -> nn.Module:
         elif isinstance(module, AttentionBlock):
             _fold_scale(module.mlp.fc2, module.layer_scale_2.gamma)
             module.layer_scale_2 = nn.Identity()
+            if isinstance(module.norm, nn.BatchNorm2d):
+                module.norm = ChannelAffine(module.norm)
     return tower
