@@ -80,13 +80,15 @@ def markdown(summary: dict[str, Any]) -> str:
         f" (this run adds about 1; more on {m['cores']} cores means other work shared the CPU and the numbers are "
         "pessimistic)",
         "- int8 is the exporters' dynamic scheme 8da8w: ONNX Runtime quantizes Conv, MatMul and Gemm (ConvInteger "
-        "has no fast x86 kernel, so convolutional image towers get slower), ExecuTorch quantizes Linear layers only", "",
+        "has no fast x86 kernel, so convolutional image towers get slower), ExecuTorch quantizes Linear layers "
+        "only", "",
         "| model | tower | path | median ms | p90 ms | vs eager train-time |",
         "|---|---|---|---:|---:|---:|",
     ]
     for r in summary["rows"]:
         lines.append(f"| {r['model']} | {r['tower']} | {r['path']} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | "
                      f"{r['speedup']:.2f}x |")
+    lines += [f"- not measured: {failure}" for failure in summary["not_measured"]]
     lines += ["", "## S0 image encoder against its compute bound", "",
               f"{s0['gflop']:.2f} GFLOP at batch 1 (torch FlopCounterMode, folded model) / {s0['matmul_gflops']:.1f} "
               f"GFLOP/s (best single-thread fp32 matmul here) = **{s0['bound_ms']:.2f} ms**.", "",
@@ -122,10 +124,10 @@ def main() -> None:
 
     cfg = SweepConfig(tuple(args.models.split(",")), tuple(p for p in PATHS if p[0] != "pytorch"), args.work_dir,
                       {}, args.threads, args.warmup, args.iterations)
-    records, rows = [], []
+    records, rows, failures = [], [], []
     for name in cfg.variants:
         v = get_variant(name)
-        arts = {(a.tower, a.backend, a.scheme): a for a in build_artifacts(cfg, v.name, print)}
+        arts = {(a.tower, a.backend, a.scheme): a for a in build_artifacts(cfg, v.name, print, failures)}
         train_time = create_model(v.name)
         for tower in ("image", "text"):
             base = None
@@ -138,6 +140,9 @@ def main() -> None:
                     info = {"file": f"{v.name} eager {scheme} ({tower})", "sha256": None, "model": v.name,
                             "tower": tower, "backend": "pytorch", "scheme": "fp32"}
                     extra = {"variant": scheme}
+                elif (tower, backend, scheme) not in arts:  # its export failed: listed in `failures`
+                    print(f"{v.display_name:14s} {tower:5s} {path_name(backend, scheme):28s} not exported")
+                    continue
                 else:
                     art = arts[(tower, backend, scheme)]
                     load, runtime = loader_for(art, args.threads)
@@ -162,6 +167,8 @@ def main() -> None:
             checks.append({"path": r["path"], "median_ms": r["median_ms"], "x_bound": r["median_ms"] / bound_ms,
                            "bound_ok": r["median_ms"] <= BOUND_TARGET * bound_ms, "speedup": r["speedup"],
                            "speedup_ok": r["speedup"] >= SPEEDUP_TARGET})
+    for failure in failures:
+        print(f"not measured: {failure}")
     print(f"S0 image encoder, exported fp32 paths (bound {bound_ms:.2f} ms):")
     for c in checks:
         print(f"  {c['path']:28s} {c['median_ms']:7.2f} ms = {c['x_bound']:4.2f}x bound "
@@ -173,6 +180,7 @@ def main() -> None:
         "machine": {"cpu": device["soc"], "cores": device["cpu_count"], "isa": device["isa"], "os": device["os"],
                     "python": device["python"]},
         "versions": versions, "load_average": [load_start, os.getloadavg()[0]], "rows": rows,
+        "not_measured": failures,
         "s0_image_compute_bound": {"gflop": flops / 1e9, "matmul_gflops": gflops, "bound_ms": bound_ms,
                                    "checks": checks},
     }

@@ -58,7 +58,8 @@ def test_executor_runner_without_timestamps_has_no_load_time():
 
 
 def test_executor_runner_runs_combine_into_a_warm_mean():
-    first, warm, timed = ExecutorRunnerRun(1, 22.5, 7.0), ExecutorRunnerRun(3, 44.0, 7.1), ExecutorRunnerRun(13, 144.0, 7.2)
+    first, warm = ExecutorRunnerRun(1, 22.5, 7.0), ExecutorRunnerRun(3, 44.0, 7.1)
+    timed = ExecutorRunnerRun(13, 144.0, 7.2)
     m = executor_runner_measurement(first, warm, timed, iterations=10)
     lat = m.latency()
     assert lat["mean"] == pytest.approx(10.0) and lat["median"] is None and lat["stats_source"] == "runner_summary"

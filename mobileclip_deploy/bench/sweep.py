@@ -51,7 +51,8 @@ class SweepConfig:
 
 
 def _cache_key(variant: str, checkpoint_sha: str | None) -> dict[str, Any]:
-    tools = {name: package_version(name) for name in ("torch", "executorch", "onnxruntime", "onnx", "mobileclip-deploy")}
+    names = ("torch", "executorch", "onnxruntime", "onnx", "mobileclip-deploy")
+    tools = {name: package_version(name) for name in names}
     return {"variant": variant, "checkpoint_sha256": checkpoint_sha, **tools}
 
 
@@ -72,7 +73,8 @@ def _failure(what: str, exc: Exception) -> str:
     return _one_line(f"{what}: {type(exc).__name__}: {exc}")
 
 
-def build_artifacts(cfg: SweepConfig, variant_name: str, log: Log, failures: list[str] | None = None) -> list[Artifact]:
+def build_artifacts(cfg: SweepConfig, variant_name: str, log: Log,
+                    failures: list[str] | None = None) -> list[Artifact]:
     """Export (or reuse) both towers of one variant for every scheme, without parity checks (latency only).
 
     With `failures`, an artifact that fails to export is reported there and left out, so one broken
