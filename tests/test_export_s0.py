@@ -116,9 +116,45 @@ def test_quantized_image_encoders_report_zero_shot_agreement(export) -> None:
             assert 0.5 <= entry["parity"]["zero_shot_top1_agreement"] <= 1.0, entry["file"]
 
 
-def test_parity_used_real_images(export) -> None:
-    image_entries = [e for e in _manifest(export[0])["artifacts"] if e["tower"] == "image"]
-    assert all(e["parity"]["inputs"] == "calibration_images" for e in image_entries)
+def test_parity_used_real_images_and_prompts(export) -> None:
+    for entry in _manifest(export[0])["artifacts"]:
+        expected = "held_out_images" if entry["tower"] == "image" else "imagenet_prompts"
+        assert entry["parity"]["inputs"] == expected and entry["parity"]["count"] == 8, entry["file"]
+
+
+def test_manifest_follows_the_shared_contract(export) -> None:
+    """Every field of tests/fixtures/manifest_example.json (what the Swift package reads) is present."""
+    example = json.loads((Path(__file__).parent / "fixtures" / "manifest_example.json").read_text())
+    manifest = _manifest(export[0])
+    assert set(example) <= set(manifest) and set(example["tokenizer"]) <= set(manifest["tokenizer"])
+    assert set(example["preprocessing"]) <= set(manifest["preprocessing"])
+    template = example["artifacts"][0]
+    for entry in manifest["artifacts"]:
+        assert set(template) <= set(entry), entry["file"]
+        assert set(template["parity"]) <= set(entry["parity"]), entry["file"]
+        assert set(template["outputs"][0]) <= set(entry["outputs"][0])
+        assert set(entry["tool_versions"]) >= {"torch", "coremltools", "executorch", "onnx", "onnxruntime"}
+        assert "export_seconds" in entry and entry["status"] == "ok"
+
+
+def test_tokenizer_assets_are_plain_files(export) -> None:
+    folder = export[0]
+    tokenizer = _manifest(folder)["tokenizer"]
+    vocab = json.loads((folder / tokenizer["vocab"]).read_text(encoding="utf-8"))
+    assert len(vocab) == 49408 and vocab["<|endoftext|>"] == tokenizer["eot_token"]
+    merges = (folder / tokenizer["merges"]).read_text(encoding="utf-8").splitlines()
+    assert len(merges) > 40_000 and all(len(line.split(" ")) == 2 for line in merges[:100])
+
+
+def test_xnnpack_takes_attention_and_most_of_the_graph(export) -> None:
+    for entry in _manifest(export[0])["artifacts"]:
+        if entry["backend"] == "executorch-xnnpack":
+            delegation = entry["details"]["delegation"]
+            left = delegation["non_delegated_ops"]
+            # What stays on portable kernels: LayerNorm (no XNNPACK config in 1.5.1), the embedding lookup and
+            # end-of-text pooling, and image mean pooling; never pieces of attention.
+            assert not any(k in op for op in left for k in ("where", "expand", "split", "any", "squeeze")), left
+            assert delegation["delegated_fraction"] >= (0.9 if entry["tower"] == "image" else 0.85), delegation
 
 
 def test_coreml_w8_compresses_weights_but_not_embeddings(export) -> None:
@@ -126,7 +162,10 @@ def test_coreml_w8_compresses_weights_but_not_embeddings(export) -> None:
 
     folder = export[0]
     entry = next(e for e in _manifest(folder)["artifacts"] if e["file"] == "mobileclip-s0_text_coreml_w8.mlpackage")
-    assert entry["parity"]["structure"]["compressed_weight_ops"] > 0
+    structure = entry["parity"]["structure"]
+    assert sum(structure["compressed_weight_ops"].values()) > 0
+    assert {"p_model_text_token_embedding_weight", "p_model_text_positional_embedding"} <= set(structure["tables"])
+    assert set(structure["tables"].values()) == {"plain"}
     spec = ct.models.MLModel(str(folder / entry["file"]), skip_model_load=True).get_spec()
     assert [i.name for i in spec.description.input] == ["tokens"]
     assert [o.name for o in spec.description.output] == ["text_embedding"]

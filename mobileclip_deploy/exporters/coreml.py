@@ -18,34 +18,58 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobileclip_deploy.exporters.sensitive import float_modules, inside, eight_bit_params
 from mobileclip_deploy.exporters.wrappers import INPUT_NAME, OUTPUT_NAME
 
 _COMPRESSED_OPS = ("constexpr_lut_to_dense", "constexpr_blockwise_shift_scale", "constexpr_affine_dequantize",
                    "constexpr_sparse_to_dense")
 _NAME_SUFFIXES = ("_palettized", "_quantized", "_to_fp16")
+# Converter names of token embeddings and positional tables (from the PyTorch parameter names).
+_TABLE_MARKERS = ("token_embedding", "positional_embedding", "pos_embed")
 
 
 def target_at_least(target: str, minimum: str | None) -> bool:
     return minimum is None or int(target.removeprefix("iOS")) >= int(minimum.removeprefix("iOS"))
 
 
-def _compress(ml, scheme: str, target: str):
+def _compress(ml, scheme: str, target: str, module: nn.Module) -> tuple[object, dict]:
+    """Compress conv and linear weights only (never embeddings or positional tables); returns (model, facts).
+
+    The layers in `sensitive.float_modules` stay float; `pal4` keeps `sensitive.eight_bit_params` at 8 bits.
+    """
     from coremltools.optimize.coreml import (
         OpLinearQuantizerConfig,
         OpPalettizerConfig,
         OptimizationConfig,
+        get_weights_metadata,
         linear_quantize_weights,
         palettize_weights,
     )
 
-    if scheme == "w8":
-        config = OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
-        return linear_quantize_weights(ml, OptimizationConfig(op_type_configs={"linear": config, "conv": config}))
-    nbits = int(scheme.removeprefix("pal"))
-    grouped = target_at_least(target, "iOS18")  # per_grouped_channel is an iOS18 feature
-    config = (OpPalettizerConfig(mode="kmeans", nbits=nbits, granularity="per_grouped_channel", group_size=16)
-              if grouped else OpPalettizerConfig(mode="kmeans", nbits=nbits))
-    return palettize_weights(ml, OptimizationConfig(op_type_configs={"linear": config, "conv": config}))
+    def palette(nbits: int) -> OpPalettizerConfig:
+        if target_at_least(target, "iOS18"):  # per_grouped_channel is an iOS18 feature
+            return OpPalettizerConfig(mode="kmeans", nbits=nbits, granularity="per_grouped_channel", group_size=16)
+        return OpPalettizerConfig(mode="kmeans", nbits=nbits)
+
+    config = (OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
+              if scheme == "w8" else palette(int(scheme.removeprefix("pal"))))
+    metadata = get_weights_metadata(ml, weight_threshold=2)
+    consumers = {_strip(n): [op.name for op in m.child_ops if op.op_type in ("conv", "linear")]
+                 for n, m in metadata.items()}
+    located = _locate(module, {_strip(n): np.asarray(m.val) for n, m in metadata.items()})
+
+    def ops_of(params: list[str]) -> list[str]:
+        return [op for p in params if p in located for op in consumers[located[p][0]]]
+
+    keep = float_modules(module)
+    per_op = {op: None for op in ops_of([p for p, _ in module.named_parameters() if inside(p.rpartition(".")[0], keep)])}
+    facts = {"kept_in_float": keep}
+    if scheme == "pal4":
+        eight = eight_bit_params(module)
+        per_op.update({op: palette(8) for op in ops_of(eight)})
+        facts["kept_at_8_bits"] = eight
+    optimization = OptimizationConfig(op_type_configs={"linear": config, "conv": config}, op_name_configs=per_op)
+    return (linear_quantize_weights if scheme == "w8" else palettize_weights)(ml, optimization), facts
 
 
 def export(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, path: Path, target: str,
@@ -66,8 +90,9 @@ def export(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, pa
                     convert_to="mlprogram", minimum_deployment_target=getattr(ct.target, target),
                     compute_precision=ct.precision.FLOAT32 if scheme == "fp32" else ct.precision.FLOAT16,
                     skip_model_load=True)
+    facts = {}
     if scheme not in ("fp32", "fp16"):
-        ml = _compress(ml, scheme, target)
+        ml, facts = _compress(ml, scheme, target, module)
     ml.short_description = metadata.pop("description")
     ml.license = metadata.pop("license")
     ml.author = metadata.pop("author")
@@ -79,7 +104,8 @@ def export(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, pa
     ml.output_description[OUTPUT_NAME[tower]] = "unnormalized embedding (L2-normalize before cosine similarity)"
     ml.user_defined_metadata.update(metadata)
     ml.save(str(path))
-    return {"deployment_target": target, "input_kind": "image" if tower == "image" and image_input else "tensor"}
+    return {"deployment_target": target, "input_kind": "image" if tower == "image" and image_input else "tensor",
+            **facts}
 
 
 def inspect_structure(path: Path, tower: str) -> dict:
@@ -89,8 +115,14 @@ def inspect_structure(path: Path, tower: str) -> dict:
     ml = ct.models.MLModel(str(path), skip_model_load=True)
     spec = ml.get_spec()
     ops: Counter[str] = Counter()
+    tables: dict[str, str] = {}  # embedding / positional table constant -> "plain" or the compression op
     for block in spec.mlProgram.functions["main"].block_specializations.values():
-        ops.update(op.type for op in block.operations)
+        for op in block.operations:
+            ops[op.type] += 1
+            name = op.outputs[0].name if op.outputs else ""
+            is_part = "_palettized_" in name or "_quantized_" in name  # a LUT/index input of a compression op
+            if any(m in name for m in _TABLE_MARKERS) and not is_part and (op.type == "const" or op.type in _COMPRESSED_OPS):
+                tables[_strip(name)] = "plain" if op.type == "const" else op.type
 
     def describe(feature) -> dict:
         kind = feature.type.WhichOneof("Type")
@@ -110,17 +142,36 @@ def inspect_structure(path: Path, tower: str) -> dict:
         problems.append(f"outputs are {outputs}, expected float32 {OUTPUT_NAME[tower]!r}")
     if tower == "text" and inputs and inputs[0].get("dtype") != "int32":
         problems.append(f"tokens are {inputs[0].get('dtype')}, expected int32")
+    problems += [f"{name} is compressed ({kind}); embedding and positional tables must stay plain"
+                 for name, kind in tables.items() if kind != "plain"]
     return {"specification_version": spec.specificationVersion, "inputs": inputs, "outputs": outputs,
-            "op_counts": dict(sorted(ops.items())),
+            "op_counts": dict(sorted(ops.items())), "tables": tables,
             "compressed_weight_ops": {k: ops[k] for k in _COMPRESSED_OPS if ops[k]}, "problems": problems}
+
+
+def _strip(mil_name: str) -> str:
+    """A weight's converter name without the suffixes casting and compression add (`_to_fp16_palettized`)."""
+    for suffix in _NAME_SUFFIXES:
+        mil_name = mil_name.removesuffix(suffix)
+    return mil_name
 
 
 def _mil_name(torch_name: str, prefix: str) -> str:
     return prefix + torch_name.replace(".", "_")
 
 
-def _match_by_value(value: torch.Tensor, candidates: dict[str, np.ndarray]) -> str | None:
-    """The unclaimed constant that is this tensor, possibly transposed (the converter renames `x @ P` weights)."""
+def _orient(value: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    """`value` shaped like the tensor (a 2-D constant may be stored transposed), or None if it cannot be."""
+    if value is None:
+        return None
+    if value.shape == shape:
+        return value
+    return value.T if value.ndim == 2 and value.T.shape == shape else None
+
+
+def _match_by_value(value: torch.Tensor, candidates: dict[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
+    """The constant that is this tensor up to compression error, possibly transposed (the converter renames the
+    weight of `x @ P`); returns its name and its value in the tensor's orientation (a square one matches both)."""
     ref = value.detach().double().numpy()
     best, best_corr = None, 0.9
     for name, const in candidates.items():
@@ -128,53 +179,52 @@ def _match_by_value(value: torch.Tensor, candidates: dict[str, np.ndarray]) -> s
             if view.shape == ref.shape and ref.std() > 0 and view.std() > 0:
                 corr = float(np.corrcoef(ref.ravel(), view.astype(np.float64).ravel())[0, 1])
                 if corr > best_corr:
-                    best, best_corr = name, corr
+                    best, best_corr = (name, view), corr
     return best
 
 
-def decompressed_tower(path: Path, tower_module: nn.Module) -> tuple[nn.Module, dict]:
-    """The PyTorch tower with every weight replaced by its decompressed Core ML value (weights-only proxy).
+def _locate(module: nn.Module, consts: dict[str, np.ndarray]) -> dict[str, tuple[str, np.ndarray]]:
+    """For each parameter and float buffer of `module`: the converter constant holding it and its value.
 
-    `tower_module` must be the affine-folded tower that was converted, so its tensors are the package's
-    constants by name (`p_`/`b_` + dotted name), or, for the few the converter renamed, by value.
+    `module` must be the affine-folded tower that was converted: its tensors are the constants named `p_`/`b_` +
+    dotted name, and the few the converter renamed are found by value.
     """
+    tensors = [(n, _mil_name(n, "p_"), t) for n, t in module.named_parameters()] + [
+        (n, _mil_name(n, "b_"), t) for n, t in module.named_buffers() if t.is_floating_point()]
+    unclaimed = dict(consts)
+    found, pending = {}, []
+    for name, key, tensor in tensors:
+        value = _orient(unclaimed.get(key), tuple(tensor.shape))
+        if value is None:
+            pending.append((name, tensor))
+        else:
+            found[name] = (key, value)
+            del unclaimed[key]
+    unclaimed = {k: v for k, v in unclaimed.items() if v.size > 1}
+    for name, tensor in pending:
+        match = _match_by_value(tensor, unclaimed) if tensor.numel() > 1 else None
+        if match is not None:
+            found[name] = match
+            del unclaimed[match[0]]
+    return found
+
+
+def decompressed_tower(path: Path, tower_module: nn.Module) -> tuple[nn.Module, dict]:
+    """The PyTorch tower with every weight replaced by its decompressed Core ML value (weights-only proxy)."""
     import coremltools as ct
     from coremltools.optimize.coreml import decompress_weights, get_weights_metadata
 
     ml = decompress_weights(ct.models.MLModel(str(path), skip_model_load=True))
-    consts = {}
-    for name, meta in get_weights_metadata(ml, weight_threshold=2).items():
-        for suffix in _NAME_SUFFIXES:
-            name = name.removesuffix(suffix)
-        consts[name] = np.asarray(meta.val)
+    consts = {_strip(name): np.asarray(meta.val) for name, meta in get_weights_metadata(ml, weight_threshold=2).items()}
     proxy = copy.deepcopy(tower_module).float()
-    tensors = [(_mil_name(n, "p_"), t) for n, t in proxy.named_parameters()] + [
-        (_mil_name(n, "b_"), t) for n, t in proxy.named_buffers() if t.is_floating_point()]
-    pending = [t for key, t in tensors if not _load(t, consts.pop(key, None))]
-    unclaimed = {k: v for k, v in consts.items() if v.size > 1}
-    unchecked = 0
-    for tensor in pending:
-        key = _match_by_value(tensor, unclaimed) if tensor.numel() > 1 else None
-        if key is not None and _load(tensor, unclaimed[key]):
-            del unclaimed[key]
-        else:
-            unchecked += tensor.numel()
-    total = sum(t.numel() for _, t in tensors)
-    checked = total - unchecked
+    located = _locate(proxy, consts)
+    tensors = dict(proxy.named_parameters()) | {n: t for n, t in proxy.named_buffers() if t.is_floating_point()}
+    with torch.no_grad():
+        for name, (_, value) in located.items():
+            tensors[name].copy_(torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)))
+    checked = sum(tensors[name].numel() for name in located)
+    total = sum(t.numel() for t in tensors.values())
     return proxy, {"weights_checked_fraction": round(checked / max(total, 1), 4)}
-
-
-@torch.no_grad()
-def _load(tensor: torch.Tensor, value: np.ndarray | None) -> bool:
-    """Copy `value` (or its transpose) into `tensor` if the shapes agree."""
-    if value is None:
-        return False
-    if value.ndim == 2 and value.shape != tuple(tensor.shape) and value.T.shape == tuple(tensor.shape):
-        value = value.T
-    if value.shape != tuple(tensor.shape):
-        return False
-    tensor.copy_(torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)))
-    return True
 
 
 def can_predict() -> bool:

@@ -13,12 +13,25 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobileclip_deploy.exporters.sensitive import eight_bit_params, float_modules, inside
+
 # Model-level ops XNNPACK 1.5.1 never takes; they are listed, not counted as a failure.
 _IGNORED_OPS = {"getitem", "alloc", "output"}
 
 
+def _module_path(node: torch.fx.Node) -> str:
+    """The innermost module a graph node came from (`model.visual.trunk.head.fc`), or '' for top-level ops."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack.values())[-1][0] if stack else ""
+
+
 def _quantize(module: nn.Module, example: torch.Tensor, scheme: str, calibration: np.ndarray | None) -> nn.Module:
-    """Return the module with `scheme` applied (PT2E for static int8, torchao for the dynamic schemes)."""
+    """Return the module with `scheme` applied (PT2E for static int8, torchao for the dynamic schemes).
+
+    Only convs and linears are quantized, the layers in `sensitive.float_modules` stay float and 8da4w keeps
+    `sensitive.eight_bit_params` at 8 bits.
+    """
+    keep = float_modules(module)
     if scheme == "w8a8":
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer,
@@ -27,7 +40,12 @@ def _quantize(module: nn.Module, example: torch.Tensor, scheme: str, calibration
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
         assert calibration is not None, "w8a8 needs calibration data (checked when the request was planned)"
-        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        config = get_symmetric_quantization_config(is_per_channel=True)
+        quantizer = XNNPACKQuantizer()
+        for op in (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default):
+            quantizer.set_operator_type(op, config)
+        # The filter sees every node of a matched pattern (weights too); only ops carry a module path.
+        quantizer.set_filter_function(lambda node: node.op != "call_function" or not inside(_module_path(node), keep))
         prepared = prepare_pt2e(torch.export.export(module, (example,)).module(), quantizer)
         for i in range(len(calibration)):
             prepared(torch.from_numpy(calibration[i : i + 1]))
@@ -36,11 +54,17 @@ def _quantize(module: nn.Module, example: torch.Tensor, scheme: str, calibration
         from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
         from torchao.quantization.granularity import PerAxis, PerGroup
 
-        config = (Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0))
-                  if scheme == "8da8w" else
-                  Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(32)))
+        int8 = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0))
+        int4 = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(32))
+        eight = set(eight_bit_params(module)) if scheme == "8da4w" else set()
         quantized = copy.deepcopy(module)
-        quantize_(quantized, config)
+
+        def linear(m: nn.Module, fqn: str) -> bool:
+            return isinstance(m, nn.Linear) and not inside(fqn, keep)
+
+        quantize_(quantized, int8, filter_fn=lambda m, fqn: linear(m, fqn) and (not eight or f"{fqn}.weight" in eight))
+        if eight:
+            quantize_(quantized, int4, filter_fn=lambda m, fqn: linear(m, fqn) and f"{fqn}.weight" not in eight)
         return quantized
     return module
 
@@ -86,7 +110,12 @@ def export(module: nn.Module, example: torch.Tensor, scheme: str, delegate: str,
         edge = to_edge_transform_and_lower(program, partitioner=[_partitioner(delegate, scheme, target)])
         delegation = delegation_summary(edge.exported_program().graph_module)
         path.write_bytes(edge.to_executorch().buffer)
-    return {"delegate": delegate, "delegation": delegation}, edge
+    facts = {"delegate": delegate, "delegation": delegation}
+    if scheme in ("w8a8", "8da8w", "8da4w"):
+        facts["kept_in_float"] = float_modules(module)
+    if scheme == "8da4w":
+        facts["kept_at_8_bits"] = eight_bit_params(module)
+    return facts, edge
 
 
 def runner(path: Path):

@@ -15,7 +15,7 @@ import copy
 import torch
 from torch import nn
 
-from mobileclip_deploy.models.mci import AttentionBlock, RepMixerBlock, fold_bn
+from mobileclip_deploy.models.mci import AttentionBlock, LayerScale2d, RepMixerBlock, fold_bn
 
 
 def _fold_conv_bn(owner: nn.Module) -> None:
@@ -54,7 +54,7 @@ def _fold_scale(conv: nn.Conv2d, gamma: torch.Tensor) -> None:
 
 @torch.no_grad()
 def fold_affine(tower: nn.Module) -> nn.Module:
-    """An eval-mode copy of `tower` with its BNs and layer scales folded (same outputs to ~1e-7)."""
+    """An eval-mode copy of `tower` with its BNs and layer scales folded (same outputs to ~1e-7; idempotent)."""
     tower = copy.deepcopy(tower).eval()
     modules = list(tower.modules())
     for module in modules:
@@ -62,12 +62,12 @@ def fold_affine(tower: nn.Module) -> nn.Module:
                                                                               nn.BatchNorm2d):
             _fold_conv_bn(module)
     for module in modules:
-        if isinstance(module, RepMixerBlock):
+        if isinstance(module, RepMixerBlock) and isinstance(module.layer_scale, LayerScale2d):
             _fold_scale(module.mlp.fc2, module.layer_scale.gamma)
             module.layer_scale = nn.Identity()
-        elif isinstance(module, AttentionBlock):
+        if isinstance(module, AttentionBlock) and isinstance(module.layer_scale_2, LayerScale2d):
             _fold_scale(module.mlp.fc2, module.layer_scale_2.gamma)
             module.layer_scale_2 = nn.Identity()
-            if isinstance(module.norm, nn.BatchNorm2d):
-                module.norm = ChannelAffine(module.norm)
+        if isinstance(module, AttentionBlock) and isinstance(module.norm, nn.BatchNorm2d):
+            module.norm = ChannelAffine(module.norm)
     return tower

@@ -3,10 +3,13 @@
 Choices measured on this stack (reference/export-stack.md): opset 18 keeps attention as MatMul+Softmax,
 which ORT quantizes without the broken QAttention path; int8 uses `reduce_range=True` and quantizes only
 Conv/MatMul/Gemm, because the AVX2 U8S8 kernels saturate otherwise and quantized masks/softmax hurt text.
+The layers in `sensitive.float_modules` stay float, found through the module path the exporter records on
+every node.
 """
 
 from __future__ import annotations
 
+import ast
 import warnings
 from pathlib import Path
 
@@ -14,20 +17,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobileclip_deploy.exporters.sensitive import float_modules, inside
 from mobileclip_deploy.exporters.wrappers import INPUT_NAME, OUTPUT_NAME, Float16Compute
 
 OPSET = 18
 QUANT_OP_TYPES = ["Conv", "MatMul", "Gemm"]
 
 
-def _session(path: Path, optimized_output: Path | None = None, ort_format: bool = False):
+def _session(path: Path, optimized_output: Path | None = None, ort_format: bool = False, optimize: bool = True):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if optimized_output is not None:
         # EXTENDED, not ALL: ALL adds layout transforms tied to this CPU, which would not be portable.
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if optimize
+                                            else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         options.optimized_model_filepath = str(optimized_output)
         if ort_format:
             options.add_session_config_entry("session.save_model_format", "ORT")
@@ -51,6 +56,17 @@ class _CalibrationReader:
         return next(self._items, None)
 
 
+def _nodes_in(model, modules: list[str]) -> list[str]:
+    """Names of the ONNX nodes that the torch exporter traced inside any of `modules`."""
+    names = []
+    for node in model.graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
+        if any(inside(scope, modules) for scope in scopes if scope):
+            names.append(node.name)
+    return names
+
+
 def export(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, path: Path,
            calibration: np.ndarray | None, work_dir: Path) -> dict:
     """Write `path` (one .onnx file) for `scheme`; return extra manifest facts."""
@@ -60,28 +76,36 @@ def export(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, pa
     raw = work_dir / "raw.onnx"
     _torch_export(Float16Compute(module) if scheme == "fp16" else module, example, tower, raw)
     onnx.checker.check_model(str(raw))
+    facts: dict = {}
     if scheme in ("fp32", "fp16"):
         _session(raw, optimized_output=path)
-    elif scheme == "8da8w":
-        quantize_dynamic(str(raw), str(path), op_types_to_quantize=QUANT_OP_TYPES, per_channel=True,
-                         reduce_range=True, weight_type=QuantType.QInt8)
-    elif scheme == "w8a8":
-        assert calibration is not None, "w8a8 needs calibration data (checked when the request was planned)"
-        quantize_static(str(raw), str(path), _CalibrationReader(INPUT_NAME[tower], calibration),
-                        quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANT_OP_TYPES, per_channel=True,
-                        reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+    elif scheme in ("8da8w", "w8a8"):
+        keep = float_modules(module)
+        common = dict(op_types_to_quantize=QUANT_OP_TYPES, per_channel=True, reduce_range=True,
+                      weight_type=QuantType.QInt8, nodes_to_exclude=_nodes_in(onnx.load(str(raw)), keep))
+        facts["kept_in_float"] = keep
+        if scheme == "8da8w":
+            quantize_dynamic(str(raw), str(path), **common)
+        else:
+            assert calibration is not None, "w8a8 needs calibration data (checked when the request was planned)"
+            quantize_static(str(raw), str(path), _CalibrationReader(INPUT_NAME[tower], calibration),
+                            quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                            calibrate_method=CalibrationMethod.MinMax, **common)
     else:
         raise ValueError(f"onnx exporter has no scheme {scheme!r}")
     model = onnx.load(str(path))
     return {"opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
             "graph_optimization": "ORT_ENABLE_EXTENDED" if scheme in ("fp32", "fp16") else "none",
-            "ops": sorted({n.op_type for n in model.graph.node})}
+            "ops": sorted({n.op_type for n in model.graph.node}), **facts}
 
 
-def write_ort(onnx_path: Path, ort_path: Path) -> None:
-    """Convert to the ORT Mobile flatbuffer format (EXTENDED optimizations, so it runs on any CPU)."""
-    _session(onnx_path, optimized_output=ort_path, ort_format=True)
+def write_ort(onnx_path: Path, ort_path: Path, scheme: str) -> None:
+    """Convert to the ORT Mobile flatbuffer format (EXTENDED optimizations, so it runs on any CPU).
+
+    fp16 is converted as is: optimizing on this CPU-only host folds the casts ORT inserts for its CPU kernels
+    into fp32 weights, which doubled the file (S0 image 23 -> 46 MB) and undid fp16 for mobile EPs.
+    """
+    _session(onnx_path, optimized_output=ort_path, ort_format=True, optimize=scheme != "fp16")
 
 
 def runner(path: Path, tower: str):

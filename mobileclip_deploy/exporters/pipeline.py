@@ -171,11 +171,12 @@ def _weights_id(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _prompts(count: int) -> list[str]:
+def _prompts(count: int, offset: int = 0) -> list[str]:
+    """`count` ImageNet prompts spread over classes and templates; another `offset` gives a disjoint-ish set."""
     from mobileclip_deploy.zeroshot import imagenet_classnames, openai_templates
 
     names, templates = imagenet_classnames(), openai_templates()
-    return [templates[(7 * i) % len(templates)].replace("{}", names[(i * 997 // count) % len(names)])
+    return [templates[(7 * i + offset) % len(templates)].replace("{}", names[(i * 997 // count + offset) % len(names)])
             for i in range(count)]
 
 
@@ -192,16 +193,22 @@ class _Context:
         self.calibration_files: list[Path] = []
         self.calibration: np.ndarray | None = None
         if request.calibration is not None:
-            self.calibration_files = calib_mod.pick(calib_mod.list_images(request.calibration),
-                                                    request.calibration_limit)
+            images = calib_mod.list_images(request.calibration)
+            self.calibration_files = calib_mod.pick(images, request.calibration_limit)
             self.calibration = calib_mod.load_batch(self.calibration_files, variant.image_size, variant.interpolation)
-        if self.calibration is not None:
-            self.parity_images, self.parity_source = self.calibration[:PARITY_IMAGES], "calibration_images"
+            # Compare on photos the calibration did not see, when the folder has enough of them.
+            unseen = [p for p in images if p not in set(self.calibration_files)]
+            held_out = len(unseen) >= PARITY_IMAGES
+            parity_files = calib_mod.pick(unseen if held_out else images, PARITY_IMAGES)
+            self.parity_images = calib_mod.load_batch(parity_files, variant.image_size, variant.interpolation)
+            self.parity_source = "held_out_images" if held_out else "calibration_images"
         else:
             self.parity_images = calib_mod.synthetic_batch(PARITY_IMAGES, variant.image_size)
             self.parity_source = "synthetic_images"
         self.prompts = _prompts(PARITY_IMAGES)
         self.tokens = tokenize(self.prompts, variant.context_length).to(torch.int32).numpy()
+        self.calibration_tokens = tokenize(_prompts(request.calibration_limit, offset=500),
+                                           variant.context_length).to(torch.int32).numpy()
         self.references = {t: self._eager(t, self.inputs(t)) for t in request.towers}
         self._class_embeddings: np.ndarray | None = None
 
@@ -209,7 +216,7 @@ class _Context:
         return self.parity_images if tower == "image" else self.tokens
 
     def calibration_for(self, tower: str) -> np.ndarray | None:
-        return self.calibration if tower == "image" else self.tokens
+        return self.calibration if tower == "image" else self.calibration_tokens
 
     def _eager(self, tower: str, x: np.ndarray, module: nn.Module | None = None) -> np.ndarray:
         module = module or self.towers[tower]
@@ -278,7 +285,8 @@ def _check(job: Job, ctx: _Context, path: Path, handle: Any, threshold: float) -
         structure = coreml_exp.inspect_structure(package, tower)
         if name == "executorch-coreml":
             structure["problems"] = []  # the delegate names payload I/O itself; the .pte's I/O is what apps see
-        extra["structure"] = {k: structure[k] for k in ("specification_version", "op_counts", "compressed_weight_ops")}
+        extra["structure"] = {k: structure[k] for k in ("specification_version", "op_counts", "compressed_weight_ops",
+                                                        "tables")}
         if structure["problems"]:
             raise ParityFailure(f"{path.name}: structure check failed: {'; '.join(structure['problems'])}")
         if name == "coreml" and coreml_exp.can_predict() and not ctx.request.image_input:
@@ -328,6 +336,8 @@ def run(request: ExportRequest, model: nn.Module, variant, checkpoint_sha256: st
     out_dir = request.output_dir
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
+    _remove_partials(out_dir)
+    manifest = _open_manifest(out_dir, variant, checkpoint_sha256, model, console)
     results: list[ArtifactResult] = []
     with Progress(*columns, console=console, transient=False) as progress, _quiet():
         task = progress.add_task("folding the model", total=len(jobs) + 1)
@@ -335,7 +345,6 @@ def run(request: ExportRequest, model: nn.Module, variant, checkpoint_sha256: st
         weights_id = checkpoint_sha256 or f"random:{_weights_id(folded)}"
         progress.update(task, description="preparing parity inputs and references")
         ctx = _Context(folded, variant, request)
-        manifest = _open_manifest(out_dir, variant, checkpoint_sha256, folded, console)
         tokenizer = get_tokenizer()
         tokenizer.write_assets(out_dir / "tokenizer")
         manifest["tokenizer"] = {"merges": "tokenizer/merges.txt", "vocab": "tokenizer/vocab.json",
@@ -353,11 +362,17 @@ def run(request: ExportRequest, model: nn.Module, variant, checkpoint_sha256: st
     return results
 
 
-def _open_manifest(out_dir: Path, variant, checkpoint_sha256: str | None, folded: nn.Module,
+def _remove_partials(out_dir: Path) -> None:
+    """Delete what an interrupted run left (`atomic_path` temp folders); one folder serves one export at a time."""
+    for leftover in out_dir.glob(".*.partial"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _open_manifest(out_dir: Path, variant, checkpoint_sha256: str | None, model: nn.Module,
                    console: Console) -> dict[str, Any]:
     """The folder's manifest, refreshed for this run; entries made from other weights are removed with their files."""
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    fresh = mf.header(variant, checkpoint_sha256, float(folded.logit_scale), {}, created)
+    fresh = mf.header(variant, checkpoint_sha256, float(model.logit_scale.detach()), {}, created)
     old = mf.load(out_dir)
     if old is None:
         return fresh
@@ -405,7 +420,7 @@ def _run_job(job: Job, ctx: _Context, request: ExportRequest, manifest: dict[str
                     from mobileclip_deploy.exporters import onnx as onnx_exp
 
                     step("writing ORT format")
-                    onnx_exp.write_ort(paths[0], path)
+                    onnx_exp.write_ort(paths[0], path, job.scheme.name)
                 step("checking parity")
                 parity = (_check(job, ctx, path, handle, threshold) if request.parity
                           else {"check": "skipped", "passed": None, "threshold": threshold})

@@ -72,4 +72,8 @@ def tower_module(folded: nn.Module, tower: str, image_size: int, context_length:
     pruned = copy.copy(folded)
     pruned._modules = {name: child for name, child in folded._modules.items()
                        if child is None or any(id(p) in used for p in child.parameters())}
+    # The checkpoint-layout hooks hold a weak reference to `folded`; a copied tower would carry a dead one.
+    for hooks in ("_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
+                  "_load_state_dict_post_hooks"):
+        setattr(pruned, hooks, type(getattr(folded, hooks))())
     return wrapper_cls(pruned).eval()

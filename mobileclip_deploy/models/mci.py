@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobileclip_deploy.models.attention import multi_head_attention
+
 Kernel = int | tuple[int, int]
 
 
@@ -257,20 +259,18 @@ class LayerNorm2d(nn.LayerNorm):
 
 
 class Attention(nn.Module):
-    """MHSA over the H*W tokens, head dim 32, written as explicit matmuls (exporters lower it fully)."""
+    """MHSA over the H*W tokens, head dim 32 (see models/attention.py for why it is written out)."""
 
     def __init__(self, dim: int, head_dim: int = 32) -> None:
         super().__init__()
-        self.num_heads, self.head_dim, self.scale = dim // head_dim, head_dim, head_dim ** -0.5
+        self.num_heads = dim // head_dim
         self.qkv = nn.Linear(dim, dim * 3, bias=False)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         tokens = x.flatten(2).transpose(1, 2)  # B, N, C
-        q, k, v = self.qkv(tokens).reshape(b, h * w, 3 * self.num_heads, self.head_dim).transpose(1, 2).chunk(3, 1)
-        attn = torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1)
-        out = (attn @ v).transpose(1, 2).reshape(b, h * w, c)
+        out = multi_head_attention(self.qkv(tokens), self.num_heads)
         return self.proj(out).transpose(1, 2).reshape(b, c, h, w)
 
 

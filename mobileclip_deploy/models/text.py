@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobileclip_deploy.models.attention import multi_head_attention
 from mobileclip_deploy.models.mci import RepMixerBlock
 
 # A large finite negative instead of -inf: softmax gives exact zeros in fp32 and fp16 stays finite.
@@ -20,25 +21,19 @@ MASK_VALUE = -1e4
 
 
 class TextAttention(nn.Module):
-    """Multi-head self-attention with a fused in-projection, written as explicit matmuls for exporters."""
+    """Multi-head self-attention with a fused in-projection (see models/attention.py for its exportable form)."""
 
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
-        self.heads, self.head_dim = heads, width // heads
+        self.heads = heads
         self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
         self.out_proj = nn.Linear(width, width)
         nn.init.xavier_uniform_(self.in_proj_weight)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        b, n, c = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
-        q, k, v = qkv.reshape(b, n, 3 * self.heads, self.head_dim).transpose(1, 2).chunk(3, 1)
-        scores = (q * self.head_dim ** -0.5) @ k.transpose(-2, -1)
-        if mask is not None:
-            scores = scores + mask
-        out = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(b, n, c)
-        return self.out_proj(out)
+        return self.out_proj(multi_head_attention(qkv, self.heads, mask))
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -63,8 +58,9 @@ class TextRepMixerBlock(RepMixerBlock):
         super().__init__(width, mlp_ratio, kernel=(1, kernel), mlp_kernel=(1, kernel))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        y = super().forward(x.transpose(1, 2).unsqueeze(2))
-        return y.squeeze(2).transpose(1, 2)
+        b, n, c = x.shape  # reshape, not (un)squeeze: XNNPACK delegates views but not squeeze/unsqueeze copies
+        y = super().forward(x.transpose(1, 2).reshape(b, c, 1, n))
+        return y.reshape(b, c, n).transpose(1, 2)
 
 
 @dataclass(frozen=True)

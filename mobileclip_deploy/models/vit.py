@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mobileclip_deploy.models.attention import multi_head_attention
+
 
 class ConvNormAct(nn.Module):
     def __init__(self, in_chs: int, out_chs: int, kernel: int, stride: int, padding: int) -> None:
@@ -62,15 +64,12 @@ class PatchConv(nn.Module):
 class ViTAttention(nn.Module):
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
-        self.heads, self.head_dim = heads, width // heads
+        self.heads = heads
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3 * self.heads, self.head_dim).transpose(1, 2).chunk(3, 1)
-        attn = torch.softmax((q * self.head_dim ** -0.5) @ k.transpose(-2, -1), dim=-1)
-        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+        return self.proj(multi_head_attention(self.qkv(x), self.heads))
 
 
 class Mlp(nn.Module):
