@@ -119,6 +119,10 @@ def test_bad_recipes(tmp_path: Path, out: Path) -> None:
         "unknown.toml": ('colour = "red"\n[formats.onnx]\nschemes = ["fp32"]\n', "unknown keys ['colour']"),
         "empty.toml": ('description = "nothing"\n', "needs a [formats.<name>] table"),
         "scheme.toml": ('[formats.onnx]\nschemes = ["pal4"]\n', "onnx does not support the quantization scheme 'pal4'"),
+        "format.toml": ('[formats.tflite]\nschemes = ["fp32"]\n', "unknown format 'tflite'"),
+        "tower.toml": ('tower = "audio"\n[formats.onnx]\nschemes = ["fp32"]\n', "tower must be image, text or both"),
+        "types.toml": ('[formats.onnx]\nschemes = ["fp32"]\nort = "yes"\n', "`ort` must be a bool, not 'yes'"),
+        "limit.toml": ('calibration_limit = 0\n[formats.onnx]\nschemes = ["fp32"]\n', "calibration_limit must be at"),
     }
     for name, (text, expected) in cases.items():
         recipe = tmp_path / name

@@ -141,7 +141,7 @@ def test_tokenizer_assets_are_plain_files(export) -> None:
     folder = export[0]
     tokenizer = _manifest(folder)["tokenizer"]
     vocab = json.loads((folder / tokenizer["vocab"]).read_text(encoding="utf-8"))
-    assert len(vocab) == 49408 and vocab["<|endoftext|>"] == tokenizer["eot_token"]
+    assert len(vocab) == 49408 and max(vocab.values()) == tokenizer["eot_token"] == 49407
     merges = (folder / tokenizer["merges"]).read_text(encoding="utf-8").splitlines()
     assert len(merges) > 40_000 and all(len(line.split(" ")) == 2 for line in merges[:100])
 
@@ -152,9 +152,9 @@ def test_xnnpack_takes_attention_and_most_of_the_graph(export) -> None:
             delegation = entry["details"]["delegation"]
             left = delegation["non_delegated_ops"]
             # What stays on portable kernels: LayerNorm (no XNNPACK config in 1.5.1), the embedding lookup and
-            # end-of-text pooling, and image mean pooling; never pieces of attention.
+            # end-of-text pooling of the text tower; never pieces of attention.
             assert not any(k in op for op in left for k in ("where", "expand", "split", "any", "squeeze")), left
-            assert delegation["delegated_fraction"] >= (0.9 if entry["tower"] == "image" else 0.85), delegation
+            assert delegation["delegated_fraction"] >= (0.99 if entry["tower"] == "image" else 0.9), delegation
 
 
 def test_coreml_w8_compresses_weights_but_not_embeddings(export) -> None:

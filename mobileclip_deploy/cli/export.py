@@ -54,10 +54,7 @@ def export(
         "--format", "-f", help="coreml, executorch (= executorch-xnnpack), executorch-coreml or onnx; repeatable.")] = None,
     quant: Annotated[list[str] | None, typer.Option(
         "--quant", "-q", help="Scheme for every --format, or FORMAT:SCHEME for one; repeatable. "
-                              "Supported: " + "; ".join([
-                                  "coreml: fp32, fp16, w8, pal8, pal6, pal4",
-                                  "executorch-xnnpack: fp32, w8a8, 8da8w, 8da4w",
-                                  "executorch-coreml: fp32, fp16", "onnx: fp32, fp16, 8da8w, w8a8"]))] = None,
+                              f"Supported: {_format_help()}.")] = None,
     tower: Annotated[str | None, typer.Option(help="image, text or both (default both).")] = None,
     recipe: Annotated[Path | None, typer.Option(help="TOML recipe (see export/*.toml); flags given here override it.")] = None,
     calibration: Annotated[Path | None, typer.Option(
@@ -70,10 +67,27 @@ def export(
     ort: Annotated[bool | None, typer.Option("--ort/--no-ort", help="Also write ONNX Runtime Mobile .ort files.")] = None,
     parity: Annotated[bool, typer.Option("--parity/--no-parity", help="Check every artifact against PyTorch.")] = True,
     threshold: Annotated[list[str] | None, typer.Option(
-        help="Minimum cosine per class: fp32, fp16, 8bit, 4bit, e.g. --threshold 8bit=0.995; repeatable.")] = None,
+        help="Minimum cosine to PyTorch per class, e.g. --threshold 8bit=0.995; repeatable. Defaults: "
+             "fp32=0.99999, fp16=0.999, 8bit=0.99, 4bit=0.98.")] = None,
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for artifacts and manifest.json.")] = Path("out/export"),
 ) -> None:
-    """Export folded encoders, check each artifact's parity with PyTorch, and write manifest.json."""
+    """Export folded image and text encoders, check each artifact's parity with PyTorch, write manifest.json.
+
+    Artifacts are named <model>_<tower>_<backend>_<scheme>.<ext>; the output folder also gets the tokenizer
+    files and manifest.json (shapes, preprocessing, hashes, tool versions, parity). Bad requests are refused
+    before any work; an artifact below its parity threshold is not written. Re-running reuses an artifact
+    only if it was made from the same weights, options and tool versions.
+
+    Examples:
+
+      mobileclip-deploy export -m mobileclip-s0 -c mobileclip_s0.pt -f coreml -q fp16 -q pal8 -o out/ios
+
+      mobileclip-deploy export -m mobileclip-s0 -c mobileclip_s0.pt -f executorch -f onnx -q fp32 -q 8da8w
+
+      mobileclip-deploy export -m mobileclip-s0 -c mobileclip_s0.pt -q executorch:w8a8 --calibration photos/
+
+      mobileclip-deploy export -m mobileclip-s0 -c mobileclip_s0.pt --recipe export/android-cpu.toml
+    """
     from mobileclip_deploy.exporters import pipeline
     from mobileclip_deploy.exporters.recipe import Recipe, load_recipe
     from mobileclip_deploy.exporters.schemes import resolve_pairs

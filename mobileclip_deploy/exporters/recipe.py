@@ -39,19 +39,35 @@ def load_recipe(path: Path) -> Recipe:
     formats = data.get("formats", {})
     if not isinstance(formats, dict) or not formats:
         raise UserError(f"recipe {path} needs a [formats.<name>] table with `schemes = [...]`")
-    recipe = Recipe(tower=data.get("tower"), calibration_limit=data.get("calibration_limit"),
-                    thresholds=dict(data.get("thresholds", {})))
+    tower = _typed(path, data, "tower", str)
+    if tower not in (None, "image", "text", "both"):
+        raise UserError(f"recipe {path}: tower must be image, text or both, not {tower!r}")
+    limit = _typed(path, data, "calibration_limit", int)
+    if limit is not None and limit < 1:
+        raise UserError(f"recipe {path}: calibration_limit must be at least 1")
+    recipe = Recipe(tower=tower, calibration_limit=limit, thresholds=dict(_typed(path, data, "thresholds", dict) or {}))
     if "calibration" in data:
-        recipe.calibration = (path.parent / data["calibration"]).resolve()
+        recipe.calibration = (path.parent / _typed(path, data, "calibration", str)).resolve()
     for name, table in formats.items():
+        where = f"{path} [formats.{name}]"
+        if not isinstance(table, dict):
+            raise UserError(f"recipe {where} must be a table with `schemes = [...]`")
         bad = set(table) - _FORMAT_KEYS
         if bad:
-            raise UserError(f"recipe {path} [formats.{name}]: unknown keys {sorted(bad)}; allowed: {sorted(_FORMAT_KEYS)}")
+            raise UserError(f"recipe {where}: unknown keys {sorted(bad)}; allowed: {sorted(_FORMAT_KEYS)}")
         schemes = table.get("schemes")
-        if not schemes or not isinstance(schemes, list):
-            raise UserError(f"recipe {path} [formats.{name}] needs `schemes = [...]`")
+        if not schemes or not isinstance(schemes, list) or not all(isinstance(s, str) for s in schemes):
+            raise UserError(f"recipe {where} needs `schemes = [...]` (a list of scheme names)")
         recipe.quants += [f"{name}:{s}" for s in schemes]
-        for key in ("deployment_target", "image_input", "ort"):
+        for key, kind in (("deployment_target", str), ("image_input", bool), ("ort", bool)):
             if key in table:
-                setattr(recipe, key, table[key])
+                setattr(recipe, key, _typed(where, table, key, kind))
     return recipe
+
+
+def _typed(where: object, table: dict, key: str, kind: type):
+    """`table[key]` if absent or of type `kind`; anything else is refused with the key's name."""
+    value = table.get(key)
+    if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+        raise UserError(f"recipe {where}: `{key}` must be a {kind.__name__}, not {value!r}")
+    return value

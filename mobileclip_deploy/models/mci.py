@@ -392,4 +392,4 @@ class PooledHead(nn.Module):
         self.fc = nn.Linear(in_chs, embed_dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x.mean((2, 3)))
+        return self.fc(x.mean((2, 3), keepdim=True).flatten(1))  # keepdim: XNNPACK only takes 4-D means
