@@ -77,7 +77,7 @@ BACKENDS: dict[str, Backend] = {
                 help="ExecuTorch with the Core ML delegate for iPhones"),
         Backend("onnx", ".onnx", (
             FP32, FP16,
-            Scheme("8da8w", 8, help="dynamic int8 (ORT quantize_dynamic) of Conv/MatMul/Gemm"),
+            Scheme("8da8w", 8, help="dynamic int8 (ORT quantize_dynamic) of MatMul/Gemm; convs stay float"),
             Scheme("w8a8", 8, static=True, help="static int8 QDQ with calibration"),
         ), runs_here=True, help="one-file ONNX for ONNX Runtime (desktop, server, ORT Mobile)"),
     )
