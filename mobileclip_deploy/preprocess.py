@@ -23,15 +23,16 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".ti
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
-def image_files(folder: str | os.PathLike[str], recursive: bool = False) -> list[Path]:
-    """Image files of a folder in sorted order; a missing or image-less folder is a `UserError`."""
+def image_files(folder: str | os.PathLike[str], recursive: bool = False, role: str = "image folder",
+                hint: str = "") -> list[Path]:
+    """Image files of a folder in sorted order; a missing or image-less folder is a `UserError` naming its `role`."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError(f"image folder not found: {folder}")
+        raise UserError(f"{role} not found: {folder}")
     found = sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir())
                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not found:
-        raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+        raise UserError(f"{role} {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}){hint}")
     return found
 
 

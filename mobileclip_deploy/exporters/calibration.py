@@ -7,22 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mobileclip_deploy.errors import UserError
-from mobileclip_deploy.preprocess import load_image, preprocess_pil
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm")
+from mobileclip_deploy.preprocess import image_files, load_image, preprocess_pil
 
 
 def list_images(folder: Path) -> list[Path]:
     """The photos in `folder` (not recursive), sorted; refuse a missing folder or one without images."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"calibration folder not found: {folder}")
-    images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        raise UserError(f"calibration folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); static "
-                        "quantization and parity need real photos like the ones the app will see")
-    return images
+    return image_files(folder, role="calibration folder", hint="; static quantization and parity need real photos "
+                       "like the ones the app will see")
 
 
 def pick(images: list[Path], limit: int) -> list[Path]:
