@@ -30,3 +30,14 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def s0_checkpoint(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MobileCLIP-S0 golden weights (recipe in ../shared/README.md) saved as an official .pt file."""
+    import torch
+    from goldens import make_golden_state_dict, manifest_path
+
+    path = tmp_path_factory.mktemp("s0") / "mobileclip_s0.pt"
+    torch.save(make_golden_state_dict(manifest_path(shared_dir, "mobileclip_s0")), path)
+    return path

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from goldens import load_manifest, make_golden_state_dict, manifest_path, placeholder_state_dict
+from goldens import load_manifest, manifest_path, placeholder_state_dict
 from typer.testing import CliRunner, Result
 
 from mobileclip_deploy import create_model
@@ -48,14 +48,6 @@ def refusal(*args: str | Path) -> str:
     with pytest.raises(UserError) as info:
         invoke(*args)
     return str(info.value)
-
-
-@pytest.fixture(scope="module")
-def s0_checkpoint(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """MobileCLIP-S0 golden weights as an official .pt file."""
-    path = tmp_path_factory.mktemp("s0") / "mobileclip_s0.pt"
-    torch.save(make_golden_state_dict(manifest_path(shared_dir, "mobileclip_s0")), path)
-    return path
 
 
 @pytest.fixture(scope="module")

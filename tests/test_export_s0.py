@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from goldens import make_golden_state_dict, manifest_path
 from rich.console import Console
 
 from mobileclip_deploy import create_model
@@ -38,20 +36,13 @@ def golden(shared_dir: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "mobileclip_s0.pt"
-    torch.save(make_golden_state_dict(manifest_path(shared_dir, "mobileclip_s0")), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def export(checkpoint: Path, shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def export(s0_checkpoint: Path, shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("export_s0")
     request = pipeline.ExportRequest(pairs=resolve_pairs(FORMATS, QUANTS), output_dir=out,
                                      calibration=shared_dir / "data" / "imagenet-samples",
                                      calibration_limit=CALIBRATION_IMAGES)
-    model = create_model("mobileclip-s0", checkpoint=checkpoint)
-    results = pipeline.run(request, model, get_variant("mobileclip-s0"), sha256_path(checkpoint), Console(quiet=True))
+    model = create_model("mobileclip-s0", checkpoint=s0_checkpoint)
+    results = pipeline.run(request, model, get_variant("mobileclip-s0"), sha256_path(s0_checkpoint), Console(quiet=True))
     return out, results, request
 
 
@@ -72,10 +63,10 @@ def test_every_artifact_exported_and_passed(export) -> None:
             assert f"mobileclip-s0_{tower}_{backend}_{scheme}.{suffix}" in names
 
 
-def test_manifest_describes_each_file(export, checkpoint: Path) -> None:
+def test_manifest_describes_each_file(export, s0_checkpoint: Path) -> None:
     folder, results, _ = export
     manifest = _manifest(folder)
-    assert manifest["model"] == "mobileclip-s0" and manifest["checkpoint_sha256"] == sha256_path(checkpoint)
+    assert manifest["model"] == "mobileclip-s0" and manifest["checkpoint_sha256"] == sha256_path(s0_checkpoint)
     assert manifest["preprocessing"]["image_size"] == 256
     for key in ("merges", "vocab"):
         assert (folder / manifest["tokenizer"][key]).stat().st_size > 100_000
@@ -189,10 +180,10 @@ def test_onnx_and_executorch_reproduce_official_outputs(export, golden: dict[str
             assert cosine >= GOLDEN_COSINE, (tower, backend, cosine)
 
 
-def test_rerun_reuses_only_identical_artifacts(export, checkpoint: Path) -> None:
+def test_rerun_reuses_only_identical_artifacts(export, s0_checkpoint: Path) -> None:
     folder, _, request = export
-    model = create_model("mobileclip-s0", checkpoint=checkpoint)
-    variant, sha = get_variant("mobileclip-s0"), sha256_path(checkpoint)
+    model = create_model("mobileclip-s0", checkpoint=s0_checkpoint)
+    variant, sha = get_variant("mobileclip-s0"), sha256_path(s0_checkpoint)
     same = pipeline.ExportRequest(pairs=resolve_pairs(["onnx"], ["fp32"]), output_dir=folder, towers=("text",))
     assert [r.status for r in pipeline.run(same, model, variant, sha)] == ["cached"]
     changed = pipeline.ExportRequest(pairs=same.pairs, output_dir=folder, towers=("text",),
