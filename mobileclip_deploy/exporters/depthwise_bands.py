@@ -37,10 +37,11 @@ class BandedDepthwiseConv(nn.Module):
         out = None
         for start, weight in zip(self.starts, self.weights):
             # No-op slices are skipped: they lower to alias copies that XNNPACK does not take.
-            y = F.conv2d(x[:, :, start:] if start else x, weight, None, self.stride, 0, 1, self.groups)
+            bias = self.bias if start == 0 else None
+            y = F.conv2d(x[:, :, start:] if start else x, weight, bias, self.stride, 0, 1, self.groups)
             y = y[:, :, :out_h] if y.shape[2] != out_h else y
             out = y if out is None else out + y
-        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+        return out
 
 
 def _wide_depthwise(module: nn.Module) -> bool:
