@@ -8,32 +8,12 @@ import time
 import pytest
 from typer.testing import CliRunner
 
+from tiny_artifacts import tiny_onnx, tiny_pte
+
 from mobileclip_deploy.bench import artifacts, host, ios
 from mobileclip_deploy.bench.records import read_records, validate
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.hashing import sha256_path
-
-
-def tiny_onnx(path, tower="image"):
-    """A real ONNX file with the exporters' I/O names: pixels (1x3x8x8) -> image_embedding (1x3)."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    if tower == "image":
-        inp = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [1, 3, 8, 8])
-        node = helper.make_node("ReduceMean", ["pixels"], ["r"], axes=[2, 3], keepdims=0)
-    else:
-        inp = helper.make_tensor_value_info("tokens", TensorProto.INT32, [1, 77])
-        cast = helper.make_node("Cast", ["tokens"], ["f"], to=TensorProto.FLOAT)
-        node = helper.make_node("ReduceMean", ["f"], ["r"], axes=[1], keepdims=1)
-    out_name = f"{tower}_embedding"
-    ident = helper.make_node("Identity", ["r"], [out_name])
-    out = helper.make_tensor_value_info(out_name, TensorProto.FLOAT, None)
-    nodes = [node, ident] if tower == "image" else [cast, node, ident]
-    model = helper.make_model(helper.make_graph(nodes, "g", [inp], [out]), opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
 
 
 def export_folder(tmp_path):
@@ -138,11 +118,10 @@ def test_ios_target_says_what_is_needed(tmp_path):
 
 
 def test_cli_bench_host_executorch(tmp_path):
-    from test_eval import _tiny_pte
 
     from mobileclip_deploy.cli import app
 
-    pte = _tiny_pte(tmp_path / "mobileclip-s0_image_executorch-xnnpack_fp32.pte")
+    pte = tiny_pte(tmp_path / "mobileclip-s0_image_executorch-xnnpack_fp32.pte")
     out = tmp_path / "r.jsonl"
     res = CliRunner().invoke(app, ["bench", str(pte), "--no-eager", "--threads", "1", "--warmup", "1",
                                    "--iterations", "3", "-o", str(out)])

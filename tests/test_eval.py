@@ -10,6 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import REPO_ROOT
+from tiny_artifacts import tiny_onnx, tiny_pte, tiny_text_onnx
+
 from mobileclip_deploy.bench import evaluate as ev
 from mobileclip_deploy.errors import UserError
 
@@ -94,8 +96,6 @@ def test_evaluate_scores_the_right_class(tmp_path, shift, top1):
 
 
 def test_artifact_encoder_runs_onnx_row_by_row(tmp_path):
-    from test_bench_host import tiny_onnx
-
     enc = ev.artifact_encoder(tiny_onnx(tmp_path / "t.onnx", "text"), "onnx")
     tokens = torch.zeros(5, 77, dtype=torch.int64)
     tokens[:, 0] = torch.arange(5) * 77
@@ -120,48 +120,14 @@ def test_cli_eval_random_weights_small_folder(tmp_path):
     assert summary["image"] == "eager PyTorch (folded)"
 
 
-def _tiny_pte(path):
-    """A real ExecuTorch XNNPACK program with the image tower's I/O: pixels (1x3x256x256) -> embedding (1x4)."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-
-    class Tiny(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.proj = torch.nn.Linear(3, 4)
-
-        def forward(self, pixels):
-            return self.proj(pixels.mean(dim=(2, 3)))
-
-    program = torch.export.export(Tiny().eval(), (torch.rand(1, 3, 256, 256),))
-    path.write_bytes(to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer)
-    return path
-
-
-def _tiny_text_onnx(path):
-    """ONNX Runtime text tower stand-in: tokens (1x77 int32) -> embedding (1x4)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    weight = numpy_helper.from_array(torch.randn(77, 4, generator=torch.Generator().manual_seed(0)).numpy(), "w")
-    nodes = [helper.make_node("Cast", ["tokens"], ["f"], to=TensorProto.FLOAT),
-             helper.make_node("MatMul", ["f", "w"], ["text_embedding"])]
-    graph = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("tokens", TensorProto.INT32, [1, 77])],
-                              [helper.make_tensor_value_info("text_embedding", TensorProto.FLOAT, [1, 4])], [weight])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
-
-
 def test_cli_eval_executorch_and_onnx_artifacts(tmp_path):
     """Image on the ExecuTorch runtime, text on ONNX Runtime, model taken from the manifest."""
     from mobileclip_deploy.cli import app
 
     folder = tmp_path / "export"
     folder.mkdir()
-    image = _tiny_pte(folder / "mobileclip-s0_image_executorch-xnnpack_fp32.pte")
-    text = _tiny_text_onnx(folder / "mobileclip-s0_text_onnx_fp32.onnx")
+    image = tiny_pte(folder / "mobileclip-s0_image_executorch-xnnpack_fp32.pte")
+    text = tiny_text_onnx(folder / "mobileclip-s0_text_onnx_fp32.onnx")
     entries = [{"file": p.name, "model": "mobileclip-s0", "tower": t, "backend": b, "scheme": "fp32",
                 "checkpoint_sha256": None, "status": "ok"}
                for p, t, b in ((image, "image", "executorch-xnnpack"), (text, "text", "onnx"))]
