@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -65,28 +66,32 @@ def test_frontier_schemes_are_checked_before_any_work():
     from mobileclip_deploy.errors import UserError
 
     assert _frontier_pair(" executorch:8DA8W") == ("executorch-xnnpack", "8da8w")
+    assert _frontier_pair("onnx:w8a8", calibration=Path("photos")) == ("onnx", "w8a8")
     for bad, why in (("onnx", "BACKEND:SCHEME"), ("onnx:w8a8", "calibration"), ("coreml:fp16", "on the host"),
                      ("onnx:int3", "does not support")):
         with pytest.raises(UserError, match=why):
             _frontier_pair(bad)
 
 
-def test_reduced_frontier_run(tmp_path, monkeypatch):
-    """S0 with ONNX fp32 for real; a second scheme whose converter breaks costs only its own point."""
+def test_reduced_frontier_run(tmp_path, monkeypatch, shared_dir):
+    """S0 with ONNX fp32 for real; a static scheme (calibrated on the photos given) whose converter breaks
+    costs only its own point."""
     from mobileclip_deploy.cli import app
     from mobileclip_deploy.exporters import onnx as onnx_exporter
 
     real_export = onnx_exporter.export
+    calibrated = []
 
-    def export_or_break(module, example, tower, scheme, *args, **kwargs):
-        if scheme == "8da8w":
+    def export_or_break(module, example, tower, scheme, path, calibration, *args, **kwargs):
+        if scheme == "w8a8":
+            calibrated.append(calibration.shape)
             raise RuntimeError("converter exploded")
-        return real_export(module, example, tower, scheme, *args, **kwargs)
+        return real_export(module, example, tower, scheme, path, calibration, *args, **kwargs)
 
     monkeypatch.setattr(onnx_exporter, "export", export_or_break)
     out = tmp_path / "fr"
-    args = ["frontier", "--variants", "mobileclip-s0", "--schemes", "onnx:fp32,onnx:8da8w", "--warmup", "0",
-            "--iterations", "2", "-o", str(out)]
+    args = ["frontier", "--variants", "mobileclip-s0", "--schemes", "onnx:fp32,onnx:w8a8", "--warmup", "0",
+            "--iterations", "2", "--calibration", str(shared_dir / "data" / "imagenet-samples"), "-o", str(out)]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     with Image.open(out / "frontier.png") as im:
@@ -97,7 +102,8 @@ def test_reduced_frontier_run(tmp_path, monkeypatch):
     assert measured[0]["random_weights"] == "True" and measured[0]["top1_source"] == "published"
     assert "| MobileCLIP-S0 onnx fp32 | host 1T |" in res.output  # the Markdown table, unwrapped
     md = (out / "frontier.md").read_text()
-    assert "Left out: mobileclip-s0_image_onnx_8da8w.onnx: export failed: RuntimeError: converter exploded" in md
+    assert "Left out: mobileclip-s0_image_onnx_w8a8.onnx: export failed: RuntimeError: converter exploded" in md
+    assert calibrated[0][0] == 16 and calibrated[0][1:] == (3, 256, 256)  # the photos reached the exporter
     recs = read_records(out / "bench.jsonl")
     assert len(recs) == 2 and all(validate(r) == [] for r in recs)
     assert recs[0]["manifest_entry"]["sha256"] == recs[0]["artifact"]["sha256"]  # made by the export pipeline

@@ -48,12 +48,14 @@ class SweepConfig:
     class_map: Path | None = None
     eval_limit_per_class: int | None = None
     max_seconds: float | None = None  # per artifact: bounds slow runs (see host.measure)
+    calibration: Path | None = None  # photos for static schemes (w8a8)
 
 
-def _cache_key(variant: str, checkpoint_sha: str | None) -> dict[str, Any]:
+def _cache_key(variant: str, checkpoint_sha: str | None, calibration: Path | None) -> dict[str, Any]:
     names = ("torch", "executorch", "onnxruntime", "onnx", "mobileclip-deploy")
     tools = {name: package_version(name) for name in names}
-    return {"variant": variant, "checkpoint_sha256": checkpoint_sha, **tools}
+    return {"variant": variant, "checkpoint_sha256": checkpoint_sha,
+            "calibration": str(calibration.resolve()) if calibration else None, **tools}
 
 
 def _exported(folder: Path, schemes: tuple[tuple[str, str], ...]) -> list[Artifact]:
@@ -91,7 +93,7 @@ def build_artifacts(cfg: SweepConfig, variant_name: str, log: Log,
     ckpt = cfg.checkpoints.get(variant.name)
     ckpt_sha = sha256_path(resolve_checkpoint_file(ckpt)) if ckpt else None
     folder = cfg.out_dir / "artifacts" / variant.name
-    key = _cache_key(variant.name, ckpt_sha)
+    key = _cache_key(variant.name, ckpt_sha, cfg.calibration)
     key_file = folder / KEY_FILE
     found = _exported(folder, cfg.schemes)
     if key_file.is_file() and json.loads(key_file.read_text("utf-8")) == key and len(found) == 2 * len(cfg.schemes):
@@ -99,7 +101,7 @@ def build_artifacts(cfg: SweepConfig, variant_name: str, log: Log,
         return found
     log(f"export {variant.name}: {', '.join(f'{b}:{s}' for b, s in cfg.schemes)} (image and text towers)")
     pairs = [(backend, backend.scheme(s)) for backend, s in ((get_backend(b), s) for b, s in cfg.schemes)]
-    results = pipeline.run(pipeline.ExportRequest(pairs, folder, parity=False), create_model(variant.name, ckpt),
+    results = pipeline.run(pipeline.ExportRequest(pairs, folder, calibration=cfg.calibration, parity=False), create_model(variant.name, ckpt),
                            variant, ckpt_sha)
     for r in results:
         if r.status == "failed":

@@ -294,8 +294,8 @@ def eval_cmd(
         write_text(output, json.dumps(summary, indent=2) + "\n")
 
 
-def _frontier_pair(item: str) -> tuple[str, str]:
-    """`backend:scheme` for the frontier: a host-runnable backend and a scheme that needs no calibration."""
+def _frontier_pair(item: str, calibration: Path | None = None) -> tuple[str, str]:
+    """`backend:scheme` for the frontier: a host-runnable backend, and calibration photos for a static scheme."""
     from mobileclip_deploy.bench.sweep import HOST_BACKENDS
     from mobileclip_deploy.exporters.schemes import get_backend
 
@@ -306,17 +306,18 @@ def _frontier_pair(item: str) -> tuple[str, str]:
     scheme = backend.scheme(scheme_name.strip().lower())
     if backend.name not in HOST_BACKENDS:
         raise UserError(f"--schemes {item}: frontier runs {' and '.join(HOST_BACKENDS)} on the host")
-    if scheme.static:
-        raise UserError(f"--schemes {item}: static quantization needs calibration images; export it with "
-                        "`mobileclip-deploy export --calibration DIR`, bench it, and pass --records")
+    if scheme.static and calibration is None:
+        raise UserError(f"--schemes {item}: static quantization needs calibration images: pass --calibration DIR "
+                        "(photos like the ones the app will see)")
     return backend.name, scheme.name
 
 
 @app.command("frontier")
 def frontier_cmd(
     variants: Annotated[str | None, typer.Option(help="Comma list of models (default: S0, S1, S2, B).")] = None,
-    schemes: Annotated[str | None, typer.Option(help="Comma list of backend:scheme "
-                                                "(default: onnx:fp32,onnx:8da8w).")] = None,
+    schemes: Annotated[str | None, typer.Option(help="Comma list of backend:scheme (default: onnx:fp32,onnx:8da8w; "
+                                                "static onnx:w8a8 or executorch:w8a8 with --calibration).")] = None,
+    calibration: Annotated[Path | None, typer.Option(help="Photos for static int8 schemes (w8a8).")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every MobileCLIP variant; ONNX and ExecuTorch-XNNPACK, "
                                        "fp32 and 8da8w.")] = False,
     checkpoint: Annotated[list[str] | None, typer.Option(help="MODEL=PATH, repeatable. Without one a model "
@@ -350,7 +351,7 @@ def frontier_cmd(
         names = tuple(get_variant(v.strip()).name for v in variants.split(",")) if variants else sweep.DEFAULT_VARIANTS
         pairs = sweep.DEFAULT_SCHEMES
     if schemes:
-        pairs = tuple(_frontier_pair(item) for item in schemes.split(","))
+        pairs = tuple(_frontier_pair(item, calibration) for item in schemes.split(","))
     ckpts: dict[str, Path] = {}
     for item in checkpoint or []:
         name, sep, path = item.partition("=")
@@ -359,10 +360,14 @@ def frontier_cmd(
         ckpts[get_variant(name).name] = Path(path)
     if eval_data is not None and not ckpts:
         raise UserError("--eval-data needs at least one --checkpoint MODEL=PATH (random weights have no accuracy)")
+    if calibration is not None:
+        from mobileclip_deploy.exporters.calibration import list_images
+
+        list_images(calibration)  # a missing or empty folder is refused before any work
     if warmup < 0 or iterations < 1 or threads < 1 or max_seconds < 0:
         raise UserError("--warmup must be >= 0, --iterations and --threads >= 1, --max-seconds >= 0")
     cfg = sweep.SweepConfig(names, pairs, output_dir, ckpts, threads, warmup, iterations, eval_data, eval_templates,
-                            eval_classes, class_map, eval_limit_per_class, max_seconds or None)
+                            eval_classes, class_map, eval_limit_per_class, max_seconds or None, calibration)
     with _progress() as progress:
         tasks: dict[str, Any] = {}
 
