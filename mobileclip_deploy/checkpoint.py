@@ -24,6 +24,8 @@ from mobileclip_deploy.registry import Variant, list_variants
 HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.safetensors", "pytorch_model.bin")
 SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 FOLDED_MARKERS = ("reparam_conv", "lkb_reparam")
+# Match scores this close to the best one mean the same architecture up to a layout detail (one key in 300).
+SAME_ARCHITECTURE = 0.005
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class CheckpointInfo:
     match: float  # fraction of (key, shape) pairs shared with that variant
     num_tensors: int
     num_params: int
+    also_fits: tuple[str, ...] = ()  # other variants with exactly the same keys and shapes
 
 
 def resolve_checkpoint_file(path: str | os.PathLike[str]) -> Path:
@@ -128,27 +131,33 @@ def _signatures() -> dict[tuple[str, str, bool], frozenset[tuple[str, tuple[int,
     return table
 
 
-def guess_variant(state: dict[str, torch.Tensor], layout: str, folded: bool) -> tuple[str | None, float]:
-    """The registry variant whose keys and shapes overlap the checkpoint's most (Jaccard index)."""
+def _scores(state: dict[str, torch.Tensor], layout: str, folded: bool) -> dict[str, float]:
+    """Per registry variant, how far its keys and shapes overlap the checkpoint's (Jaccard index)."""
     have = {(k, tuple(v.shape)) for k, v in state.items()}
-    best, score = None, 0.0
-    for (name, sig_layout, sig_folded), sig in _signatures().items():
-        if sig_layout != layout or sig_folded != folded or not sig:
-            continue
-        s = len(have & sig) / len(have | sig)
-        if s > score:
-            best, score = name, s
-    return best, score
+    return {name: len(have & sig) / len(have | sig) for (name, sig_layout, sig_folded), sig in _signatures().items()
+            if sig_layout == layout and sig_folded == folded and sig}
+
+
+def guess_variant(state: dict[str, torch.Tensor], layout: str, folded: bool) -> tuple[str | None, float]:
+    """The registry variant whose keys and shapes overlap the checkpoint's most (first in registry order on ties)."""
+    scores = _scores(state, layout, folded)
+    best = max(scores, key=scores.get, default=None)
+    return best, scores.get(best, 0.0) if best else 0.0
 
 
 def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
     state, file = read_state_dict(path)
     layout = detect_layout(list(state), file)
     folded = any(m in k for k in state for m in FOLDED_MARKERS)
-    variant, score = guess_variant(state, layout, folded)
+    scores = _scores(state, layout, folded)
+    variant = max(scores, key=scores.get, default=None)
+    score = scores.get(variant, 0.0) if variant else 0.0
+    # Some variants differ only in settings no weight records (MobileCLIP-B / B (LT) / MobileCLIP2-B: the same
+    # ViT-B/16, up to open_clip's zero head bias): the file loads into each, and only the user knows which it is.
+    also = tuple(n for n, sc in scores.items() if n != variant and score > 0 and sc >= score - SAME_ARCHITECTURE)
     params = sum(v.numel() for k, v in state.items() if v.is_floating_point() and not k.endswith(("running_mean",
                                                                                                      "running_var")))
-    return CheckpointInfo(file, layout, folded, variant, score, len(state), params)
+    return CheckpointInfo(file, layout, folded, variant, score, len(state), params, also)
 
 
 def _few(keys: set[str], n: int = 3) -> str:

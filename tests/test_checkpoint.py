@@ -235,3 +235,20 @@ def test_inspect_checkpoint(tmp_path: Path, shared_dir: Path, stem: str, form: s
     manifest = load_manifest(shared_dir, stem)[form]
     assert (info.layout, info.folded, info.variant, info.match) == (layout, form != "train_time", variant, 1.0)
     assert (info.num_tensors, info.num_params) == (manifest["num_entries"], manifest["params_total"])
+
+
+@pytest.mark.parametrize(("stem", "fits"), [
+    ("mobileclip_b", {"mobileclip-b", "mobileclip-b-lt"}),
+    ("openclip_MobileCLIP-B", {"mobileclip-b", "mobileclip-b-lt", "mobileclip2-b"}),
+    ("openclip_MobileCLIP2-S2", {"mobileclip-s2", "mobileclip2-s2"}),
+    ("mobileclip_s0", {"mobileclip-s0"}),
+])
+def test_inspect_names_every_variant_the_weights_fit(tmp_path: Path, shared_dir: Path, stem: str,
+                                                     fits: set[str]) -> None:
+    """Variants that differ in no weight (B, B (LT) and MobileCLIP2-B; S2 and MobileCLIP2-S2) cannot be told
+    apart from the file: inspect names them all."""
+    path = tmp_path / "checkpoint.pt"
+    torch.save(placeholder(shared_dir, stem, "train_time"), path)
+    info = inspect_checkpoint(path)
+    assert {info.variant, *info.also_fits} == fits
+    assert info.variant not in info.also_fits

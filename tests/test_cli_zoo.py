@@ -84,24 +84,33 @@ def test_models_table(published: dict[str, dict[str, str]]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ inspect
-@pytest.mark.parametrize(("stem", "form", "variant"), [
-    ("mobileclip_s0", "train_time", "mobileclip-s0"),
-    ("openclip_MobileCLIP2-S2", "reparameterized", "mobileclip2-s2"),
+@pytest.mark.parametrize(("stem", "form", "variant", "also_fits"), [
+    ("mobileclip_s0", "train_time", "mobileclip-s0", []),
+    ("openclip_MobileCLIP2-S2", "reparameterized", "mobileclip2-s2", ["mobileclip-s2"]),  # same architecture
 ])
-def test_inspect_json(tmp_path: Path, shared_dir: Path, stem: str, form: str, variant: str) -> None:
+def test_inspect_json(tmp_path: Path, shared_dir: Path, stem: str, form: str, variant: str,
+                      also_fits: list[str]) -> None:
     path = tmp_path / "checkpoint.pt"
     torch.save(placeholder_state_dict(manifest_path(shared_dir, stem), form), path)
     info = json.loads(invoke("inspect", path, "--json").stdout)
     manifest = load_manifest(shared_dir, stem)[form]
     assert info == {"file": str(path), "layout": "official" if stem.startswith("mobileclip") else "openclip",
                     "variant": variant, "match": 1.0, "folded": form == "reparameterized",
-                    "tensors": manifest["num_entries"], "parameters": manifest["params_total"]}
+                    "tensors": manifest["num_entries"], "parameters": manifest["params_total"], "also_fits": also_fits}
 
 
 def test_inspect_table(s0_checkpoint: Path) -> None:
     out = invoke("inspect", s0_checkpoint).stdout
     for expected in ("official", "mobileclip-s0", "100.0%", "53,847,681", "False"):
         assert expected in out
+    assert "also fits" not in out
+
+
+def test_inspect_table_names_variants_with_the_same_weights(tmp_path: Path, shared_dir: Path) -> None:
+    path = tmp_path / "b.pt"
+    torch.save(placeholder_state_dict(manifest_path(shared_dir, "mobileclip_b"), "train_time"), path)
+    out = " ".join(invoke("inspect", path).stdout.split())
+    assert "also fits" in out and "mobileclip-b-lt" in out and "--model" in out
 
 
 # ------------------------------------------------------------------------------------------------ reparam

@@ -56,14 +56,19 @@ def inspect_cmd(checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file
 
     info = inspect_checkpoint(checkpoint)
     result = {"file": str(info.path), "layout": info.layout, "variant": info.variant, "match": round(info.match, 4),
-              "folded": info.folded, "tensors": info.num_tensors, "parameters": info.num_params}
+              "folded": info.folded, "tensors": info.num_tensors, "parameters": info.num_params,
+              "also_fits": list(info.also_fits)}
     if as_json:
         print_json(result)
         return
     table = Table(show_header=False, title=f"checkpoint {info.path.name}")
     for key, value in result.items():
-        table.add_row(key, f"{value:.1%}" if key == "match" else f"{value:,}" if isinstance(value, int) and not
-                      isinstance(value, bool) else str(value))
+        if key != "also_fits":
+            table.add_row(key, f"{value:.1%}" if key == "match" else f"{value:,}" if isinstance(value, int) and not
+                          isinstance(value, bool) else str(value))
+    if info.also_fits:
+        table.add_row("also fits", f"{', '.join(info.also_fits)}: the same keys and shapes, so the file cannot say "
+                      "which it is; pass the --model it was trained as")
     console.print(table)
 
 
