@@ -138,11 +138,15 @@ def _scores(state: dict[str, torch.Tensor], layout: str, folded: bool) -> dict[s
             if sig_layout == layout and sig_folded == folded and sig}
 
 
-def guess_variant(state: dict[str, torch.Tensor], layout: str, folded: bool) -> tuple[str | None, float]:
-    """The registry variant whose keys and shapes overlap the checkpoint's most (first in registry order on ties)."""
-    scores = _scores(state, layout, folded)
+def _best(scores: dict[str, float]) -> tuple[str | None, float]:
+    """The highest-scoring variant (first in registry order on ties) and its score."""
     best = max(scores, key=scores.get, default=None)
-    return best, scores.get(best, 0.0) if best else 0.0
+    return best, scores[best] if best else 0.0
+
+
+def guess_variant(state: dict[str, torch.Tensor], layout: str, folded: bool) -> tuple[str | None, float]:
+    """The registry variant whose keys and shapes overlap the checkpoint's most."""
+    return _best(_scores(state, layout, folded))
 
 
 def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
@@ -150,8 +154,7 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
     layout = detect_layout(list(state), file)
     folded = any(m in k for k in state for m in FOLDED_MARKERS)
     scores = _scores(state, layout, folded)
-    variant = max(scores, key=scores.get, default=None)
-    score = scores.get(variant, 0.0) if variant else 0.0
+    variant, score = _best(scores)
     # Some variants differ only in settings no weight records (MobileCLIP-B / B (LT) / MobileCLIP2-B: the same
     # ViT-B/16, up to open_clip's zero head bias): the file loads into each, and only the user knows which it is.
     also = tuple(n for n, sc in scores.items() if n != variant and score > 0 and sc >= score - SAME_ARCHITECTURE)

@@ -101,8 +101,8 @@ def build_artifacts(cfg: SweepConfig, variant_name: str, log: Log,
         return found
     log(f"export {variant.name}: {', '.join(f'{b}:{s}' for b, s in cfg.schemes)} (image and text towers)")
     pairs = [(backend, backend.scheme(s)) for backend, s in ((get_backend(b), s) for b, s in cfg.schemes)]
-    results = pipeline.run(pipeline.ExportRequest(pairs, folder, calibration=cfg.calibration, parity=False), create_model(variant.name, ckpt),
-                           variant, ckpt_sha)
+    request = pipeline.ExportRequest(pairs, folder, calibration=cfg.calibration, parity=False)
+    results = pipeline.run(request, create_model(variant.name, ckpt), variant, ckpt_sha)
     for r in results:
         if r.status == "failed":
             if failures is None:

@@ -26,13 +26,13 @@ def _module_path(node: torch.fx.Node) -> str:
     return list(stack.values())[-1][0] if stack else ""
 
 
-def _quantize(module: nn.Module, example: torch.Tensor, scheme: str, calibration: np.ndarray | None) -> nn.Module:
+def _quantize(module: nn.Module, example: torch.Tensor, scheme: str, calibration: np.ndarray | None,
+              keep: list[str], eight: set[str]) -> nn.Module:
     """Return the module with `scheme` applied (PT2E for static int8, torchao for the dynamic schemes).
 
-    Only convs and linears are quantized, the layers in `sensitive.float_modules` stay float and 8da4w keeps
-    `sensitive.eight_bit_params` at 8 bits.
+    Only convs and linears are quantized; the modules in `keep` stay float and, under 8da4w, the weights in
+    `eight` stay at 8 bits.
     """
-    keep = float_modules(module)
     if scheme == "w8a8":
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer,
@@ -57,7 +57,6 @@ def _quantize(module: nn.Module, example: torch.Tensor, scheme: str, calibration
 
         int8 = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0))
         int4 = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(32))
-        eight = set(eight_bit_params(module)) if scheme == "8da4w" else set()
         quantized = copy.deepcopy(module)
 
         def linear(m: nn.Module, fqn: str) -> bool:
@@ -107,17 +106,20 @@ def export(module: nn.Module, example: torch.Tensor, scheme: str, delegate: str,
 
     # Static w8a8 quantizes the convs themselves, so it keeps the 7×7 form its calibration was measured on.
     banded = delegate == "xnnpack" and scheme != "w8a8"
+    keep = float_modules(module) if scheme in ("w8a8", "8da8w", "8da4w") else []
+    eight = eight_bit_params(module) if scheme == "8da4w" else []
     with torch.no_grad():
-        quantized = _quantize(split_wide_depthwise(module) if banded else module, example, scheme, calibration)
+        quantized = _quantize(split_wide_depthwise(module) if banded else module, example, scheme, calibration,
+                              keep, set(eight))
         program = torch.export.export(quantized, (example,))
         edge = to_edge_transform_and_lower(program, partitioner=[_partitioner(delegate, scheme, target)])
         delegation = delegation_summary(edge.exported_program().graph_module)
         path.write_bytes(edge.to_executorch().buffer)
     facts = {"delegate": delegate, "delegation": delegation, "banded_depthwise": banded}
     if scheme in ("w8a8", "8da8w", "8da4w"):
-        facts["kept_in_float"] = float_modules(module)
+        facts["kept_in_float"] = keep
     if scheme == "8da4w":
-        facts["kept_at_8_bits"] = eight_bit_params(module)
+        facts["kept_at_8_bits"] = eight
     return facts, edge
 
 

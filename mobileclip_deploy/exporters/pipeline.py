@@ -197,7 +197,8 @@ class _Context:
             self.calibration_files = calib_mod.pick(images, request.calibration_limit)
             self.calibration = calib_mod.load_batch(self.calibration_files, variant.image_size, variant.interpolation)
             # Compare on photos the calibration did not see, when the folder has enough of them.
-            unseen = [p for p in images if p not in set(self.calibration_files)]
+            chosen = set(self.calibration_files)
+            unseen = [p for p in images if p not in chosen]
             held_out = len(unseen) >= PARITY_IMAGES
             parity_files = calib_mod.pick(unseen if held_out else images, PARITY_IMAGES)
             self.parity_images = calib_mod.load_batch(parity_files, variant.image_size, variant.interpolation)
@@ -209,11 +210,17 @@ class _Context:
         self.tokens = tokenize(self.prompts, variant.context_length).to(torch.int32).numpy()
         self.calibration_tokens = tokenize(_prompts(request.calibration_limit, offset=500),
                                            variant.context_length).to(torch.int32).numpy()
-        self.references = {t: self._eager(t, self.inputs(t)) for t in request.towers}
+        self._references: dict[str, np.ndarray] = {}
         self._class_embeddings: np.ndarray | None = None
 
     def inputs(self, tower: str) -> np.ndarray:
         return self.parity_images if tower == "image" else self.tokens
+
+    def reference(self, tower: str) -> np.ndarray:
+        """The folded PyTorch tower's outputs on the parity inputs, computed on first use (never without parity)."""
+        if tower not in self._references:
+            self._references[tower] = self._eager(tower, self.inputs(tower))
+        return self._references[tower]
 
     def calibration_for(self, tower: str) -> np.ndarray | None:
         return self.calibration if tower == "image" else self.calibration_tokens
@@ -295,7 +302,7 @@ def _check(job: Job, ctx: _Context, path: Path, handle: Any, threshold: float) -
             proxy, coverage = coreml_exp.decompressed_tower(package, ctx.export_towers[tower])
             extra.update(coverage)
             check, out = "weights_decompressed_in_pytorch", ctx._eager(tower, x, proxy)
-    ref = ctx.references[tower]
+    ref = ctx.reference(tower)
     result = {"check": check, **compare(ref, out), "threshold": threshold, "inputs": (
         ctx.parity_source if tower == "image" else "imagenet_prompts"), "count": len(x), **extra}
     if tower == "image" and job.scheme.bits < 16:
@@ -343,7 +350,7 @@ def run(request: ExportRequest, model: nn.Module, variant, checkpoint_sha256: st
         task = progress.add_task("folding the model", total=len(jobs) + 1)
         folded = reparameterize(model).eval()
         weights_id = checkpoint_sha256 or f"random:{_weights_id(folded)}"
-        progress.update(task, description="preparing parity inputs and references")
+        progress.update(task, description="preparing parity and calibration inputs")
         ctx = _Context(folded, variant, request)
         tokenizer = get_tokenizer()
         tokenizer.write_assets(out_dir / "tokenizer")
