@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Why the ExecuTorch XNNPACK export bands its 7×7 depthwise convs: latency of 4 stacked 7×7 depthwise layers
-at S0's stage shapes, as one plain conv and as row bands (exporters/depthwise_bands.py), on the ExecuTorch
-XNNPACK runtime and, for scale, ONNX Runtime. Batch 1, median of --repeats calls after 3 warm-up ones.
+"""Why the ExecuTorch XNNPACK export rewrites depthwise convs (exporters/xnnpack_depthwise.py): latency of S0's
+depthwise shapes as plain convs and rewritten, on the ExecuTorch XNNPACK runtime and, for scale, the plain convs
+on ONNX Runtime. Rows: 4 stacked 7×7 stride-1 layers at each stage's shape (ConvFFN), and one 7×7 stride-2 C→2C
+layer at each PatchEmbed's input shape. Batch 1, median of --repeats calls after 3 warm-up ones.
 
     python benchmarks/depthwise_xnnpack.py [--threads 1] [--repeats 30]
 """
@@ -19,9 +20,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mobileclip_deploy.exporters.depthwise_bands import split_wide_depthwise
+from mobileclip_deploy.exporters.xnnpack_depthwise import split_depthwise
 
-SHAPES = [(64, 64), (128, 32), (256, 16), (512, 8)]  # (channels, height = width) of S0's four stages
+# (channels, height = width, stride, channel multiplier, layers): S0's ConvFFN and PatchEmbed depthwise convs
+SHAPES = [(64, 64, 1, 1, 4), (128, 32, 1, 1, 4), (256, 16, 1, 1, 4), (512, 8, 1, 1, 4),
+          (64, 64, 2, 2, 1), (128, 32, 2, 2, 1), (256, 16, 2, 2, 1)]
 
 
 def median_ms(run: Callable[[], object], repeats: int) -> float:
@@ -71,22 +74,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"4 x depthwise 7x7 conv, batch 1, {args.threads} thread(s), median of {args.repeats} (ms)")
-    print(f"{'C x H x W':>14} {'xnnpack 7x7':>12} {'xnnpack bands':>14} {'speed-up':>9} {'onnxruntime':>12}")
+    print(f"depthwise 7x7 convs, batch 1, {args.threads} thread(s), median of {args.repeats} (ms)")
+    print(f"{'layers':>26} {'xnnpack plain':>14} {'xnnpack split':>14} {'speed-up':>9} {'onnxruntime':>12}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for channels, size in SHAPES:
+        for channels, size, stride, multiplier, layers in SHAPES:
             torch.manual_seed(0)
-            plain = nn.Sequential(*[nn.Conv2d(channels, channels, 7, padding=3, groups=channels)
-                                    for _ in range(4)]).eval()
-            banded = split_wide_depthwise(plain).eval()
+            plain = nn.Sequential(*[nn.Conv2d(channels, channels * multiplier, 7, stride, 3, groups=channels)
+                                    for _ in range(layers)]).eval()
             x = torch.rand(1, channels, size, size)
             et_plain = executorch_ms(plain, x, folder, args.threads, args.repeats)
-            et_banded = executorch_ms(banded, x, folder, args.threads, args.repeats)
+            et_split = executorch_ms(split_depthwise(plain).eval(), x, folder, args.threads, args.repeats)
             ort_plain = onnxruntime_ms(plain, x, folder, args.threads, args.repeats)
-            print(f"{f'{channels}x{size}x{size}':>14} {et_plain:12.2f} {et_banded:14.2f} "
-                  f"{et_plain / et_banded:8.2f}x {ort_plain:12.2f}", flush=True)
-
+            label = f"{layers} x {channels}x{size}x{size} s{stride} m{multiplier}"
+            print(f"{label:>26} {et_plain:14.2f} {et_split:14.2f} {et_plain / et_split:8.2f}x {ort_plain:12.2f}",
+                  flush=True)
 
 if __name__ == "__main__":
     main()

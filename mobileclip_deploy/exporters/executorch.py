@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobileclip_deploy.exporters.depthwise_bands import split_wide_depthwise
+from mobileclip_deploy.exporters.xnnpack_depthwise import split_depthwise
 from mobileclip_deploy.exporters.sensitive import eight_bit_params, float_modules, inside
 
 # Model-level ops XNNPACK 1.5.1 never takes; they are listed, not counted as a failure.
@@ -104,18 +104,18 @@ def export(module: nn.Module, example: torch.Tensor, scheme: str, delegate: str,
     """Write the .pte to `path`; return (manifest facts, the lowered edge program for structure checks)."""
     from executorch.exir import to_edge_transform_and_lower
 
-    # Static w8a8 quantizes the convs themselves, so it keeps the 7×7 form its calibration was measured on.
-    banded = delegate == "xnnpack" and scheme != "w8a8"
+    # Static w8a8 quantizes the convs themselves, so it keeps the form its calibration was measured on.
+    split = delegate == "xnnpack" and scheme != "w8a8"
     keep = float_modules(module) if scheme in ("w8a8", "8da8w", "8da4w") else []
     eight = eight_bit_params(module) if scheme == "8da4w" else []
     with torch.no_grad():
-        quantized = _quantize(split_wide_depthwise(module) if banded else module, example, scheme, calibration,
+        quantized = _quantize(split_depthwise(module) if split else module, example, scheme, calibration,
                               keep, set(eight))
         program = torch.export.export(quantized, (example,))
         edge = to_edge_transform_and_lower(program, partitioner=[_partitioner(delegate, scheme, target)])
         delegation = delegation_summary(edge.exported_program().graph_module)
         path.write_bytes(edge.to_executorch().buffer)
-    facts = {"delegate": delegate, "delegation": delegation, "banded_depthwise": banded}
+    facts = {"delegate": delegate, "delegation": delegation, "split_depthwise": split}
     if scheme in ("w8a8", "8da8w", "8da4w"):
         facts["kept_in_float"] = keep
     if scheme == "8da4w":
