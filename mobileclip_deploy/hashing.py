@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -24,3 +25,18 @@ def sha256_path(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 def size_bytes(path: str | os.PathLike[str]) -> int:
     path = Path(path)
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def sources_sha256(root: Path) -> str:
+    """sha256 of the Python sources under `root` (relative names and contents, sorted)."""
+    digest = hashlib.sha256()
+    for file in sorted(root.rglob("*.py")):
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
+@functools.cache
+def package_source_sha256() -> str:
+    """This package's code: export caches key on it, because a code change keeps the version number (editable
+    installs, unreleased fixes) and must not reuse artifacts the old code made."""
+    return sources_sha256(Path(__file__).parent)

@@ -172,6 +172,30 @@ def test_rerun_reuses_only_what_was_made_the_same_way(tmp_path: Path) -> None:
     assert entry["sha256"] == sha256_path(tmp_path / entry["file"])
 
 
+def test_rerun_after_a_code_change_exports_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same version number, other code (an editable install after a fix): the old artifact is not reused."""
+    from mobileclip_deploy.exporters import manifest
+
+    quants = ["onnx:fp32"]
+    assert [r.status for r in export(tmp_path, quants, towers=("text",))] == ["ok"]
+    made_by = entries(tmp_path)["tiny-s0_text_onnx_fp32.onnx"]["tool_versions"]["mobileclip_deploy_source"]
+    monkeypatch.setattr(manifest, "package_source_sha256", lambda: "0" * 64)
+    assert [r.status for r in export(tmp_path, quants, towers=("text",))] == ["ok"]
+    assert entries(tmp_path)["tiny-s0_text_onnx_fp32.onnx"]["tool_versions"]["mobileclip_deploy_source"] != made_by
+
+
+def test_source_hash_follows_python_sources_only(tmp_path: Path) -> None:
+    from mobileclip_deploy.hashing import sources_sha256
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    first = sources_sha256(tmp_path)
+    (tmp_path / "pkg" / "a.cpython-311.pyc").write_bytes(b"compiled")
+    assert sources_sha256(tmp_path) == first
+    (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
+    assert sources_sha256(tmp_path) != first
+
+
 def _only_finished_files(out: Path) -> list[str]:
     return sorted(p.name for p in out.iterdir())
 

@@ -18,9 +18,10 @@ from typing import Any
 from mobileclip_deploy.atomic import write_text
 from mobileclip_deploy.bench.artifacts import Artifact, collect
 from mobileclip_deploy.bench.frontier import MEASURED, Point
-from mobileclip_deploy.bench.host import host_device, loader_for, measure, package_version
+from mobileclip_deploy.bench.host import host_device, loader_for, measure
 from mobileclip_deploy.bench.records import append_records, headline_ms, make_record
 from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.exporters.manifest import tool_versions
 
 Log = Callable[[str], None]
 Progress = Callable[[str, int, int], None]
@@ -52,10 +53,8 @@ class SweepConfig:
 
 
 def _cache_key(variant: str, checkpoint_sha: str | None, calibration: Path | None) -> dict[str, Any]:
-    names = ("torch", "executorch", "onnxruntime", "onnx", "mobileclip-deploy")
-    tools = {name: package_version(name) for name in names}
     return {"variant": variant, "checkpoint_sha256": checkpoint_sha,
-            "calibration": str(calibration.resolve()) if calibration else None, **tools}
+            "calibration": str(calibration.resolve()) if calibration else None, **tool_versions()}
 
 
 def _exported(folder: Path, schemes: tuple[tuple[str, str], ...]) -> list[Artifact]:

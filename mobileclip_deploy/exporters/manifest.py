@@ -1,7 +1,7 @@
 """manifest.json: what an export folder holds, written atomically after every finished artifact.
 
 An artifact counts as finished only when the manifest lists it with a matching sha256. Entries carry a
-cache key (weights hash, options, tool versions), so a re-run reuses a file only if it was made the same way.
+cache key (weights hash, options, tool versions, the package's code), so a re-run reuses a file only if it was made the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 from mobileclip_deploy.atomic import write_text
 from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.hashing import package_source_sha256
 
 FORMAT_VERSION = 1
 FILENAME = "manifest.json"
@@ -23,7 +24,8 @@ _TOOLS = ("mobileclip_deploy", "torch", "numpy", "coremltools", "executorch", "t
 
 
 def tool_versions() -> dict[str, str]:
-    versions = {}
+    """Versions of every tool that shapes an artifact, and the sha256 of this package's own code."""
+    versions = {"mobileclip_deploy_source": package_source_sha256()[:16]}
     for tool in _TOOLS:
         try:
             versions[tool] = metadata.version(tool.replace("_", "-"))
