@@ -4,8 +4,11 @@ and ExecuTorch XNNPACK fp32/int8, with ratios to eager train-time, and S0's imag
 bound (its FLOPs / this CPU's measured single-thread fp32 matmul throughput).
 
 Targets (issue 4): at 1 thread, every exported fp32 path of S0's image encoder >= 2x faster than eager
-train-time PyTorch, and within 1.3x of the compute bound. int8 is the exporters' dynamic scheme (8da8w:
-int8 activations quantized at run time, int8 weights), which needs no calibration data.
+train-time PyTorch, and within 1.3x of the compute bound. The targets are judged on a second, interleaved
+measurement of those paths (rounds of a few calls of each in turn), so load from other processes on this
+shared machine hits the baseline and the exported paths alike; the table's sequential runs do not share it.
+int8 is the exporters' dynamic scheme (8da8w: int8 activations quantized at run time, int8 weights), which
+needs no calibration data.
 
     python benchmarks/host_latency.py [--threads 1] [--iterations 30] [--models mobileclip-s0,...]
 
@@ -20,7 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +42,7 @@ PATHS = [("pytorch", "train-time"), ("pytorch", "folded"), ("onnx", "fp32"), ("o
          ("executorch-xnnpack", "fp32"), ("executorch-xnnpack", "8da8w")]
 LABEL = {"pytorch": "eager", "onnx": "onnxruntime", "executorch-xnnpack": "executorch xnnpack"}
 SPEEDUP_TARGET, BOUND_TARGET = 2.0, 1.3
+BLOCK = 3  # timed calls per path and round in the interleaved measurement, after one untimed call
 
 
 def matmul_gflops(seconds: float = 2.0) -> float:
@@ -62,6 +68,20 @@ def image_flops(name: str) -> float:
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model.encode_image(torch.rand(1, 3, v.image_size, v.image_size))
     return float(counter.get_total_flops())
+
+
+def interleaved_medians(runners: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median ms of each runner, timed in rounds: per round and runner one untimed call (its caches warm again
+    after the others ran), then BLOCK timed ones. Drift in machine load shows in every path, not in one."""
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            run()
+            for _ in range(BLOCK):
+                t0 = time.perf_counter()
+                run()
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def path_name(backend: str, scheme: str) -> str:
@@ -91,6 +111,9 @@ def markdown(summary: dict[str, Any]) -> str:
     lines += ["", "## S0 image encoder against its compute bound", "",
               f"{s0['gflop']:.2f} GFLOP at batch 1 (torch FlopCounterMode, folded model) / {s0['matmul_gflops']:.1f} "
               f"GFLOP/s (best single-thread fp32 matmul here) = **{s0['bound_ms']:.2f} ms**.", "",
+              f"Judged on an interleaved run: {s0['rounds']} rounds, each calling eager train-time and every "
+              f"exported fp32 path in turn (1 untimed + {BLOCK} timed calls each); medians of "
+              f"{s0['rounds'] * BLOCK} calls. Eager train-time: **{s0['eager_train_time_ms']:.2f} ms**.", "",
               f"| exported fp32 path | median ms | x bound (target <= {BOUND_TARGET}) | "
               f"x faster than eager train-time (target >= {SPEEDUP_TARGET}) |", "|---|---:|---:|---:|"]
     for c in s0["checks"]:
@@ -124,6 +147,7 @@ def main() -> None:
     cfg = SweepConfig(tuple(args.models.split(",")), tuple(p for p in PATHS if p[0] != "pytorch"), args.work_dir,
                       {}, args.threads, args.warmup, args.iterations)
     records, rows, failures = [], [], []
+    s0_image: dict[str, Callable[[], Callable[[], object]]] = {}  # loaders for the interleaved target check
     for name in cfg.variants:
         v = get_variant(name)
         arts = {(a.tower, a.backend, a.scheme): a for a in build_artifacts(cfg, v.name, print, failures)}
@@ -146,6 +170,8 @@ def main() -> None:
                     art = arts[(tower, backend, scheme)]
                     load, runtime = loader_for(art, args.threads)
                     info, extra = art.info(), {}
+                if (v.name, tower) == ("mobileclip-s0", "image") and scheme in ("train-time", "fp32"):
+                    s0_image[path_name(backend, scheme)] = load
                 rec = make_record(target="host", device=device, runtime=runtime, artifact=info,
                                   measurement=measure(load, args.warmup, args.iterations), threads=args.threads,
                                   extra={**extra, "random_weights": True, "source": "benchmarks/host_latency.py"})
@@ -159,16 +185,18 @@ def main() -> None:
                       f"p90 {p90:8.2f}  {base / med:5.2f}x vs eager train-time", flush=True)
         print()
 
-    checks = []
-    for r in rows:
-        if r["model"] == "MobileCLIP-S0" and r["tower"] == "image" and r["backend"] != "pytorch" \
-                and r["scheme"] == "fp32":
-            checks.append({"path": r["path"], "median_ms": r["median_ms"], "x_bound": r["median_ms"] / bound_ms,
-                           "bound_ok": r["median_ms"] <= BOUND_TARGET * bound_ms, "speedup": r["speedup"],
-                           "speedup_ok": r["speedup"] >= SPEEDUP_TARGET})
+    checks, eager_ms, rounds = [], None, max(1, args.iterations // BLOCK)
+    if s0_image:
+        runners = {path: load() for path, load in s0_image.items()}
+        medians = interleaved_medians(runners, rounds)
+        eager_ms = medians.pop("eager train-time")
+        checks = [{"path": path, "median_ms": ms, "x_bound": ms / bound_ms, "bound_ok": ms <= BOUND_TARGET * bound_ms,
+                   "speedup": eager_ms / ms, "speedup_ok": eager_ms / ms >= SPEEDUP_TARGET}
+                  for path, ms in medians.items()]
     for failure in failures:
         print(f"not measured: {failure}")
-    print(f"S0 image encoder, exported fp32 paths (bound {bound_ms:.2f} ms):")
+    print(f"S0 image encoder, interleaved: eager train-time {eager_ms or float('nan'):.2f} ms; exported fp32 paths "
+          f"(bound {bound_ms:.2f} ms):")
     for c in checks:
         print(f"  {c['path']:28s} {c['median_ms']:7.2f} ms = {c['x_bound']:4.2f}x bound "
               f"[{'OK' if c['bound_ok'] else 'MISSED'} <= {BOUND_TARGET}x], {c['speedup']:4.2f}x faster than eager "
@@ -181,7 +209,7 @@ def main() -> None:
         "versions": versions, "load_average": [load_start, os.getloadavg()[0]], "rows": rows,
         "not_measured": failures,
         "s0_image_compute_bound": {"gflop": flops / 1e9, "matmul_gflops": gflops, "bound_ms": bound_ms,
-                                   "checks": checks},
+                                   "rounds": rounds, "eager_train_time_ms": eager_ms, "checks": checks},
     }
     out = args.results_dir
     (out / "host_latency.jsonl").unlink(missing_ok=True)  # the records of this run only, beside its summary

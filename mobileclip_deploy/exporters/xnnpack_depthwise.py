@@ -67,7 +67,8 @@ class SplitDepthwiseConv(nn.Module):
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
         kh, kw = conv.kernel_size
-        self.channels, self.multiplier, self.stride = conv.in_channels, conv.out_channels // conv.in_channels, conv.stride
+        self.channels, self.stride = conv.in_channels, conv.stride
+        self.multiplier = conv.out_channels // conv.in_channels
         weight = conv.weight.detach()
         if _splittable(conv):
             pieces = tile_kernel(kh // 2, kw // 2)
