@@ -156,8 +156,8 @@ def main() -> None:
             base = None
             for backend, scheme in PATHS:
                 if backend == "pytorch":
-                    def build(form: str = scheme) -> torch.nn.Module:
-                        return reparameterize(train_time) if form == "folded" else train_time
+                    def build(form: str = scheme, model: torch.nn.Module = train_time) -> torch.nn.Module:
+                        return reparameterize(model) if form == "folded" else model
 
                     load, runtime = eager_loader(build, tower, v.image_size, args.threads)
                     info = {"file": f"{v.name} eager {scheme} ({tower})", "sha256": None, "model": v.name,
