@@ -1,7 +1,8 @@
 """manifest.json: what an export folder holds, written atomically after every finished artifact.
 
 An artifact counts as finished only when the manifest lists it with a matching sha256. Entries carry a
-cache key (weights hash, options, tool versions, the package's code), so a re-run reuses a file only if it was made the same way.
+cache key (weights hash, options, tool versions, the package's own code), so a re-run reuses a file only if it
+was made the same way.
 """
 
 from __future__ import annotations
