@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobileclip_deploy.exporters.xnnpack_depthwise import split_depthwise
 from mobileclip_deploy.exporters.sensitive import eight_bit_params, float_modules, inside
+from mobileclip_deploy.exporters.xnnpack_depthwise import split_depthwise
 
 # Model-level ops XNNPACK 1.5.1 never takes; they are listed, not counted as a failure.
 _IGNORED_OPS = {"getitem", "alloc", "output"}

@@ -36,14 +36,15 @@ _FLOAT_TYPES = (SqueezeExcite, PooledHead, RepMixer, RepConditionalPosEnc, Patch
 _ATTENTION_TYPES = (Attention, TextAttention, ViTAttention)
 
 
-def _depthwise(module: nn.Module) -> bool:
+def is_depthwise(module: nn.Module) -> bool:
+    """A conv with one input channel per group (any channel multiplier)."""
     return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
 
 
 def float_modules(tower: nn.Module) -> list[str]:
     """Qualified names of the submodules of `tower` to leave unquantized (everything below them too)."""
     return [name for name, module in tower.named_modules()
-            if name and (isinstance(module, _FLOAT_TYPES) or _depthwise(module))]
+            if name and (isinstance(module, _FLOAT_TYPES) or is_depthwise(module))]
 
 
 def inside(scope: str, names: list[str]) -> bool:

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobileclip_deploy.exporters.sensitive import is_depthwise
+
 MULTIPASS_TAPS = 25  # above this XNNPACK falls back to its multipass depthwise kernel
 PIECE_TAPS = 9  # the largest single-pass kernel that keeps its full per-tap rate
 MAX_HALF_WIDTH = 3  # tiling below keeps pieces within PIECE_TAPS for kernels up to 7 wide
@@ -99,12 +101,6 @@ class SplitDepthwiseConv(nn.Module):
         return y.reshape(y.shape[0], -1, *y.shape[3:])
 
 
-def _depthwise(conv: nn.Module) -> bool:
-    return (isinstance(conv, nn.Conv2d) and conv.groups == conv.in_channels > 1
-            and conv.out_channels % conv.in_channels == 0 and conv.padding_mode == "zeros"
-            and isinstance(conv.padding, tuple))
-
-
 def _splittable(conv: nn.Conv2d) -> bool:
     """Wide enough to hit the multipass kernel and shaped so centred pieces reproduce it exactly."""
     kh, kw = conv.kernel_size
@@ -113,7 +109,8 @@ def _splittable(conv: nn.Conv2d) -> bool:
 
 
 def _worth_rewriting(module: nn.Module) -> bool:
-    return _depthwise(module) and (module.out_channels > module.in_channels or _splittable(module))
+    return (is_depthwise(module) and module.padding_mode == "zeros" and isinstance(module.padding, tuple)
+            and (module.out_channels > module.in_channels or _splittable(module)))
 
 
 @torch.no_grad()
