@@ -14,7 +14,7 @@ let package = Package(
     targets: [
         .target(
             name: "MobileCLIPKit",
-            resources: [.copy("Resources/merges.txt")]
+            resources: [.copy("Resources/merges.txt"), .copy("Resources/html_entities.txt")]
         ),
         .executableTarget(name: "mobileclip-tokenize", dependencies: ["MobileCLIPKit"]),
         .executableTarget(name: "mobileclip-bench", dependencies: ["MobileCLIPKit"]),

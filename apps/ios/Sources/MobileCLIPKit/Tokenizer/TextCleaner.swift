@@ -6,17 +6,45 @@ import Foundation
 /// lowercases. ftfy is a large heuristic library; this reimplements the parts of it that change
 /// the token ids of realistic prompts (checked against the shared tokenizer goldens): UTF-8 read
 /// as Latin-1/Windows-1252 ("mojibake"), Latin ligatures, full-width forms, curly quotes,
-/// stray control characters, NFC, and the common HTML entities.
+/// stray control characters and NFC. HTML entities are decoded exactly as Python does, over the
+/// full HTML5 table (`HTMLEntities`).
 public enum TextCleaner {
     /// Full cleanup: the string the pre-tokenizer sees.
     public static func clean(_ text: String) -> String {
-        var s = unescapeHTML(text)
-        s = removeTerminalEscapes(s)
-        s = fixMojibake(s)
-        s = mapScalars(s)
-        s = s.precomposedStringWithCanonicalMapping
-        s = unescapeHTML(unescapeHTML(s))
+        let s = unescapeHTML(unescapeHTML(fixText(text)))
         return collapseWhitespace(s).lowercased()
+    }
+
+    /// ftfy's `fix_text`: each line (with its line break) is fixed on its own, every fix repeated
+    /// until nothing changes (so "&amp;amp;amp;" is fully decoded, as ftfy does). Like ftfy, HTML
+    /// is not unescaped from the first line that contains "<" on, since that is probably markup.
+    static func fixText(_ text: String) -> String {
+        let scalars = text.unicodeScalars
+        var out = ""
+        var unescapingHTML = true
+        var start = scalars.startIndex
+        while start < scalars.endIndex {
+            let end = scalars[start...].firstIndex(of: "\n").map(scalars.index(after:)) ?? scalars.endIndex
+            let line = String(scalars[start..<end])
+            if line.unicodeScalars.contains("<") { unescapingHTML = false }
+            out += fixLine(line, unescapingHTML: unescapingHTML)
+            start = end
+        }
+        return out
+    }
+
+    private static func fixLine(_ text: String, unescapingHTML: Bool) -> String {
+        var s = text
+        while true {
+            let before = s
+            if unescapingHTML { s = HTMLEntities.bundled.unescapeStrict(s) }
+            s = removeTerminalEscapes(s)
+            s = fixMojibake(s)
+            s = mapScalars(s)
+            s = s.precomposedStringWithCanonicalMapping
+            // Scalar-wise: String's == treats canonically equivalent text as equal.
+            if s.unicodeScalars.elementsEqual(before.unicodeScalars) { return s }
+        }
     }
 
     /// Runs of Unicode whitespace become one space; leading and trailing whitespace is dropped.
@@ -171,84 +199,8 @@ public enum TextCleaner {
 
     // MARK: - HTML entities
 
-    /// HTML's markup and Latin-1 entities plus the common typographic ones. Python's
-    /// `html.unescape` knows all 2,231 HTML5 names; rarer ones stay verbatim here.
-    private static let namedEntities: [String: UInt32] = [
-        "amp": 0x0026, "lt": 0x003C, "gt": 0x003E, "quot": 0x0022, "apos": 0x0027, "nbsp": 0x00A0,
-        "iexcl": 0x00A1, "cent": 0x00A2, "pound": 0x00A3, "curren": 0x00A4, "yen": 0x00A5,
-        "brvbar": 0x00A6, "sect": 0x00A7, "uml": 0x00A8, "copy": 0x00A9, "ordf": 0x00AA, "laquo": 0x00AB,
-        "not": 0x00AC, "shy": 0x00AD, "reg": 0x00AE, "macr": 0x00AF, "deg": 0x00B0, "plusmn": 0x00B1,
-        "sup2": 0x00B2, "sup3": 0x00B3, "acute": 0x00B4, "micro": 0x00B5, "para": 0x00B6, "middot": 0x00B7,
-        "cedil": 0x00B8, "sup1": 0x00B9, "ordm": 0x00BA, "raquo": 0x00BB, "frac14": 0x00BC,
-        "frac12": 0x00BD, "frac34": 0x00BE, "iquest": 0x00BF, "Agrave": 0x00C0, "Aacute": 0x00C1,
-        "Acirc": 0x00C2, "Atilde": 0x00C3, "Auml": 0x00C4, "Aring": 0x00C5, "AElig": 0x00C6,
-        "Ccedil": 0x00C7, "Egrave": 0x00C8, "Eacute": 0x00C9, "Ecirc": 0x00CA, "Euml": 0x00CB,
-        "Igrave": 0x00CC, "Iacute": 0x00CD, "Icirc": 0x00CE, "Iuml": 0x00CF, "ETH": 0x00D0,
-        "Ntilde": 0x00D1, "Ograve": 0x00D2, "Oacute": 0x00D3, "Ocirc": 0x00D4, "Otilde": 0x00D5,
-        "Ouml": 0x00D6, "times": 0x00D7, "Oslash": 0x00D8, "Ugrave": 0x00D9, "Uacute": 0x00DA,
-        "Ucirc": 0x00DB, "Uuml": 0x00DC, "Yacute": 0x00DD, "THORN": 0x00DE, "szlig": 0x00DF,
-        "agrave": 0x00E0, "aacute": 0x00E1, "acirc": 0x00E2, "atilde": 0x00E3, "auml": 0x00E4,
-        "aring": 0x00E5, "aelig": 0x00E6, "ccedil": 0x00E7, "egrave": 0x00E8, "eacute": 0x00E9,
-        "ecirc": 0x00EA, "euml": 0x00EB, "igrave": 0x00EC, "iacute": 0x00ED, "icirc": 0x00EE,
-        "iuml": 0x00EF, "eth": 0x00F0, "ntilde": 0x00F1, "ograve": 0x00F2, "oacute": 0x00F3,
-        "ocirc": 0x00F4, "otilde": 0x00F5, "ouml": 0x00F6, "divide": 0x00F7, "oslash": 0x00F8,
-        "ugrave": 0x00F9, "uacute": 0x00FA, "ucirc": 0x00FB, "uuml": 0x00FC, "yacute": 0x00FD,
-        "thorn": 0x00FE, "yuml": 0x00FF, "OElig": 0x0152, "oelig": 0x0153, "Scaron": 0x0160,
-        "scaron": 0x0161, "Yuml": 0x0178, "fnof": 0x0192, "circ": 0x02C6, "tilde": 0x02DC, "ndash": 0x2013,
-        "mdash": 0x2014, "lsquo": 0x2018, "rsquo": 0x2019, "sbquo": 0x201A, "ldquo": 0x201C,
-        "rdquo": 0x201D, "bdquo": 0x201E, "dagger": 0x2020, "Dagger": 0x2021, "bull": 0x2022,
-        "hellip": 0x2026, "permil": 0x2030, "lsaquo": 0x2039, "rsaquo": 0x203A, "euro": 0x20AC,
-        "trade": 0x2122,
-    ]
-
-    /// Replaces `&name;`, `&#NNN;` and `&#xHH;` entities; unknown entities are kept verbatim.
+    /// Python's `html.unescape` over the full HTML5 table (see `HTMLEntities`).
     public static func unescapeHTML(_ text: String) -> String {
-        guard text.contains("&") else { return text }
-        var out = ""
-        var rest = text[...]
-        while let amp = rest.firstIndex(of: "&") {
-            out += rest[..<amp]
-            let afterAmp = rest.index(after: amp)
-            if let semi = rest[afterAmp...].prefix(12).firstIndex(of: ";"),
-               let replacement = entityValue(String(rest[afterAmp..<semi])) {
-                out += replacement
-                rest = rest[rest.index(after: semi)...]
-            } else if let (length, replacement) = legacyEntity(rest[afterAmp...]) {
-                out += replacement
-                rest = rest[rest.index(afterAmp, offsetBy: length)...]
-            } else {
-                out += "&"
-                rest = rest[afterAmp...]
-            }
-        }
-        out += rest
-        return out
-    }
-
-    /// HTML also accepts the HTML 4 / Latin-1 names without ";" ("&amp", "&eacute"); the longest
-    /// such name at the start of `text` wins, as in Python's `html.unescape`.
-    private static func legacyEntity(_ text: Substring) -> (length: Int, replacement: String)? {
-        let letters = text.prefix(8).prefix { $0.isASCII && ($0.isLetter || $0.isNumber) }
-        for length in stride(from: letters.count, through: 2, by: -1) {
-            let name = String(letters.prefix(length))
-            if let code = namedEntities[name], code <= 0xFF, name != "apos", let scalar = Unicode.Scalar(code) {
-                return (length, String(scalar))
-            }
-        }
-        return nil
-    }
-
-    private static func entityValue(_ name: String) -> String? {
-        if let named = namedEntities[name], let scalar = Unicode.Scalar(named) { return String(scalar) }
-        guard name.hasPrefix("#") else { return nil }
-        let digits = name.dropFirst()
-        let code: UInt32?
-        if digits.hasPrefix("x") || digits.hasPrefix("X") {
-            code = UInt32(digits.dropFirst(), radix: 16)
-        } else {
-            code = UInt32(digits, radix: 10)
-        }
-        guard let code, let scalar = Unicode.Scalar(code) else { return nil }
-        return String(scalar)
+        HTMLEntities.bundled.unescape(text)
     }
 }
