@@ -10,6 +10,7 @@ import functools
 import os
 import pickle
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from mobileclip_deploy.registry import Variant, list_variants
 HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.safetensors", "pytorch_model.bin")
 SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 FOLDED_MARKERS = ("reparam_conv", "lkb_reparam")
+# open_clip's image-head biases (MCi `head.fc`, ViT `head`), which the official layout does not have.
+HEAD_BIAS_KEYS = ("visual.trunk.head.fc.bias", "visual.trunk.head.bias")
 # Match scores this close to the best one mean the same architecture up to a layout detail (one key in 300).
 SAME_ARCHITECTURE = 0.005
 
@@ -38,6 +41,7 @@ class CheckpointInfo:
     num_tensors: int
     num_params: int
     also_fits: tuple[str, ...] = ()  # other variants with exactly the same keys and shapes
+    upcast_from: str | None = None  # "float16"/"bfloat16" when half-precision weights were widened to float32
 
 
 def resolve_checkpoint_file(path: str | os.PathLike[str]) -> Path:
@@ -183,13 +187,60 @@ def to_canonical(state: dict[str, torch.Tensor], layout: str, target: dict[str, 
             out[ours] = from_official(value, transform, target[ours].shape) if key in reverse else value
         return out
     out = dict(state)
-    for bias in ("visual.trunk.head.fc.bias", "visual.trunk.head.bias"):
+    for bias in HEAD_BIAS_KEYS:
         if bias in out and bias not in target:
-            if torch.count_nonzero(out[bias]):
-                raise UserError(f"the checkpoint's image head has a non-zero bias ({bias}), which {variant.name} "
-                                "does not have; it is probably a MobileCLIP2 checkpoint: try the mobileclip2-* model.")
-            del out[bias]
+            del out[bias]  # all zero: `give_head_bias` only adds a bias the file needs
     return out
+
+
+def give_head_bias(model: nn.Module, raw: dict[str, torch.Tensor], layout: str) -> bool:
+    """Add a bias to a bias-free image head when the checkpoint's head has a non-zero one.
+
+    open_clip's MCi/ViT heads are `Linear(bias=True)` and train that bias, so every open_clip fine-tune of
+    MobileCLIP-S1/S2/B carries one; computing `x @ W` without it would be silently wrong. A zero bias is dropped
+    instead, so the model keeps the official (bias-free) layout for official and converted weights.
+    """
+    family = model.variant.family
+    for key in HEAD_BIAS_KEYS:
+        name = official_key(key, family)[0] if layout == "official" else key
+        if name not in raw or not torch.count_nonzero(raw[name]):
+            continue
+        owner_path, _, attr = key.removesuffix(".bias").rpartition(".")
+        owner = model.get_submodule(owner_path)
+        head = getattr(owner, attr, None)
+        if not isinstance(head, nn.Linear) or head.bias is not None:
+            return False
+        with_bias = nn.Linear(head.in_features, head.out_features, bias=True)
+        with torch.no_grad():
+            with_bias.weight.copy_(head.weight)
+            with_bias.bias.zero_()
+        setattr(owner, attr, with_bias)
+        return True
+    return False
+
+
+def check_values(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor], file: Path,
+                 name_in_file: Callable[[str], tuple[str, tuple[int, ...]]]) -> str | None:
+    """Refuse integer or non-finite weights for float parameters; return the half dtype that will be upcast.
+
+    Without this an int8/int64 file or one with NaN/inf loads silently and every score is NaN or uniform.
+    """
+    half: set[str] = set()
+    for key, want in target.items():
+        have = state[key]
+        if not want.is_floating_point():
+            continue
+        shown = name_in_file(key)[0]
+        if not have.is_floating_point():
+            raise UserError(f"{file}: tensor {shown} is {str(have.dtype).removeprefix('torch.')}, but the model "
+                            "needs floating-point weights there (a quantized or corrupted checkpoint?).")
+        bad = have.numel() - int(torch.isfinite(have).sum())
+        if bad:
+            raise UserError(f"{file}: tensor {shown} holds {bad} non-finite value(s) (NaN or inf) of "
+                            f"{have.numel()}; the checkpoint is corrupt or from a diverged run.")
+        if have.dtype in (torch.float16, torch.bfloat16):
+            half.add(str(have.dtype).removeprefix("torch."))
+    return "+".join(sorted(half)) or None
 
 
 def load_checkpoint_into(model: nn.Module, path: str | os.PathLike[str]) -> CheckpointInfo:
@@ -202,6 +253,7 @@ def load_checkpoint_into(model: nn.Module, path: str | os.PathLike[str]) -> Chec
     folded = any(m in k for k in raw for m in FOLDED_MARKERS)
     if folded:
         reparameterize(model, inplace=True)
+    give_head_bias(model, raw, layout)
     target = canonical_state_dict(model)
     state = to_canonical(raw, layout, target, variant)
 
@@ -229,6 +281,9 @@ def load_checkpoint_into(model: nn.Module, path: str | os.PathLike[str]) -> Chec
         examples = "; ".join(f"{name}: file {tuple(raw.get(name, state[k]).shape)} vs model {shape}"
                              for name, shape, k in wrong[:3])
         raise UserError(f"{file} has {len(wrong)} tensors of the wrong shape for {variant.name}: {examples}.")
+    upcast = check_values(state, target, file, in_file)
     model.load_state_dict(state, strict=True)
     params = sum(v.numel() for v in state.values() if v.is_floating_point())
-    return CheckpointInfo(file, layout, folded, variant.name, 1.0, len(state), params)
+    info = CheckpointInfo(file, layout, folded, variant.name, 1.0, len(state), params, upcast_from=upcast)
+    model.checkpoint_info = info  # so callers (the CLI) can say what was loaded, e.g. that it was upcast
+    return info

@@ -146,15 +146,6 @@ def test_shape_mismatch(tmp_path: Path, shared_dir: Path, name: str, stem: str, 
                                       f"{key}: file {shape} vs model {expected}.")
 
 
-def test_nonzero_openclip_head_bias_points_to_mobileclip2(tmp_path: Path, shared_dir: Path) -> None:
-    state = placeholder(shared_dir, "openclip_MobileCLIP-S2")
-    state["visual.trunk.head.fc.bias"] = torch.ones(512)
-    path = tmp_path / "open_clip_model.bin"
-    torch.save(state, path)
-    message = load_error("mobileclip-s2", path)
-    assert "non-zero bias (visual.trunk.head.fc.bias)" in message and "mobileclip2-*" in message
-
-
 def test_folder_without_or_with_several_checkpoints(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("model card")
     assert "holds no checkpoint file" in load_error("mobileclip-s0", tmp_path)
