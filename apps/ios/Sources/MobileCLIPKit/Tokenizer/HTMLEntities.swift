@@ -89,12 +89,20 @@ public struct HTMLEntities: Sendable {
     /// Python's `html.unescape`: every `&...` that the standard reads as a reference is replaced;
     /// anything else stays as written.
     public func unescape(_ text: String) -> String {
+        Self.replacingReferences(in: text, reference)
+    }
+
+    /// Copies `text`, replacing each "&" where `match` finds a reference (replacement and the
+    /// index after it) and resuming after it, as Python's non-overlapping `re.sub` does.
+    private static func replacingReferences(
+        in text: String, _ match: ([Unicode.Scalar], Int) -> (String, Int)?
+    ) -> String {
         guard text.unicodeScalars.contains("&") else { return text }
         let scalars = Array(text.unicodeScalars)
         var out = String.UnicodeScalarView()
         var i = 0
         while i < scalars.count {
-            if scalars[i] == "&", let (replacement, end) = reference(scalars, at: i) {
+            if scalars[i] == "&", let (replacement, end) = match(scalars, i) {
                 out.append(contentsOf: replacement.unicodeScalars)
                 i = end
             } else {
@@ -107,7 +115,7 @@ public struct HTMLEntities: Sendable {
 
     /// The replacement for the reference starting at `amp` and the index after it, or nil where
     /// Python's pattern `&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)` does not match.
-    private func reference(_ s: [Unicode.Scalar], at amp: Int) -> (String, Int)? {
+    private func reference(_ s: [Unicode.Scalar], _ amp: Int) -> (String, Int)? {
         var j = amp + 1
         guard j < s.count else { return nil }
         if s[j] == "#" {
@@ -177,22 +185,12 @@ public struct HTMLEntities: Sendable {
     /// ftfy's `unescape_html`: only `&name;` / `&#N;` forms of at most 24 ASCII letters or digits,
     /// including the all-caps names, so informal text like "this&not that" is left alone.
     public func unescapeStrict(_ text: String) -> String {
-        guard text.unicodeScalars.contains("&") else { return text }
-        let scalars = Array(text.unicodeScalars)
-        var out = String.UnicodeScalarView()
-        var i = 0
-        while i < scalars.count {
-            if scalars[i] == "&", let end = strictReferenceEnd(scalars, at: i) {
-                var match = String.UnicodeScalarView()
-                match.append(contentsOf: scalars[i..<end])
-                out.append(contentsOf: strictReplacement(String(match)).unicodeScalars)
-                i = end
-            } else {
-                out.append(scalars[i])
-                i += 1
-            }
+        Self.replacingReferences(in: text) { scalars, amp in
+            guard let end = strictReferenceEnd(scalars, at: amp) else { return nil }
+            var match = String.UnicodeScalarView()
+            match.append(contentsOf: scalars[amp..<end])
+            return (strictReplacement(String(match)), end)
         }
-        return String(out)
     }
 
     /// The end of a match of `&#?[0-9A-Za-z]{1,24};` at `amp`, or nil.
