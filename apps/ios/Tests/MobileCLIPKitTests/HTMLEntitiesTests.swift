@@ -67,6 +67,8 @@ final class HTMLEntitiesTests: XCTestCase {
     func testMalformedTableIsRejected() {
         XCTAssertThrowsError(try HTMLEntities(table: "named amp 26\nbogus x 41\n"))
         XCTAssertThrowsError(try HTMLEntities(table: "named amp ZZ\n"))
+        XCTAssertThrowsError(try HTMLEntities(table: "named amp\n"))
+        XCTAssertThrowsError(try HTMLEntities(table: "named amp; 26\ndrop 1 2\n"))
         XCTAssertThrowsError(try HTMLEntities(table: "# only a comment\n"))
         XCTAssertEqual(try HTMLEntities(table: "named amp; 26\n").unescape("&amp;&AMP;"), "&&AMP;")
     }

@@ -19,7 +19,7 @@ public struct HTMLEntities: Sendable {
     /// ones that do not already mean something else ("EACUTE;" → "É", "SZLIG;" → "SS").
     private(set) var strictNamed: [String: String] = [:]
 
-    /// The longest name in the table; `html.unescape` reads at most 32 name characters.
+    /// `html.unescape` reads at most 32 name characters (the longest name, with its ";").
     private static let maxNameLength = 32
     /// ftfy only considers `&#?[0-9A-Za-z]{1,24};`.
     private static let maxStrictLength = 24
@@ -42,10 +42,11 @@ public struct HTMLEntities: Sendable {
         var named: [String: String] = [:]
         var replacements: [UInt32: String] = [:]
         var dropped: Set<UInt32> = []
-        for (number, line) in table.split(separator: "\n").enumerated() where !line.hasPrefix("#") {
+        let lines = table.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
+        for (number, line) in lines where !line.isEmpty && !line.hasPrefix("#") {
             let fields = line.split(separator: " ")
             let bad = MobileCLIPError.invalidData("html_entities.txt line \(number + 1): \(line)")
-            guard fields.count >= 2 else { throw bad }
+            guard fields.count >= (fields[0] == "drop" ? 2 : 3) else { throw bad }
             let scalars = fields.dropFirst(2).map { UInt32($0, radix: 16).flatMap(Unicode.Scalar.init) }
             guard !scalars.contains(where: { $0 == nil }) else { throw bad }
             var value = String.UnicodeScalarView()
