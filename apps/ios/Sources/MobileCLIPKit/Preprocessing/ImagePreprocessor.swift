@@ -29,6 +29,12 @@ public struct ImageTensor: Equatable, Sendable {
 
 /// The reference image transform: shorter side resized to `size` (antialiased bilinear, as
 /// Pillow), then a centred `size` × `size` crop (as torchvision's `CenterCrop`).
+///
+/// Input it expects, as the Python toolkit's `load_image`/`to_rgb` produces it: an `RGBImage` of
+/// 8-bit sRGB samples, already upright (EXIF / `CGImagePropertyOrientation` applied: phone photos are
+/// stored sideways), with any transparency composited on white (255, 255, 255), 16-bit sources scaled
+/// to 8 bits (value / 257, rounded), grayscale, palette and CMYK expanded to RGB. It does none of
+/// that itself; give it such pixels or the embeddings differ from the Python ones.
 public struct ImagePreprocessor: Sendable {
     public var size: Int
     public var mean: [Float]
