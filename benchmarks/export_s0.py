@@ -83,7 +83,7 @@ def main() -> None:
     if args.markdown:
         lines = [f"# {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
-        write_text(args.markdown, "\n".join(lines) + "\n")
+        write_text(args.markdown, "\n".join(lines) + "\n", replace=True)
 
 
 if __name__ == "__main__":

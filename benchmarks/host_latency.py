@@ -214,8 +214,8 @@ def main() -> None:
     out = args.results_dir
     (out / "host_latency.jsonl").unlink(missing_ok=True)  # the records of this run only, beside its summary
     append_records(out / "host_latency.jsonl", records)
-    write_text(out / "host_latency.json", json.dumps(summary, indent=1) + "\n")
-    write_text(out / "host_latency.md", markdown(summary))
+    write_text(out / "host_latency.json", json.dumps(summary, indent=1) + "\n", replace=True)
+    write_text(out / "host_latency.md", markdown(summary), replace=True)
     print(f"\nwrote {out / 'host_latency.md'}, host_latency.json and host_latency.jsonl ({len(records)} records)")
 
 

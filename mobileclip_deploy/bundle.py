@@ -12,6 +12,8 @@ from mobileclip_deploy.atomic import atomic_path
 from mobileclip_deploy.errors import UserError
 
 COREML_SUFFIXES = (".mlpackage", ".mlmodelc")
+# Written into every bundle: only a folder carrying it is ever replaced by a later `bundle`.
+MARKER = ".mobileclip-bundle"
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class BundleReport:
     destination: Path
     artifacts: list[BundledArtifact]
     tokenizer_files: list[str] = field(default_factory=list)
+    replaced: bool = False  # an earlier bundle stood at the destination and was replaced
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -96,8 +99,9 @@ def bundle_ios(export_dir: Path, app_dir: Path) -> BundleReport:
     """Copy the Core ML encoders, tokenizer files and a filtered manifest of `export_dir` into `app_dir`.
 
     Into the demo app this goes to `<app>/Resources/Models/<model>/`, which the app scans at launch;
-    any other folder receives the files directly. The destination is replaced atomically, so an
-    interrupted copy never leaves a half-bundled model for Xcode to pick up.
+    any other folder receives the files directly. The destination is written atomically, so an
+    interrupted copy never leaves a half-bundled model for Xcode to pick up, and it replaces only an
+    empty folder or an earlier bundle (marked by MARKER): never a folder of the user's.
     """
     export_dir, app_dir = Path(export_dir), Path(app_dir)
     manifest = _read_manifest(export_dir)
@@ -110,14 +114,13 @@ def bundle_ios(export_dir: Path, app_dir: Path) -> BundleReport:
     if absent:
         raise UserError(f"tokenizer files listed in the manifest are missing from {export_dir}: {', '.join(absent)}")
 
+    if app_dir.exists() and not app_dir.is_dir():
+        raise UserError(f"--app {app_dir} is a file; give the demo app folder or a folder to copy into")
     destination = app_dir / "Resources" / "Models" / model if looks_like_demo_app(app_dir) else app_dir
-    if destination.is_dir() and any(destination.iterdir()) and not (destination / "manifest.json").is_file():
-        raise UserError(
-            f"{destination} already holds files that are not a bundled export; "
-            "refusing to replace it (give an empty folder or the demo app folder)"
-        )
-    with atomic_path(destination) as tmp:
+    replaced = _check_destination(destination)
+    with atomic_path(destination, replace=True) as tmp:
         tmp.mkdir(parents=True)
+        (tmp / MARKER).write_text(f"bundled by mobileclip-deploy from {export_dir.resolve()}\n", encoding="utf-8")
         for name in [a["file"] for a in artifacts] + tokenizer_files:
             _copy(export_dir / name, tmp / name)
         filtered = {**manifest, "artifacts": artifacts}
@@ -133,4 +136,21 @@ def bundle_ios(export_dir: Path, app_dir: Path) -> BundleReport:
         )
         for a in artifacts
     ]
-    return BundleReport(model=model, destination=destination, artifacts=offered, tokenizer_files=tokenizer_files)
+    return BundleReport(model=model, destination=destination, artifacts=offered, tokenizer_files=tokenizer_files,
+                        replaced=replaced)
+
+
+def _check_destination(destination: Path) -> bool:
+    """Only an empty folder or an earlier bundle (it carries MARKER) may be replaced; returns whether one was."""
+    if not destination.exists():
+        return False
+    if not destination.is_dir():
+        raise UserError(f"{destination} is a file; refusing to replace it (give a folder)")
+    if (destination / MARKER).is_file():
+        return True
+    if any(destination.iterdir()):
+        raise UserError(
+            f"{destination} already holds files that `bundle` did not put there; refusing to replace it "
+            "(give an empty folder, a new one, or the demo app folder)"
+        )
+    return False

@@ -143,8 +143,8 @@ class ClipTokenizer:
     def write_assets(self, folder: str | Path) -> dict[str, str]:
         """Write `merges.txt` and `vocab.json` for app-side tokenizers; return their paths relative to `folder`."""
         folder = Path(folder)
-        write_text(folder / "merges.txt", "".join(f"{a} {b}\n" for a, b in self.merges))
-        write_text(folder / "vocab.json", json.dumps(self.encoder, ensure_ascii=False, indent=0) + "\n")
+        write_text(folder / "merges.txt", "".join(f"{a} {b}\n" for a, b in self.merges), replace=True)
+        write_text(folder / "vocab.json", json.dumps(self.encoder, ensure_ascii=False, indent=0) + "\n", replace=True)
         return {"merges": "merges.txt", "vocab": "vocab.json"}
 
 

@@ -14,6 +14,7 @@ from tiny_artifacts import tiny_onnx, tiny_pte, tiny_text_onnx
 
 from mobileclip_deploy.bench import evaluate as ev
 from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.hashing import sha256_path
 
 # Same location rule as conftest's `shared_dir`; a missing folder fails these tests rather than skipping them.
 SAMPLES = Path(os.environ.get("MOBILECLIP_SHARED") or REPO_ROOT.parent / "shared") / "data" / "imagenet-samples"
@@ -128,8 +129,8 @@ def test_cli_eval_executorch_and_onnx_artifacts(tmp_path):
     folder.mkdir()
     image = tiny_pte(folder / "mobileclip-s0_image_executorch-xnnpack_fp32.pte")
     text = tiny_text_onnx(folder / "mobileclip-s0_text_onnx_fp32.onnx")
-    entries = [{"file": p.name, "model": "mobileclip-s0", "tower": t, "backend": b, "scheme": "fp32",
-                "checkpoint_sha256": None, "status": "ok"}
+    entries = [{"file": p.name, "sha256": sha256_path(p), "model": "mobileclip-s0", "tower": t, "backend": b,
+                "scheme": "fp32", "checkpoint_sha256": None, "status": "ok"}
                for p, t, b in ((image, "image", "executorch-xnnpack"), (text, "text", "onnx"))]
     (folder / "manifest.json").write_text(json.dumps({"model": "mobileclip-s0", "artifacts": entries}))
     root = wnid_folder(tmp_path, n=4)

@@ -17,6 +17,7 @@ import torch
 from goldens import golden_tensor
 from rich.console import Console
 
+from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import pipeline
 from mobileclip_deploy.exporters.fold import fold_affine
 from mobileclip_deploy.exporters.schemes import resolve_pairs
@@ -166,7 +167,10 @@ def test_rerun_reuses_only_what_was_made_the_same_way(tmp_path: Path) -> None:
     # Another threshold, another checkpoint: re-exported, and the manifest says how the file was made.
     assert [r.status for r in export(tmp_path, quants, towers=("text",), thresholds={"fp32": 0.9999})] == ["ok"]
     assert entries(tmp_path)["tiny-s0_text_onnx_fp32.onnx"]["parity"]["threshold"] == 0.9999
-    assert [r.status for r in export(tmp_path, quants, towers=("text",), weights="other-weights")] == ["ok"]
+    with pytest.raises(UserError, match="--overwrite"):  # another checkpoint's artifacts are not deleted unasked
+        export(tmp_path, quants, towers=("text",), weights="other-weights")
+    assert [r.status for r in export(tmp_path, quants, towers=("text",), weights="other-weights",
+                                     overwrite=True)] == ["ok"]
     entry = entries(tmp_path)["tiny-s0_text_onnx_fp32.onnx"]
     assert entry["checkpoint_sha256"] == "other-weights"
     assert entry["sha256"] == sha256_path(tmp_path / entry["file"])
@@ -210,8 +214,7 @@ def test_failed_export_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(onnx_exp, "export", half_written)
     [result] = export(tmp_path, ["onnx:fp32"], towers=("text",))
     assert result.status == "failed" and "converter crashed" in result.message
-    assert _only_finished_files(tmp_path) == ["manifest.json", "tokenizer"]
-    assert entries(tmp_path) == {}
+    assert _only_finished_files(tmp_path) == []  # no manifest listing nothing, no tokenizer without a model
 
 
 def test_interrupted_export_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,8 +224,7 @@ def test_interrupted_export_leaves_nothing(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(pipeline, "_check", interrupt)  # the artifact is fully written when Ctrl-C arrives
     with pytest.raises(KeyboardInterrupt):
         export(tmp_path, ["onnx:fp32"], towers=("text",))
-    assert _only_finished_files(tmp_path) == ["manifest.json", "tokenizer"]
-    assert entries(tmp_path) == {}
+    assert _only_finished_files(tmp_path) == []  # no manifest listing nothing, no tokenizer without a model
 
 
 def test_leftovers_of_a_killed_run_are_removed(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -154,5 +153,4 @@ def test_failed_parity_leaves_nothing_finished(out: Path) -> None:
     [result] = pipeline.run(request, model, get_variant("mobileclip-s0"), None, Console(quiet=True))
     assert result.status == "failed" and "parity failed" in result.message and "nothing was written" in result.message
     assert not (out / result.file).exists()
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "tokenizer"]
-    assert json.loads((out / "manifest.json").read_text())["artifacts"] == []
+    assert not out.exists()  # the run made the folder, finished nothing, and took it back

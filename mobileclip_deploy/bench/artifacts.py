@@ -1,13 +1,16 @@
 """What is being benchmarked: artifacts from an export folder's manifest, or loose files.
 
 Records carry the artifact's sha256 and its manifest entry so a number can always be traced back
-to the exact file that produced it.
+to the exact file that produced it; an artifact listed in a manifest is used only if its sha256 still matches
+(`verified`), so a changed file is never measured or evaluated as the manifest's artifact.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -54,6 +57,34 @@ class Artifact:
         }
 
 
+def verified(artifact: Artifact) -> Artifact:
+    """Refuse an artifact whose file is not the one its manifest entry describes (edited, truncated, replaced)."""
+    entry = artifact.manifest_entry
+    if entry is None:
+        return artifact
+    expected = entry.get("sha256")
+    if not expected:
+        raise UserError(f"the manifest entry for {artifact.path.name} has no sha256, so the file cannot be checked; "
+                        "re-export it with `mobileclip-deploy export`")
+    if artifact.sha256 != expected:
+        raise UserError(f"{artifact.path} does not match its manifest entry (sha256 {artifact.sha256[:12]}, manifest "
+                        f"says {str(expected)[:12]}): the file was changed after export; re-export it or restore it")
+    return artifact
+
+
+@contextlib.contextmanager
+def loading(path: Path, runtime: str) -> Iterator[None]:
+    """A file the runtime cannot parse (truncated, not a model) is bad input, reported in one line."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - runtimes raise their own types (InvalidProtobuf, RuntimeError)
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"{path}: {runtime} cannot load it ({why}); is it truncated or not an artifact? "
+                        "Re-export it") from None
+
+
 def runtime_of(backend: str) -> str:
     """Which runtime executes a manifest backend (`executorch-xnnpack` -> executorch, `executorch-coreml` -> coreml)."""
     if backend == "onnx":
@@ -81,8 +112,8 @@ def _from_file(path: Path) -> Artifact:
         manifest = json.loads(manifest_path.read_text("utf-8"))
         for entry in manifest.get("artifacts", []):
             if entry.get("file") == path.name:
-                return Artifact(path, entry.get("model"), entry.get("tower"), entry.get("backend", backend),
-                                entry.get("scheme"), entry, manifest)
+                return verified(Artifact(path, entry.get("model"), entry.get("tower"),
+                                         entry.get("backend", backend), entry.get("scheme"), entry, manifest))
     m = _NAME.match(path.name[: -len(path.suffix)])
     if m:
         return Artifact(path, m["model"], m["tower"], m["backend"], m["scheme"])
@@ -103,8 +134,8 @@ def collect(paths: list[Path]) -> list[Artifact]:
                 file = path / entry["file"]
                 if not file.exists():
                     raise UserError(f"manifest lists {entry['file']} but {file} is missing")
-                out.append(Artifact(file, entry.get("model"), entry.get("tower"), entry["backend"],
-                                    entry.get("scheme"), entry, manifest))
+                out.append(verified(Artifact(file, entry.get("model"), entry.get("tower"), entry["backend"],
+                                             entry.get("scheme"), entry, manifest)))
         else:
             out.append(_from_file(path))
     return out

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mobileclip_deploy.bench.artifacts import loading
 from mobileclip_deploy.errors import UserError
 
 ImageFn = Callable[[torch.Tensor], torch.Tensor]
@@ -187,7 +188,8 @@ def artifact_encoder(path: Path, backend: str) -> Callable[[torch.Tensor], torch
 
         so = ort.SessionOptions()
         so.log_severity_level = 3
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        with loading(path, "ONNX Runtime"):
+            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         inp = sess.get_inputs()[0]
         dtype = {"tensor(float)": np.float32, "tensor(int32)": np.int32, "tensor(int64)": np.int64}[inp.type]
 
@@ -196,7 +198,8 @@ def artifact_encoder(path: Path, backend: str) -> Callable[[torch.Tensor], torch
     elif backend.startswith("executorch") and backend != "executorch-coreml":
         from executorch.runtime import Runtime
 
-        method = Runtime.get().load_program(str(path)).load_method("forward")
+        with loading(path, "ExecuTorch"):
+            method = Runtime.get().load_program(str(path)).load_method("forward")
         code = method.metadata.input_tensor_meta(0).dtype()
         dtype = {3: np.int32, 4: np.int64, 6: np.float32}[code]
 

@@ -230,7 +230,7 @@ def plot(points: list[Point], png: Path, svg: Path, title: str, notes: list[str]
                  bbox={"facecolor": "lightyellow", "alpha": 0.8, "edgecolor": "none"})
         fig.subplots_adjust(bottom=0.1 + 0.03 * len(notes))
     for path, fmt in ((png, "png"), (svg, "svg")):
-        with atomic_path(path) as tmp:
+        with atomic_path(path, replace=True) as tmp:
             fig.savefig(tmp, format=fmt, dpi=150)
     plt.close(fig)
 
@@ -241,7 +241,7 @@ def write_outputs(points: list[Point], out_dir: Path, title: str, notes: list[st
     order = {MEASURED: 0, PUBLISHED: 1, PEER: 2}
     points.sort(key=lambda p: (order.get(p.group, 3), p.total_ms))
     paths = {ext: out_dir / f"frontier.{ext}" for ext in ("md", "csv", "png", "svg")}
-    write_text(paths["csv"], to_csv(points))
-    write_text(paths["md"], f"# {title}\n\n" + to_markdown(points, notes))
+    write_text(paths["csv"], to_csv(points), replace=True)
+    write_text(paths["md"], f"# {title}\n\n" + to_markdown(points, notes), replace=True)
     plot(points, paths["png"], paths["svg"], title, notes)
     return paths

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mobileclip_deploy.bench.artifacts import Artifact, runtime_of
+from mobileclip_deploy.bench.artifacts import Artifact, loading, runtime_of
 from mobileclip_deploy.bench.records import Measurement
 from mobileclip_deploy.errors import UserError
 
@@ -119,7 +119,8 @@ def ort_loader(artifact: Artifact, threads: int) -> tuple[Callable[[], Callable[
         # ALL adds this CPU's layout transforms (NCHWc convolutions), which exporters leave out for
         # portability: the runtime applies them at load, as an app's session would by default.
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        sess = ort.InferenceSession(str(artifact.path), so, providers=["CPUExecutionProvider"])
+        with loading(artifact.path, "ONNX Runtime"):
+            sess = ort.InferenceSession(str(artifact.path), so, providers=["CPUExecutionProvider"])
         inp = sess.get_inputs()[0]
         shape = artifact.input_shape or [d if isinstance(d, int) else 1 for d in inp.shape]
         dtype = {"tensor(float)": np.float32, "tensor(int32)": np.int32, "tensor(int64)": np.int64}[inp.type]
@@ -138,7 +139,8 @@ def et_loader(artifact: Artifact, threads: int) -> tuple[Callable[[], Callable[[
     def load() -> Callable[[], object]:
         # The XNNPACK threadpool is process-wide; set it before loading so the method uses it.
         portable_lib._unsafe_reset_threadpool(threads)
-        method = Runtime.get().load_program(str(artifact.path)).load_method("forward")
+        with loading(artifact.path, "ExecuTorch"):
+            method = Runtime.get().load_program(str(artifact.path)).load_method("forward")
         meta = method.metadata.input_tensor_meta(0)
         shape = list(meta.sizes())
         dtype = _ET_DTYPES.get(meta.dtype())

@@ -165,7 +165,7 @@ def append_records(path: str | Path, records: list[dict[str, Any]]) -> Path:
     if old and not old.endswith("\n"):
         old += "\n"
     new = "".join(json.dumps(r, sort_keys=False) + "\n" for r in records)
-    return write_text(path, old + new)
+    return write_text(path, old + new, replace=True)
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:

@@ -53,8 +53,11 @@ class SweepConfig:
 
 
 def _cache_key(variant: str, checkpoint_sha: str | None, calibration: Path | None) -> dict[str, Any]:
+    """Photos count by content (other photos in the same folder are other calibration data)."""
+    from mobileclip_deploy.hashing import sha256_path
+
     return {"variant": variant, "checkpoint_sha256": checkpoint_sha,
-            "calibration": str(calibration.resolve()) if calibration else None, **tool_versions()}
+            "calibration": sha256_path(calibration) if calibration else None, **tool_versions()}
 
 
 def _exported(folder: Path, schemes: tuple[tuple[str, str], ...]) -> list[Artifact]:
@@ -100,7 +103,8 @@ def build_artifacts(cfg: SweepConfig, variant_name: str, log: Log,
         return found
     log(f"export {variant.name}: {', '.join(f'{b}:{s}' for b, s in cfg.schemes)} (image and text towers)")
     pairs = [(backend, backend.scheme(s)) for backend, s in ((get_backend(b), s) for b, s in cfg.schemes)]
-    request = pipeline.ExportRequest(pairs, folder, calibration=cfg.calibration, parity=False)
+    request = pipeline.ExportRequest(pairs, folder, calibration=cfg.calibration, parity=False,
+                                     overwrite=True)  # the sweep folder is frontier's own cache
     results = pipeline.run(request, create_model(variant.name, ckpt), variant, ckpt_sha)
     for r in results:
         if r.status == "failed":
@@ -108,7 +112,7 @@ def build_artifacts(cfg: SweepConfig, variant_name: str, log: Log,
                 raise UserError(r.message)
             failures.append(_one_line(r.message))
             log(f"failed: {failures[-1]}")
-    write_text(key_file, json.dumps(key, indent=1))
+    write_text(key_file, json.dumps(key, indent=1), replace=True)
     return _exported(folder, cfg.schemes)
 
 

@@ -131,11 +131,13 @@ def bench(
     ios_package: Annotated[Path | None, typer.Option(help="iOS: path to apps/ios.")] = None,
 ) -> None:
     """Measure load, first-inference and warm latency of exported artifacts; append records and print a table."""
+    from mobileclip_deploy.atomic import check_destination
     from mobileclip_deploy.bench import artifacts as arts_mod
     from mobileclip_deploy.bench.records import append_records
 
     if warmup < 0 or iterations < 1:
         raise UserError("--warmup must be >= 0 and --iterations >= 1")
+    check_destination(output, "--output")  # before measuring: results must not be lost at the end
     artifacts = arts_mod.select(arts_mod.collect(list(paths or [])), _split(backend), _split(scheme), _split(tower))
     if target == "host":
         from mobileclip_deploy.bench.host import thread_counts
@@ -223,14 +225,18 @@ def eval_cmd(
     class_map: Annotated[Path | None, typer.Option(help="LOC_synset_mapping.txt or CSV with index,wnid columns.")] = None,
     limit_per_class: Annotated[int | None, typer.Option(help="At most N images per class.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images/prompts per batch.")] = 32,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result as JSON here.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result as JSON here "
+                                                "(an existing file is replaced).")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Zero-shot top-1/top-5 and images/s of a checkpoint or of exported artifacts on a local image folder."""
-    from mobileclip_deploy.atomic import write_text
+    from mobileclip_deploy.atomic import check_destination, write_text
     from mobileclip_deploy.bench import artifacts as arts_mod
     from mobileclip_deploy.bench.evaluate import artifact_encoder, evaluate, torch_encoders
     from mobileclip_deploy.registry import get_variant
+
+    if output:
+        check_destination(output, "--output")  # before the evaluation, not after it
 
     picked = arts_mod.select(arts_mod.collect(list(artifacts or [])), {backend} if backend else None,
                              {scheme} if scheme else None)
@@ -291,7 +297,7 @@ def eval_cmd(
         err_console.print(f"[yellow]{', '.join(unknown)}: no manifest entry, so which weights they carry is not "
                           "known; give the export folder to have it checked[/]")
     if output:
-        write_text(output, json.dumps(summary, indent=2) + "\n")
+        write_text(output, json.dumps(summary, indent=2) + "\n", replace=True)
 
 
 def _frontier_pair(item: str, calibration: Path | None = None) -> tuple[str, str]:

@@ -35,5 +35,7 @@ def ios(
     for a in report.artifacts:
         table.add_row(a.model, a.tower, a.scheme, a.file, f"{a.size_bytes / 1e6:.1f} MB")
     console.print(table)
+    if report.replaced:
+        console.print(f"replaced the earlier bundle in {report.destination}")
     if report.destination != app_dir:
         console.print(f"Next: cd {app_dir} && xcodegen generate, then build and run in Xcode.")

@@ -70,6 +70,8 @@ def export(
         help="Minimum cosine to PyTorch per class, e.g. --threshold 8bit=0.995; repeatable. Defaults: "
              "fp32=0.99999, fp16=0.999, 8bit=0.99, 4bit=0.98.")] = None,
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for artifacts and manifest.json.")] = Path("out/export"),
+    overwrite: Annotated[bool, typer.Option(help="Replace artifacts of other weights (another checkpoint, or an earlier "
+                                            "--random-weights run) in --output-dir; without it such a folder is refused.")] = False,
 ) -> None:
     """Export folded image and text encoders, check each artifact's parity with PyTorch, write manifest.json.
 
@@ -106,7 +108,7 @@ def export(
         parity=parity, thresholds={**spec.thresholds, **_parse_thresholds(threshold or [])},
         deployment_target=deployment_target or spec.deployment_target,
         image_input=bool(image_input if image_input is not None else spec.image_input),
-        ort=bool(ort if ort is not None else spec.ort))
+        ort=bool(ort if ort is not None else spec.ort), overwrite=overwrite)
     pipeline.plan(request)  # refuse bad combinations before the model is even loaded
     net, variant, checkpoint_sha = load_model_for_cli(model, checkpoint, random_weights)
     results = pipeline.run(request, net, variant, checkpoint_sha, console)

@@ -83,8 +83,31 @@ def _sample_inputs(images: Path | None, size: int, n: int = 4) -> tuple[torch.Te
     return torch.stack([preprocess_pil(load_image(f), size) for f in files]), f"{len(files)} images from {images}"
 
 
+def _check_reparam_output(output: Path, checkpoint: Path | None) -> bool:
+    """Refuse a destination that would fail or destroy the input, before the work; returns whether a file is replaced."""
+    from mobileclip_deploy.atomic import check_destination
+    from mobileclip_deploy.checkpoint import resolve_checkpoint_file
+
+    check_destination(output, "--output")
+    if checkpoint is not None and output.exists() and output.samefile(resolve_checkpoint_file(checkpoint)):
+        raise UserError(f"--output {output} is the input checkpoint; refusing to replace it (choose another file)")
+    return output.exists()
+
+
+def _save_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:
+    """`.safetensors` gets safetensors (no pickle under that name); any other name a torch pickle."""
+    if path.name.endswith(".safetensors"):
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, str(path))
+    else:
+        torch.save(state, path)
+
+
 @app.command("reparam")
-def reparam_cmd(model: ModelOpt, output: Annotated[Path, typer.Option("--output", "-o", help="Folded state dict (.pt).")],
+def reparam_cmd(model: ModelOpt, output: Annotated[Path, typer.Option("--output", "-o", help=(
+                    "Folded state dict: .safetensors writes safetensors, any other name a torch .pt pickle. "
+                    "An existing file is replaced (the output says so); a folder or the input is refused."))],
                 checkpoint: CheckpointOpt = None, random_weights: RandomWeightsOpt = False,
                 images: Annotated[Path | None, typer.Option(help="Folder of photos to measure the difference on.")] = None,
                 as_json: JsonOpt = False) -> None:
@@ -94,6 +117,7 @@ def reparam_cmd(model: ModelOpt, output: Annotated[Path, typer.Option("--output"
     from mobileclip_deploy.tokenizer import tokenize
     from mobileclip_deploy.zeroshot import build_prompts, openai_templates
 
+    replacing = _check_reparam_output(output, checkpoint)
     net, variant, _ = load_model_for_cli(model, checkpoint, random_weights)
     folded_kinds = Counter(type(m).__name__ for _, m in foldable_modules(net) if getattr(m, "reparam_conv", 1) is None)
     params_before = sum(p.numel() for p in net.parameters())
@@ -107,9 +131,9 @@ def reparam_cmd(model: ModelOpt, output: Annotated[Path, typer.Option("--output"
             a, b = getattr(net, fn)(x), getattr(folded, fn)(x)
             diffs[tower] = {"max_abs": (a - b).abs().max().item(),
                             "max_rel": ((a - b).abs().max() / a.abs().max()).item()}
-    with atomic_path(output) as tmp:
-        torch.save(folded.state_dict(), tmp)
-    result = {"model": variant.name, "output": str(output), "folded_blocks": dict(folded_kinds),
+    with atomic_path(output, replace=replacing) as tmp:
+        _save_state_dict(folded.state_dict(), tmp)
+    result = {"model": variant.name, "output": str(output), "replaced": replacing, "folded_blocks": dict(folded_kinds),
               "parameters_before": params_before, "parameters_after": params_after, "measured_on": source,
               "max_difference": diffs, "random_weights": random_weights}
     if as_json:
@@ -121,7 +145,7 @@ def reparam_cmd(model: ModelOpt, output: Annotated[Path, typer.Option("--output"
     for tower, d in diffs.items():
         console.print(f"{tower} encoder max difference: {d['max_abs']:.2e} abs, {d['max_rel']:.2e} relative "
                       f"({source if tower == 'image' else 'prompts'})")
-    console.print(f"wrote {output}")
+    console.print(f"replaced {output}" if replacing else f"wrote {output}")
     if random_weights:
         console.print(f"[bold yellow]{RANDOM_WARNING}[/]")
 

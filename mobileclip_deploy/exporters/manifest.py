@@ -84,7 +84,7 @@ def load(folder: Path) -> dict[str, Any] | None:
 
 
 def save(folder: Path, manifest: dict[str, Any]) -> None:
-    write_text(Path(folder) / FILENAME, json.dumps(manifest, indent=2) + "\n")
+    write_text(Path(folder) / FILENAME, json.dumps(manifest, indent=2) + "\n", replace=True)
 
 
 def find(manifest: dict[str, Any], file: str) -> dict[str, Any] | None:

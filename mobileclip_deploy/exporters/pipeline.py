@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from mobileclip_deploy.atomic import atomic_path
+from mobileclip_deploy.atomic import atomic_path, locked_folder
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import calibration as calib_mod
 from mobileclip_deploy.exporters import manifest as mf
@@ -50,6 +50,7 @@ class ExportRequest:
     deployment_target: str | None = None  # None: iOS17, raised per artifact when a scheme needs more
     image_input: bool = False
     ort: bool = False
+    overwrite: bool = False  # replace artifacts of other weights in output_dir (refused otherwise)
 
 
 @dataclass
@@ -126,12 +127,14 @@ def _ios(target: str) -> int:
 
 
 def _check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test."):
-            pass
-    except OSError as exc:
-        raise UserError(f"cannot write to output folder {folder}: {exc.strerror or exc}") from exc
+    """Refuse an output folder that cannot be made or written, creating nothing (a refused run leaves no folder)."""
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot write to output folder {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to output folder {folder}: {existing} is not writable")
 
 
 @contextlib.contextmanager
@@ -192,6 +195,7 @@ class _Context:
         self.export_towers = {t: fold_affine(m) for t, m in self.towers.items()}
         self.calibration_files: list[Path] = []
         self.calibration: np.ndarray | None = None
+        parity_files: list[Path] = []
         if request.calibration is not None:
             images = calib_mod.list_images(request.calibration)
             self.calibration_files = calib_mod.pick(images, request.calibration_limit)
@@ -206,6 +210,9 @@ class _Context:
         else:
             self.parity_images = calib_mod.synthetic_batch(PARITY_IMAGES, variant.image_size)
             self.parity_source = "synthetic_images"
+        # Cache keys name photos by content: other photos under the same names are other inputs.
+        self.calibration_sha256 = [sha256_path(f) for f in self.calibration_files]
+        self.parity_inputs = {"source": self.parity_source, "sha256": [sha256_path(f) for f in parity_files]}
         self.prompts = _prompts(PARITY_IMAGES)
         self.tokens = tokenize(self.prompts, variant.context_length).to(torch.int32).numpy()
         self.calibration_tokens = tokenize(_prompts(request.calibration_limit, offset=500),
@@ -343,41 +350,64 @@ def run(request: ExportRequest, model: nn.Module, variant, checkpoint_sha256: st
     out_dir = request.output_dir
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
-    _remove_partials(out_dir)
-    manifest = _open_manifest(out_dir, variant, checkpoint_sha256, model, console)
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {"artifacts": []}
+    tokenizer_created = not (out_dir / "tokenizer").exists()
     results: list[ArtifactResult] = []
-    with Progress(*columns, console=console, transient=False) as progress, _quiet():
-        task = progress.add_task("folding the model", total=len(jobs) + 1)
-        folded = reparameterize(model).eval()
-        weights_id = checkpoint_sha256 or f"random:{_weights_id(folded)}"
-        progress.update(task, description="preparing parity and calibration inputs")
-        ctx = _Context(folded, variant, request)
-        tokenizer = get_tokenizer()
-        tokenizer.write_assets(out_dir / "tokenizer")
-        manifest["tokenizer"] = {"merges": "tokenizer/merges.txt", "vocab": "tokenizer/vocab.json",
-                                 "context_length": variant.context_length, "sot_token": tokenizer.sot_token_id,
-                                 "eot_token": tokenizer.eot_token_id, "pad_token": 0, "lowercase": True}
-        mf.save(out_dir, manifest)
-        progress.advance(task)
-        for i, job in enumerate(jobs, 1):
-            label = f"[{i}/{len(jobs)}] {job.filename(variant.name)}"
-            progress.update(task, description=f"{label}: exporting")
-            results += _run_job(job, ctx, request, manifest, weights_id, checkpoint_sha256, thresholds,
-                                lambda step, label=label: progress.update(task, description=f"{label}: {step}"))
-            progress.advance(task)
-        progress.update(task, description="done")
+    try:
+        with locked_folder(out_dir, lambda: console.print(
+                f"[yellow]note:[/] another export is writing to {out_dir}; waiting for it to finish")):
+            _remove_partials(out_dir)
+            manifest = _open_manifest(out_dir, variant, checkpoint_sha256, model, request.overwrite, console)
+            with Progress(*columns, console=console, transient=False) as progress, _quiet():
+                task = progress.add_task("folding the model", total=len(jobs) + 1)
+                folded = reparameterize(model).eval()
+                weights_id = checkpoint_sha256 or f"random:{_weights_id(folded)}"
+                progress.update(task, description="preparing parity and calibration inputs")
+                ctx = _Context(folded, variant, request)
+                tokenizer = get_tokenizer()
+                tokenizer.write_assets(out_dir / "tokenizer")
+                manifest["tokenizer"] = {"merges": "tokenizer/merges.txt", "vocab": "tokenizer/vocab.json",
+                                         "context_length": variant.context_length,
+                                         "sot_token": tokenizer.sot_token_id, "eot_token": tokenizer.eot_token_id,
+                                         "pad_token": 0, "lowercase": True}
+                if manifest["artifacts"]:  # the kept entries now carry this run's header
+                    mf.save(out_dir, manifest)
+                progress.advance(task)
+                for i, job in enumerate(jobs, 1):
+                    label = f"[{i}/{len(jobs)}] {job.filename(variant.name)}"
+                    progress.update(task, description=f"{label}: exporting")
+                    results += _run_job(job, ctx, request, manifest, weights_id, checkpoint_sha256, thresholds,
+                                        lambda step, label=label: progress.update(task, description=f"{label}: {step}"))
+                    progress.advance(task)
+                progress.update(task, description="done")
+    finally:
+        if not manifest["artifacts"]:  # nothing finished: take back what this run created, nothing else
+            if tokenizer_created:
+                shutil.rmtree(out_dir / "tokenizer", ignore_errors=True)
+            if created:
+                shutil.rmtree(out_dir, ignore_errors=True)
     return results
 
 
 def _remove_partials(out_dir: Path) -> None:
-    """Delete what an interrupted run left (`atomic_path` temp folders); one folder serves one export at a time."""
+    """Delete what an interrupted run left (`atomic_path` temp folders); called under the folder's lock."""
     for leftover in out_dir.glob(".*.partial"):
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _open_manifest(out_dir: Path, variant, checkpoint_sha256: str | None, model: nn.Module,
+def _weights_of(checkpoint_sha256: str | None) -> str:
+    return f"checkpoint sha256 {checkpoint_sha256[:12]}" if checkpoint_sha256 else "random weights (--random-weights)"
+
+
+def _open_manifest(out_dir: Path, variant, checkpoint_sha256: str | None, model: nn.Module, overwrite: bool,
                    console: Console) -> dict[str, Any]:
-    """The folder's manifest, refreshed for this run; entries made from other weights are removed with their files."""
+    """The folder's manifest, refreshed for this run.
+
+    Entries made from other weights (random weights are never known to be the same) are refused, or with
+    `overwrite` removed with their files.
+    """
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     fresh = mf.header(variant, checkpoint_sha256, float(model.logit_scale.detach()), {}, created)
     old = mf.load(out_dir)
@@ -385,16 +415,23 @@ def _open_manifest(out_dir: Path, variant, checkpoint_sha256: str | None, model:
         return fresh
     if old.get("model") != variant.name:
         raise UserError(f"{out_dir} holds an export of {old.get('model')}; use another --output-dir for {variant.name}")
-    kept = []
-    for entry in old["artifacts"]:
-        if entry.get("checkpoint_sha256") == checkpoint_sha256 and checkpoint_sha256 is not None:
-            kept.append(entry)
-            continue
+    same = [e for e in old["artifacts"] if checkpoint_sha256 is not None and e.get("checkpoint_sha256") == checkpoint_sha256]
+    other = [e for e in old["artifacts"] if e not in same]
+    if other and not overwrite:
+        theirs = _weights_of(other[0].get("checkpoint_sha256"))
+        raise UserError(f"{out_dir} holds {len(other)} artifact(s) made from {theirs} (e.g. {other[0].get('file')}); "
+                        f"this run uses {_weights_of(checkpoint_sha256)}. Use another --output-dir, or --overwrite "
+                        "to replace them; nothing was changed")
+    for entry in other:
         stale = out_dir / entry.get("file", "")
         if entry.get("file") and stale.exists():
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-        console.print(f"[yellow]note:[/] removed {entry.get('file')}: made from other weights")
-    fresh["artifacts"] = kept
+        console.print(f"[yellow]note:[/] --overwrite: removed {entry.get('file')} (made from other weights)")
+    fresh["artifacts"] = same
+    if other and same:
+        mf.save(out_dir, fresh)
+    elif other:  # no manifest may list nothing (or files that are gone)
+        (out_dir / mf.FILENAME).unlink()
     return fresh
 
 
@@ -407,6 +444,8 @@ def _run_job(job: Job, ctx: _Context, request: ExportRequest, manifest: dict[str
              "image_input": request.image_input and job.tower == "image" and job.backend.name == "coreml",
              "ort": request.ort and job.backend.name == "onnx", "parity": request.parity, "threshold": threshold,
              "calibration": [p.name for p in ctx.calibration_files] if job.scheme.static else None,
+             "calibration_sha256": ctx.calibration_sha256 if job.scheme.static else None,
+             "parity_inputs": ctx.parity_inputs if request.parity and job.tower == "image" else None,
              "tools": mf.tool_versions()}
     key = mf.cache_key(facts)
     files = [job.filename(variant.name)] + ([job.filename(variant.name, ".ort")] if facts["ort"] else [])
@@ -418,7 +457,7 @@ def _run_job(job: Job, ctx: _Context, request: ExportRequest, manifest: dict[str
     start = time.perf_counter()
     try:
         with contextlib.ExitStack() as stack:
-            paths = [stack.enter_context(atomic_path(out_dir / f)) for f in files]
+            paths = [stack.enter_context(atomic_path(out_dir / f, replace=True)) for f in files]
             backend_facts, handle = _export(job, ctx, paths[0])
             export_seconds = time.perf_counter() - start
             entries = []
