@@ -15,9 +15,11 @@ public enum TextCleaner {
         return collapseWhitespace(s).lowercased()
     }
 
-    /// ftfy's `fix_text`: each line (with its line break) is fixed on its own, every fix repeated
-    /// until nothing changes (so "&amp;amp;amp;" is fully decoded, as ftfy does). Like ftfy, HTML
-    /// is not unescaped from the first line that contains "<" on, since that is probably markup.
+    /// ftfy's `fix_text`: each line (with its line break) is fixed on its own. ftfy repeats its
+    /// fixes until nothing changes, which decodes nested escapes ("&amp;amp;amp;" → "&"); here
+    /// only text that still holds an "&" is passed again, since repeating the mojibake repair
+    /// alone makes it more eager than ftfy's heuristics (checked on random mojibake). Like ftfy,
+    /// HTML is not unescaped from the first line that contains "<" on (probably markup).
     static func fixText(_ text: String) -> String {
         let scalars = text.unicodeScalars
         var out = ""
@@ -43,7 +45,8 @@ public enum TextCleaner {
             s = mapScalars(s)
             s = s.precomposedStringWithCanonicalMapping
             // Scalar-wise: String's == treats canonically equivalent text as equal.
-            if s.unicodeScalars.elementsEqual(before.unicodeScalars) { return s }
+            let changed = !s.unicodeScalars.elementsEqual(before.unicodeScalars)
+            if !(changed && unescapingHTML && s.unicodeScalars.contains("&")) { return s }
         }
     }
 
