@@ -14,10 +14,12 @@ __version__ = "0.1.0"
 __all__ = ["create_model", "reparameterize", "tokenize", "preprocess", "__version__"]
 
 
-def create_model(name: str, checkpoint: str | os.PathLike[str] | None = None) -> nn.Module:
+def create_model(name: str, checkpoint: str | os.PathLike[str] | None = None,
+                 model_flag: str = "--model {}") -> nn.Module:
     """Build a variant in train-time form, load a checkpoint strictly if given, and return it in eval mode.
 
-    Without a checkpoint the weights are random (useful for latency, never for accuracy).
+    Without a checkpoint the weights are random (useful for latency, never for accuracy). `model_flag` spells the
+    calling command's option for a model name, so a "looks like another variant" error names the right flag.
     """
     from mobileclip_deploy.checkpoint import load_checkpoint_into
     from mobileclip_deploy.models.clip import CLIP
@@ -25,5 +27,5 @@ def create_model(name: str, checkpoint: str | os.PathLike[str] | None = None) ->
 
     model = CLIP(get_variant(name))
     if checkpoint is not None:
-        load_checkpoint_into(model, checkpoint)
+        load_checkpoint_into(model, checkpoint, model_flag)
     return model.eval()

@@ -243,7 +243,8 @@ def check_values(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
     return "+".join(sorted(half)) or None
 
 
-def load_checkpoint_into(model: nn.Module, path: str | os.PathLike[str]) -> CheckpointInfo:
+def load_checkpoint_into(model: nn.Module, path: str | os.PathLike[str],
+                         model_flag: str = "--model {}") -> CheckpointInfo:
     """Strictly load `path` into `model` (a CLIP); a folded checkpoint folds the model first."""
     from mobileclip_deploy.reparam import reparameterize
 
@@ -269,7 +270,7 @@ def load_checkpoint_into(model: nn.Module, path: str | os.PathLike[str]) -> Chec
         guess, score = guess_variant(raw, layout, folded)
         if guess is not None and guess != variant.name and score > 0.9:
             raise UserError(f"{file} does not fit {variant.name}: its keys look like a {guess} checkpoint "
-                            f"({score:.0%} of keys and shapes match). Use --model {guess}.")
+                            f"({score:.0%} of keys and shapes match). Use {model_flag.format(guess)}.")
         parts = [f"{file} does not fit {variant.name} ({layout} layout, {'folded' if folded else 'train-time'})."]
         if missing:
             parts.append(f"Missing {len(missing)} keys: {_few({in_file(k)[0] for k in missing})}.")

@@ -7,9 +7,12 @@ CLI `classify`/`eval` commands and exported runtimes (ONNX, ExecuTorch, Core ML)
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
 from collections.abc import Callable, Sequence
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +27,8 @@ __all__ = [
     "build_prompts",
     "class_text_embeddings",
     "zero_shot_logits",
+    "cached_class_embeddings",
+    "cache_dir",
     "MAX_LOGIT_SCALE",
 ]
 
@@ -64,11 +69,13 @@ def class_text_embeddings(
     templates: Sequence[str],
     batch_size: int = 256,
     context_length: int = 77,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """C×D classifier weights: per class, the re-normalized mean of its L2-normalized prompt embeddings.
 
     Prompts are encoded in batches of `batch_size` across classes, so runtimes with a fixed batch
-    dimension can wrap `encode_text` to pad and slice.
+    dimension can wrap `encode_text` to pad and slice. `progress(done, total)` is called after each batch (prompts),
+    since 1000 classes x 80 templates take minutes.
     """
     if not classnames or not templates:
         raise ValueError("need at least one class name and one template")
@@ -77,6 +84,8 @@ def class_text_embeddings(
     for start in range(0, len(prompts), batch_size):
         tokens = tokenize(prompts[start : start + batch_size], context_length)
         chunks.append(F.normalize(encode_text(tokens).float(), dim=-1))
+        if progress:
+            progress(min(start + batch_size, len(prompts)), len(prompts))
     per_prompt = torch.cat(chunks).reshape(len(classnames), len(templates), -1)
     return F.normalize(per_prompt.mean(dim=1), dim=-1)
 
@@ -92,3 +101,51 @@ def zero_shot_logits(
     image_emb = F.normalize(image_emb.float(), dim=-1)
     class_emb = F.normalize(class_emb.float(), dim=-1)
     return scale * image_emb @ class_emb.T
+
+
+# Overrides the cache folder (tests, shared machines); else $XDG_CACHE_HOME/mobileclip-deploy or ~/.cache/...
+CACHE_ENV = "MOBILECLIP_DEPLOY_CACHE"
+
+
+def cache_dir() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mobileclip-deploy"
+
+
+def cached_class_embeddings(text_identity: str | None, classnames: Sequence[str], templates: Sequence[str],
+                            compute: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, Path | None]:
+    """`compute()`'s classifier, reused from disk when the text encoder, class names and templates are the same.
+
+    1000 classes x 80 templates take minutes to encode on every `eval`. `text_identity` names the exact text
+    weights (checkpoint or artifact sha256; None, e.g. random weights, disables the cache). The file holds its
+    full key and the embeddings' sha256, both checked before reuse, so a stale or altered file is recomputed.
+    Returns the embeddings and the cache file reused (None when computed).
+    """
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import save_file
+
+    from mobileclip_deploy.atomic import atomic_path
+
+    if text_identity is None:
+        return compute(), None
+    key = json.dumps({"text": text_identity, "classnames": list(classnames), "templates": list(templates),
+                      "format": 1}, sort_keys=True)
+    path = cache_dir() / "zeroshot" / f"{hashlib.sha256(key.encode()).hexdigest()}.safetensors"
+    if path.is_file():
+        try:
+            with safe_open(str(path), "pt") as fh:
+                meta, emb = fh.metadata() or {}, fh.get_tensor("embeddings")
+            if meta.get("key") == key and meta.get("sha256") == _tensor_sha256(emb):
+                return emb, path
+        except (SafetensorError, OSError, ValueError, KeyError):
+            pass  # unreadable: recompute and replace it
+    emb = compute().float().contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, replace=True) as tmp:
+        save_file({"embeddings": emb}, str(tmp), metadata={"key": key, "sha256": _tensor_sha256(emb)})
+    return emb, None
+
+
+def _tensor_sha256(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()

@@ -41,3 +41,9 @@ def s0_checkpoint(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     path = tmp_path_factory.mktemp("s0") / "mobileclip_s0.pt"
     torch.save(make_golden_state_dict(manifest_path(shared_dir, "mobileclip_s0")), path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Caches (the zero-shot classifier) go to a temporary folder, never to the user's ~/.cache."""
+    monkeypatch.setenv("MOBILECLIP_DEPLOY_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))

@@ -1,7 +1,7 @@
 """The model-zoo commands (`models`, `inspect`, `reparam`, `classify`) through typer's CliRunner.
 
-In-process, a `UserError` surfaces as `result.exception` (`main()` is what turns it into "error: ..." and exit
-code 2); one test runs the real entry point in a subprocess to check that mapping.
+The app prints a `UserError` as "error: ..." on stderr and exits with 2; in-process the error still surfaces as
+`result.exception` (a `UserError`), and one test runs the real entry point in a subprocess to check the mapping.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ PHOTO = "n01491361_tiger_shark.JPEG"
 
 def invoke(*args: str | Path) -> Result:
     result = CliRunner().invoke(app, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
+    if isinstance(result.exception, UserError) or (result.exception is not None
+                                                   and not isinstance(result.exception, SystemExit)):
         raise result.exception
     assert result.exit_code == 0, result.output
     return result
@@ -183,7 +184,7 @@ def test_entry_point_maps_user_error_to_exit_code_2(tmp_path: Path) -> None:
                            "-o", str(tmp_path / "f.pt")], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "COLUMNS": "300"})
     assert proc.returncode == 2
-    assert "error: mobileclip-s0 needs weights" in flat(proc.stdout)
+    assert "error: mobileclip-s0 needs weights" in flat(proc.stderr) and proc.stdout == ""
     assert "Traceback" not in proc.stdout + proc.stderr
 
 

@@ -88,12 +88,13 @@ def resolve_class_folders(root: Path, classnames: list[str], class_map: Path | N
 @dataclass
 class EvalResult:
     top1: float
-    top5: float
+    top5: float | None  # None when fewer than 5 classes competed: every label would be "in the top 5"
     images: int
-    classes_scored: int
+    classes_scored: int  # how many classes competed for each image
     templates: int
     images_per_s: float
     seconds: float
+    classifier_cache: str | None = None  # the cached zero-shot classifier reused, if any
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,10 +112,15 @@ def evaluate(
     limit_per_class: int | None = None,
     batch_size: int = 32,
     progress: Callable[[str, int, int], None] | None = None,
+    text_identity: str | None = None,
 ) -> EvalResult:
-    """Top-1/top-5 of zero-shot classification; `classes='present'` scores only classes found in `data`."""
+    """Top-1/top-5 of zero-shot classification; `classes='present'` scores only classes found in `data`.
+
+    `text_identity` (the text weights' sha256 and code) lets the zero-shot classifier come from the on-disk cache.
+    """
     from mobileclip_deploy.preprocess import image_files, load_image, preprocess_pil
     from mobileclip_deploy.zeroshot import (
+        cached_class_embeddings,
         class_text_embeddings,
         imagenet_classnames,
         openai_templates,
@@ -148,7 +154,9 @@ def evaluate(
             progress("text", prompts_done, len(class_ids) * len(tmpl()))
         return out
 
-    class_emb = class_text_embeddings(counting_text_fn, [names[i] for i in class_ids], tmpl(), batch_size=batch_size)
+    chosen = [names[i] for i in class_ids]
+    class_emb, reused = cached_class_embeddings(
+        text_identity, chosen, tmpl(), lambda: class_text_embeddings(counting_text_fn, chosen, tmpl(), batch_size))
     position = {c: j for j, c in enumerate(class_ids)}
     correct1 = correct5 = 0
     t_img = time.perf_counter()
@@ -156,8 +164,7 @@ def evaluate(
         chunk = items[start : start + batch_size]
         pixels = torch.stack([preprocess_pil(load_image(f), image_size, interpolation) for f, _ in chunk])
         logits = zero_shot_logits(image_fn(pixels), class_emb, float(np.log(100.0)))
-        k = min(5, logits.shape[1])
-        topk = logits.topk(k, dim=1).indices
+        topk = logits.topk(min(5, logits.shape[1]), dim=1).indices
         target = torch.tensor([position[i] for _, i in chunk])
         correct1 += int((topk[:, 0] == target).sum())
         correct5 += int((topk == target[:, None]).any(dim=1).sum())
@@ -165,8 +172,10 @@ def evaluate(
             progress("images", start + len(chunk), len(items))
     img_seconds = time.perf_counter() - t_img
     n = len(items)
-    return EvalResult(100.0 * correct1 / n, 100.0 * correct5 / n, n, len(class_ids), len(tmpl()),
-                      n / img_seconds if img_seconds > 0 else 0.0, time.perf_counter() - t0)
+    top5 = 100.0 * correct5 / n if len(class_ids) >= 5 else None
+    return EvalResult(100.0 * correct1 / n, top5, n, len(class_ids), len(tmpl()),
+                      n / img_seconds if img_seconds > 0 else 0.0, time.perf_counter() - t0,
+                      str(reused) if reused else None)
 
 
 def torch_encoders(model: torch.nn.Module) -> tuple[ImageFn, TextFn]:

@@ -225,6 +225,14 @@ def host_device() -> dict[str, Any]:
     }
 
 
+def check_threads(n: int, cores: int | None = None) -> None:
+    """Refuse more threads than cores (`cores`, default this machine's): such a run measures contention."""
+    cores = cores or os.cpu_count() or 1
+    if n > cores:
+        raise UserError(f"--threads {n}: only {cores} cores here; more threads than cores measure contention, "
+                        f"not the runtime (use at most {cores}, or 'all')")
+
+
 def thread_counts(spec: str, all_cores: int | None = None) -> list[int]:
     """`--threads` value: a number, `all` (`all_cores`, default every core here), or a comma list such as `1,all`."""
     out: list[int] = []
@@ -236,6 +244,7 @@ def thread_counts(spec: str, all_cores: int | None = None) -> list[int]:
             n = int(part)
         else:
             raise UserError(f"--threads: {part!r} is not a positive number or 'all'")
+        check_threads(n, all_cores)
         if n not in out:
             out.append(n)
     return out

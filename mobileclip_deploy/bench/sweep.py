@@ -105,7 +105,7 @@ def build_artifacts(cfg: SweepConfig, variant_name: str, log: Log,
     pairs = [(backend, backend.scheme(s)) for backend, s in ((get_backend(b), s) for b, s in cfg.schemes)]
     request = pipeline.ExportRequest(pairs, folder, calibration=cfg.calibration, parity=False,
                                      overwrite=True)  # the sweep folder is frontier's own cache
-    results = pipeline.run(request, create_model(variant.name, ckpt), variant, ckpt_sha)
+    results = pipeline.run(request, create_model(variant.name, ckpt, model_flag="--checkpoint {}=PATH"), variant, ckpt_sha)
     for r in results:
         if r.status == "failed":
             if failures is None:

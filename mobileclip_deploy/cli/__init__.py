@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from mobileclip_deploy.cli.app import app, console
+from mobileclip_deploy.cli.app import ReportedUserError, app, err_console
 from mobileclip_deploy.errors import UserError
 
 # Each module registers its commands on `app` when imported.
@@ -15,8 +15,11 @@ from mobileclip_deploy.cli import export  # noqa
 
 
 def main() -> None:
+    """The installed entry point; the app itself reports a `UserError` (stderr, exit 2), this only backs it up."""
     try:
         app()
-    except UserError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+    except ReportedUserError:
+        sys.exit(2)
+    except UserError as exc:  # raised outside a command (e.g. while building the app)
+        err_console.print(f"error: {exc}", markup=False)
         sys.exit(2)

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mobileclip_deploy.cli.app import app, console, err_console, print_json
-from mobileclip_deploy.cli.options import CheckpointOpt, JsonOpt, RandomWeightsOpt, load_model_for_cli
+from mobileclip_deploy.cli.options import CheckpointOpt, JsonOpt, RandomWeightsOpt, load_model_for_cli, upcast_field
 from mobileclip_deploy.errors import UserError
 
 
@@ -223,8 +223,8 @@ def eval_cmd(
     templates: Annotated[str, typer.Option(help="openai (80 prompts) or simple (7).")] = "openai",
     classes: Annotated[str, typer.Option(help="all (1000-way) or present (only the folder's classes).")] = "all",
     class_map: Annotated[Path | None, typer.Option(help="LOC_synset_mapping.txt or CSV with index,wnid columns.")] = None,
-    limit_per_class: Annotated[int | None, typer.Option(help="At most N images per class.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images/prompts per batch.")] = 32,
+    limit_per_class: Annotated[int | None, typer.Option(min=1, help="At most N images per class.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images/prompts per batch.")] = 32,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result as JSON here "
                                                 "(an existing file is replaced).")] = None,
     json_: JsonOpt = False,
@@ -256,11 +256,14 @@ def eval_cmd(
     if models and variant.name not in models:
         raise UserError(f"--model {variant.name} but the artifacts are of {next(iter(models))}: preprocessing "
                         "would not match")
-    eager_image = eager_text = None
+    if checkpoint is not None and by_tower:
+        _same_checkpoint(by_tower.values(), checkpoint)
+    eager_image = eager_text = net = None
+    ckpt_sha = None
     if len(by_tower) < 2:
         from mobileclip_deploy import reparameterize
 
-        net, _, _ = load_model_for_cli(variant.name, checkpoint, random_weights)
+        net, _, ckpt_sha = load_model_for_cli(variant.name, checkpoint, random_weights)
         eager_image, eager_text = torch_encoders(reparameterize(net))
     # Artifacts exported without a checkpoint say so in their manifest entry.
     random_artifacts = [a.path.name for a in by_tower.values()
@@ -276,19 +279,24 @@ def eval_cmd(
             progress.update(tasks[stage], completed=done)
 
         result = evaluate(image_fn, text_fn, data, variant.image_size, variant.interpolation, templates, classes,
-                          class_map, limit_per_class, batch_size, report)
+                          class_map, limit_per_class, batch_size, report,
+                          _text_identity(by_tower.get("text"), variant.name, ckpt_sha))
     what = {t: (f"{a.path.name}" if a else "eager PyTorch (folded)") for t, a in
             (("image", by_tower.get("image")), ("text", by_tower.get("text")))}
     random = random_weights or bool(random_artifacts)
     summary = {"model": variant.name, "data": str(data), "image": what["image"], "text": what["text"],
-               "random_weights": random, **result.as_dict(), "classes": classes, "template_set": templates}
+               "random_weights": random, **result.as_dict(), "classes": classes, "template_set": templates,
+               **upcast_field(net)}
     if json_:
         print_json(summary)
     else:
         console.print(f"{variant.display_name} — image: {what['image']}, text: {what['text']}")
-        console.print(f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  on {result.images} images, "
-                      f"{result.classes_scored}-way, {result.templates} templates; {result.images_per_s:.1f} images/s "
-                      "(decode, preprocess and image encoder)")
+        top5 = f"{result.top5:.2f}%" if result.top5 is not None else "not defined (fewer than 5 classes)"
+        console.print(f"top-1 {result.top1:.2f}%  top-5 {top5}  on {result.images} images, "
+                      f"{result.classes_scored} classes competed, {result.templates} templates; "
+                      f"{result.images_per_s:.1f} images/s (decode, preprocess and image encoder)")
+    if result.classifier_cache:
+        err_console.print(f"[dim]zero-shot classifier reused from {result.classifier_cache}[/]")
     if random:
         why = f" ({', '.join(random_artifacts)} exported without a checkpoint)" if random_artifacts else ""
         err_console.print(f"[bold yellow]random weights{why}: this accuracy is meaningless[/]")
@@ -298,6 +306,32 @@ def eval_cmd(
                           "known; give the export folder to have it checked[/]")
     if output:
         write_text(output, json.dumps(summary, indent=2) + "\n", replace=True)
+
+
+def _same_checkpoint(artifacts: Any, checkpoint: Path) -> None:
+    """Refuse artifacts exported from other weights than --checkpoint: the accuracy would be of another model."""
+    from mobileclip_deploy.checkpoint import resolve_checkpoint_file
+    from mobileclip_deploy.hashing import sha256_path
+
+    sha = sha256_path(resolve_checkpoint_file(checkpoint))
+    for a in artifacts:
+        if a.manifest_entry is None:
+            continue
+        theirs = a.manifest_entry.get("checkpoint_sha256")
+        if theirs != sha:
+            source = f"checkpoint sha256 {theirs[:12]}" if theirs else "random weights"
+            raise UserError(f"{a.path.name} was exported from {source}, not from --checkpoint {checkpoint} "
+                            f"(sha256 {sha[:12]}); export again from this checkpoint, or pass the one it was made from")
+
+
+def _text_identity(text_artifact: Any, model: str, ckpt_sha: str | None) -> str | None:
+    """What the zero-shot classifier cache keys on: the text artifact's sha256, or the checkpoint's and the code's
+    (random weights: None, never cached)."""
+    from mobileclip_deploy.hashing import package_source_sha256
+
+    if text_artifact is not None:
+        return f"artifact {text_artifact.backend} {text_artifact.sha256}"
+    return f"eager {model} checkpoint {ckpt_sha} code {package_source_sha256()}" if ckpt_sha else None
 
 
 def _frontier_pair(item: str, calibration: Path | None = None) -> tuple[str, str]:
@@ -345,6 +379,7 @@ def frontier_cmd(
 ) -> None:
     """Export (or reuse), benchmark and plot the latency-accuracy frontier beside the paper's published points."""
     from mobileclip_deploy.bench import frontier, sweep
+    from mobileclip_deploy.bench.host import check_threads
     from mobileclip_deploy.registry import get_variant, list_variants
 
     if target != "host":
@@ -364,6 +399,10 @@ def frontier_cmd(
         if not sep:
             raise UserError(f"--checkpoint {item!r}: expected MODEL=PATH")
         ckpts[get_variant(name).name] = Path(path)
+    ignored = sorted(set(ckpts) - set(names))
+    if ignored:
+        raise UserError(f"--checkpoint for {', '.join(ignored)}, which is not among the models measured "
+                        f"({', '.join(names)}); add it to --variants or drop that --checkpoint")
     if eval_data is not None and not ckpts:
         raise UserError("--eval-data needs at least one --checkpoint MODEL=PATH (random weights have no accuracy)")
     if calibration is not None:
@@ -372,6 +411,7 @@ def frontier_cmd(
         list_images(calibration)  # a missing or empty folder is refused before any work
     if warmup < 0 or iterations < 1 or threads < 1 or max_seconds < 0:
         raise UserError("--warmup must be >= 0, --iterations and --threads >= 1, --max-seconds >= 0")
+    check_threads(threads)
     cfg = sweep.SweepConfig(names, pairs, output_dir, ckpts, threads, warmup, iterations, eval_data, eval_templates,
                             eval_classes, class_map, eval_limit_per_class, max_seconds or None, calibration)
     with _progress() as progress:

@@ -59,7 +59,8 @@ def export(
     recipe: Annotated[Path | None, typer.Option(help="TOML recipe (see export/*.toml); flags given here override it.")] = None,
     calibration: Annotated[Path | None, typer.Option(
         help="Folder of representative photos: needed by static schemes (w8a8), also used for parity.")] = None,
-    calibration_limit: Annotated[int | None, typer.Option(help="Use at most this many calibration images (16).")] = None,
+    calibration_limit: Annotated[int | None, typer.Option(min=1, help="Use at most this many calibration images "
+                                                          "(16).")] = None,
     deployment_target: Annotated[str | None, typer.Option(
         help="Core ML minimum target: iOS16, iOS17 (default) or iOS18; raised automatically when a scheme needs it.")] = None,
     image_input: Annotated[bool | None, typer.Option(

@@ -38,4 +38,14 @@ def load_model_for_cli(model: str, checkpoint: Path | None, random_weights: bool
         return create_model(variant.name), variant, None
     from mobileclip_deploy.checkpoint import resolve_checkpoint_file
 
-    return create_model(variant.name, checkpoint), variant, sha256_path(resolve_checkpoint_file(checkpoint))
+    net = create_model(variant.name, checkpoint)
+    if net.checkpoint_info.upcast_from:
+        err_console.print(f"[yellow]note: {checkpoint} holds {net.checkpoint_info.upcast_from} weights; they were "
+                          "upcast to float32 (results match the half-precision weights, not a float32 original)[/]")
+    return net, variant, sha256_path(resolve_checkpoint_file(checkpoint))
+
+
+def upcast_field(net: nn.Module) -> dict[str, str | None]:
+    """The `--json` field saying whether half-precision weights were upcast (null: loaded as stored, or random)."""
+    info = getattr(net, "checkpoint_info", None)
+    return {"checkpoint_upcast_from": info.upcast_from if info else None}

@@ -10,11 +10,15 @@ import torch
 import typer
 from rich.table import Table
 
-from mobileclip_deploy.cli.app import app, console, print_json
+from mobileclip_deploy.cli.app import app, console, err_console, print_json, progress_bar
 from mobileclip_deploy.cli.options import (RANDOM_WARNING, CheckpointOpt, JsonOpt, ModelOpt, RandomWeightsOpt,
-                                           load_model_for_cli)
+                                           load_model_for_cli, upcast_field)
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.registry import list_variants
+
+
+# Prompts per text-encoder call in `classify` (80 per label): big enough to batch, small enough to show progress.
+PROMPT_BATCH = 160
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -135,7 +139,7 @@ def reparam_cmd(model: ModelOpt, output: Annotated[Path, typer.Option("--output"
         _save_state_dict(folded.state_dict(), tmp)
     result = {"model": variant.name, "output": str(output), "replaced": replacing, "folded_blocks": dict(folded_kinds),
               "parameters_before": params_before, "parameters_after": params_after, "measured_on": source,
-              "max_difference": diffs, "random_weights": random_weights}
+              "max_difference": diffs, "random_weights": random_weights, **upcast_field(net)}
     if as_json:
         print_json(result)
         return
@@ -154,7 +158,8 @@ def reparam_cmd(model: ModelOpt, output: Annotated[Path, typer.Option("--output"
 def classify_cmd(images: Annotated[list[Path], typer.Argument(help="Image files.")],
                  model: ModelOpt, labels: Annotated[str, typer.Option(help="Comma-separated class names.")],
                  checkpoint: CheckpointOpt = None, random_weights: RandomWeightsOpt = False,
-                 top_k: Annotated[int, typer.Option(help="Predictions shown per image.")] = 5,
+                 top_k: Annotated[int, typer.Option(min=1, help="Predictions shown per image (at most the "
+                                                    "number of labels).")] = 5,
                  as_json: JsonOpt = False) -> None:
     """Zero-shot classification with the OpenAI prompt templates; prints a ranked table per image."""
     from mobileclip_deploy.preprocess import load_image, preprocess
@@ -167,17 +172,21 @@ def classify_cmd(images: Annotated[list[Path], typer.Argument(help="Image files.
     pixels = torch.stack([preprocess(load_image(p), model) for p in images])
     net, variant, _ = load_model_for_cli(model, checkpoint, random_weights)
     net = reparameterize(net)
-    with torch.no_grad():
-        class_emb = class_text_embeddings(net.encode_text, classes, openai_templates())
+    with torch.no_grad(), progress_bar() as bar:
+        task = bar.add_task(f"encoding prompts for {len(classes)} labels", total=None)
+        class_emb = class_text_embeddings(net.encode_text, classes, openai_templates(), batch_size=PROMPT_BATCH,
+                                          progress=lambda done, total: bar.update(task, completed=done, total=total))
         probs = zero_shot_logits(net.encode_image(pixels), class_emb, net.logit_scale).softmax(-1)
     k = min(top_k, len(classes))
+    if top_k > k:
+        err_console.print(f"[yellow]note: --top-k {top_k} but only {k} labels: showing all {k}[/]")
     results = []
     for path, p in zip(images, probs):
         top = p.topk(k)
         results.append({"image": str(path), "predictions": [{"label": classes[i], "probability": round(v.item(), 6)}
                                                             for v, i in zip(top.values, top.indices)]})
     if as_json:
-        print_json({"model": variant.name, "random_weights": random_weights, "results": results})
+        print_json({"model": variant.name, "random_weights": random_weights, **upcast_field(net), "results": results})
         return
     if random_weights:
         console.print(f"[bold yellow]{RANDOM_WARNING}[/]")
