@@ -72,9 +72,16 @@ def atomic_path(final: str | os.PathLike[str], *, replace: bool = False) -> Iter
         if final.exists() and not replace:  # appeared while we worked
             raise UserError(f"{final} appeared while it was being written; refusing to replace it")
         _refuse_kind_change(final, target)
+        aside = None
         if final.is_dir() and not final.is_symlink():
-            os.rename(final, tmp / ".old")  # a folder cannot be os.replace'd by another; swap it out first
-        os.replace(target, final)
+            aside = tmp / ".old"  # a folder cannot be os.replace'd by another; swap it out first
+            os.rename(final, aside)
+        try:
+            os.replace(target, final)
+        except BaseException:
+            if aside is not None:
+                os.rename(aside, final)  # put the old one back: the user keeps what they had
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

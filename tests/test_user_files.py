@@ -86,6 +86,19 @@ def test_writer_swaps_a_folder_only_for_a_folder(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*.partial"))
 
 
+def test_writer_keeps_the_old_folder_when_the_swap_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = a_users_folder(tmp_path / "pkg")
+
+    def disk_full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        with atomic_path(folder, replace=True) as tmp:
+            tmp.mkdir()
+    assert intact(folder)
+
+
 def test_destination_under_a_file_or_a_folder_is_refused(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
