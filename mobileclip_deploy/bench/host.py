@@ -244,7 +244,8 @@ def thread_counts(spec: str, all_cores: int | None = None) -> list[int]:
             n = int(part)
         else:
             raise UserError(f"--threads: {part!r} is not a positive number or 'all'")
-        check_threads(n, all_cores)
+        if all_cores is None:  # the host: this machine's cores (a phone's counts follow its big cores)
+            check_threads(n)
         if n not in out:
             out.append(n)
     return out

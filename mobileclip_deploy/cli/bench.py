@@ -155,8 +155,9 @@ def bench(
             towers[get_variant(model).name] = {"image", "text"}
         if not runnable and not (eager and towers):
             raise UserError("nothing to run: give export folders or .onnx/.pte files, or --model NAME for eager baselines")
+        counts = thread_counts(threads)  # refused before any model is built
         jobs = _eager_jobs(towers, checkpoint) if eager else []
-        records = _host_runs(runnable, jobs, thread_counts(threads), warmup, iterations)
+        records = _host_runs(runnable, jobs, counts, warmup, iterations)
     elif target == "android":
         records = _android(artifacts, serial, runner, adb, threads, warmup, iterations)
     elif target == "ios":
