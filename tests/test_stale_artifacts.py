@@ -41,6 +41,7 @@ def photos(folder: Path, seed: int, n: int = 4) -> Path:
 def refused(*args: str | Path) -> str:
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert isinstance(result.exception, UserError), result.output
+    assert result.exit_code == 2 and "error:" in result.stderr and "Traceback" not in result.output
     return " ".join(str(result.exception).split())
 
 

@@ -33,6 +33,7 @@ def cli(*args: str | Path):
 def refused(result) -> str:
     """The UserError message of a CLI run (exit code 2 through the entry point, no traceback)."""
     assert isinstance(result.exception, UserError), result.output
+    assert result.exit_code == 2 and "error:" in result.stderr and "Traceback" not in result.output
     return " ".join(str(result.exception).split())
 
 
