@@ -30,6 +30,20 @@ def check_destination(final: str | os.PathLike[str], what: str = "output") -> Pa
     return final
 
 
+def check_folder(folder: str | os.PathLike[str]) -> Path:
+    """Refuse, before any work, an output folder that cannot be made or written. Creates nothing, so a refused
+    run leaves no empty folder behind."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot write to output folder {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to output folder {folder}: {existing} is not writable")
+    return folder
+
+
 def _folder_above(final: Path, what: str = "output") -> Path:
     """The nearest existing folder above `final`; a file in the way is refused by name."""
     parent = final.parent

@@ -313,3 +313,17 @@ def test_eval_output_under_a_file_is_refused_before_the_evaluation(tmp_path: Pat
     message = refused(cli("eval", "--data", tmp_path / "no-such-data", "-m", "mobileclip-s0", "--random-weights",
                           "-o", blocker / "result.json"))
     assert "is a file" in message
+
+
+def test_frontier_output_under_a_file_is_refused_before_any_export(tmp_path: Path, monkeypatch) -> None:
+    from mobileclip_deploy.bench import sweep
+
+    def no_export(*args):
+        raise AssertionError("exported before the destination was checked")
+
+    monkeypatch.setattr(sweep, "build_artifacts", no_export)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    message = refused(cli("frontier", "--variants", "mobileclip-s0", "--schemes", "onnx:fp32", "--warmup", "0",
+                          "--iterations", "1", "-o", blocker / "fr"))
+    assert "is a file" in message and blocker.read_text() == ""

@@ -158,8 +158,10 @@ def evaluate_scheme(cfg: SweepConfig, variant_name: str, arts: list[Artifact], b
 
 def run(cfg: SweepConfig, log: Log, progress: Progress | None = None) -> tuple[list[Point], list[str]]:
     """Export, benchmark and (with checkpoints and data) evaluate; returns measured points and plot notes."""
+    from mobileclip_deploy.atomic import check_folder
     from mobileclip_deploy.registry import get_variant
 
+    check_folder(cfg.out_dir)  # before any export: results written at the end must have somewhere to go
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     jsonl = cfg.out_dir / "bench.jsonl"
     device = host_device()

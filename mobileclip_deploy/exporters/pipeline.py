@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from mobileclip_deploy.atomic import atomic_path, locked_folder
+from mobileclip_deploy.atomic import atomic_path, check_folder, locked_folder
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import calibration as calib_mod
 from mobileclip_deploy.exporters import manifest as mf
@@ -102,7 +102,7 @@ def plan(request: ExportRequest) -> tuple[list[Job], list[str]]:
     if request.calibration_limit < 1:
         raise UserError("--calibration-limit must be at least 1")
     parse_thresholds(request.thresholds)
-    _check_writable(request.output_dir)
+    check_folder(request.output_dir)
     jobs = []
     for backend, scheme in request.pairs:
         job_target = None
@@ -124,17 +124,6 @@ def plan(request: ExportRequest) -> tuple[list[Job], list[str]]:
 
 def _ios(target: str) -> int:
     return int(target.removeprefix("iOS"))
-
-
-def _check_writable(folder: Path) -> None:
-    """Refuse an output folder that cannot be made or written, creating nothing (a refused run leaves no folder)."""
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"cannot write to output folder {folder}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write to output folder {folder}: {existing} is not writable")
 
 
 @contextlib.contextmanager
