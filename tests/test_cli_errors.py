@@ -77,6 +77,9 @@ def test_more_threads_than_cores_are_refused(tmp_path: Path) -> None:
     cores = os.cpu_count() or 1
     res = run("frontier", "--variants", "mobileclip-s0", "--threads", str(cores + 1), "-o", tmp_path / "f")
     assert res.exit_code == 2 and f"--threads {cores + 1}: only {cores} cores here" in flat(res.stderr)
+    bench = run("bench", "--model", "mobileclip-s0", "--threads", f"1,{cores + 1}", "-o", tmp_path / "b.jsonl")
+    assert bench.exit_code == 2 and f"--threads {cores + 1}: only {cores} cores here" in flat(bench.stderr)
+    assert not (tmp_path / "b.jsonl").exists()
     with pytest.raises(UserError, match="only"):
         thread_counts(f"1,{cores + 1}")
     assert thread_counts("1,all") == sorted({1, cores})
