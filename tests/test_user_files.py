@@ -327,3 +327,15 @@ def test_frontier_output_under_a_file_is_refused_before_any_export(tmp_path: Pat
     message = refused(cli("frontier", "--variants", "mobileclip-s0", "--schemes", "onnx:fp32", "--warmup", "0",
                           "--iterations", "1", "-o", blocker / "fr"))
     assert "is a file" in message and blocker.read_text() == ""
+
+
+@pytest.mark.parametrize("content", [b"\x08\x07 an onnx model, not text", b"notes of mine\n", b'{"a": 1}\n[1, 2]\n'])
+def test_bench_never_appends_to_a_file_that_is_not_records(tmp_path: Path, monkeypatch, content: bytes) -> None:
+    from mobileclip_deploy.cli import bench as bench_cli
+
+    monkeypatch.setattr(bench_cli, "_host_runs", lambda *args: pytest.fail("measured before checking --output"))
+    model = tiny_onnx(tmp_path / "m_image_onnx_fp32.onnx")
+    theirs = tmp_path / "theirs.txt"
+    theirs.write_bytes(content)
+    assert "not a JSON-lines records file" in refused(cli("bench", model, "--no-eager", "-o", theirs))
+    assert theirs.read_bytes() == content

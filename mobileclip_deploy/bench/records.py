@@ -16,8 +16,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mobileclip_deploy.atomic import write_text
+from mobileclip_deploy.atomic import check_destination, write_text
 from mobileclip_deploy.bench.stats import STAT_KEYS, summarize
+from mobileclip_deploy.errors import UserError
 
 SCHEMA_ID = "mobileclip-deploy/bench-record/v1"
 
@@ -152,6 +153,21 @@ def validate(record: dict[str, Any], schema: dict[str, Any] | None = None) -> li
     errors: list[str] = []
     _check(record, schema or load_schema(), "record", errors)
     return errors
+
+
+def check_appendable(path: str | Path) -> Path:
+    """Refuse, before measuring, a destination that records cannot be appended to: under a file, a folder, or an
+    existing file that is not JSON lines of objects (a user's other file is never rewritten)."""
+    path = check_destination(path, "--output")
+    if path.is_file():
+        try:
+            lines = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            lines = None
+        if lines is None or not all(isinstance(line, dict) for line in lines):
+            raise UserError(f"--output {path} exists and is not a JSON-lines records file; refusing to append to it "
+                            "(choose another file)")
+    return path
 
 
 def append_records(path: str | Path, records: list[dict[str, Any]]) -> Path:

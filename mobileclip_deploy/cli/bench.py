@@ -131,13 +131,12 @@ def bench(
     ios_package: Annotated[Path | None, typer.Option(help="iOS: path to apps/ios.")] = None,
 ) -> None:
     """Measure load, first-inference and warm latency of exported artifacts; append records and print a table."""
-    from mobileclip_deploy.atomic import check_destination
     from mobileclip_deploy.bench import artifacts as arts_mod
-    from mobileclip_deploy.bench.records import append_records
+    from mobileclip_deploy.bench.records import append_records, check_appendable
 
     if warmup < 0 or iterations < 1:
         raise UserError("--warmup must be >= 0 and --iterations >= 1")
-    check_destination(output, "--output")  # before measuring: results must not be lost at the end
+    check_appendable(output)  # before measuring: results must not be lost at the end
     artifacts = arts_mod.select(arts_mod.collect(list(paths or [])), _split(backend), _split(scheme), _split(tower))
     if target == "host":
         from mobileclip_deploy.bench.host import thread_counts
