@@ -305,7 +305,9 @@ def eval_cmd(
         err_console.print(f"[yellow]{', '.join(unknown)}: no manifest entry, so which weights they carry is not "
                           "known; give the export folder to have it checked[/]")
     if output:
+        replacing = output.exists()
         write_text(output, json.dumps(summary, indent=2) + "\n", replace=True)
+        err_console.print(f"{'replaced' if replacing else 'wrote'} {output}")
 
 
 def _same_checkpoint(artifacts: Any, checkpoint: Path) -> None:
