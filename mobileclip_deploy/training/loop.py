@@ -380,18 +380,22 @@ def run_folder_lock(out: Path) -> Iterator[None]:
         yield
 
 
-def distill(cfg: DistillConfig, resume: bool = False, student: nn.Module | None = None, console=None) -> dict:
+def distill(cfg: DistillConfig, resume: bool = False, console=None, student: nn.Module | None = None,
+            data=None) -> dict:
     """Open the records, train, measure agreement and write `summary.json`; returns the summary.
 
-    `student` overrides building `cfg.student` with `create_model` (tests pass tiny configurations).
+    `student` and `data` replace `create_model(cfg.student, cfg.init)` and `open_reinforced(cfg.data)` (tests
+    pass tiny configurations and hand-made records).
     """
     from mobileclip_deploy.training.agreement import agreement
-    from mobileclip_deploy.training.records import open_reinforced
 
     out = Path(cfg.out)
     if not resume and (out / "state.pt").exists():
         raise UserError(f"{out} already holds a run (state.pt); pass --resume to continue it, or another -o.")
-    data = open_reinforced(cfg.data, cfg.teachers)
+    if data is None:
+        from mobileclip_deploy.training.records import open_reinforced
+
+        data = open_reinforced(cfg.data, cfg.teachers)
     if student is None:
         from mobileclip_deploy import create_model
 
