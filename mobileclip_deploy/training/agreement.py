@@ -42,7 +42,7 @@ def agreement(student: nn.Module, samples: Sequence, data, teacher_scales: Seque
     s_img, t_img, t_txt, captions = [], [], [], []
     for i in range(0, len(samples), chunk):
         part = list(samples[i:i + chunk])
-        batch = collate(part, 0, 0, variant.image_size, variant.interpolation, variant.context_length,
+        batch = collate(part, [0] * len(part), 0, variant.image_size, variant.interpolation, variant.context_length,
                         sets, augmentation=0).to(device)
         s_img.append(F.normalize(student.encode_image(batch.images).float(), dim=-1))
         t_img.append(batch.teacher_image)

@@ -43,11 +43,12 @@ def as_float_pixels(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels.float()
 
 
-def collate(samples: Sequence, epoch: int, seed: int, size: int, interpolation: str, context_length: int,
+def collate(samples: Sequence, epochs: Sequence[int], seed: int, size: int, interpolation: str, context_length: int,
             caption_sets: Sequence[str] = ("real", "synthetic"), augmentation: int | None = None) -> Batch:
     """Replay one stored augmentation per sample at `size` and pair it with that augmentation's teacher row.
 
-    `augmentation` fixes the index (evaluation uses 0); otherwise it is drawn by `pick`. Text embedding rows
+    `epochs[i]` is the epoch sample i is drawn in (a batch can straddle two). `augmentation` fixes the index
+    (evaluation uses 0); otherwise it is drawn by `pick`. Text embedding rows
     follow the v1 layout: the ground-truth captions first, then the synthetic ones.
     """
     from mobileclip_deploy.training.augment import replay_augmentation
@@ -55,7 +56,7 @@ def collate(samples: Sequence, epoch: int, seed: int, size: int, interpolation: 
     images, t_image = [], []
     captions: dict[str, list[str]] = {k: [] for k in caption_sets}
     t_text: dict[str, list[np.ndarray]] = {k: [] for k in caption_sets}
-    for s in samples:
+    for s, epoch in zip(samples, epochs, strict=True):
         a = augmentation if augmentation is not None else pick(seed, epoch, s.uid, "aug", len(s.param_aug))
         images.append(as_float_pixels(replay_augmentation(s.image, s.param_aug[a], size, interpolation)))
         t_image.append(np.asarray(s.image_emb[a], dtype=np.float32))

@@ -183,9 +183,8 @@ class Trainer:
         idx = self.train_idx
         pos = positions(micro_step, cfg.batch_size * env.world_size, env.rank, cfg.batch_size, len(idx), cfg.seed)
         chosen = [self.samples[idx[i]] for _, i in pos]
-        epoch = pos[0][0]
         sets = [k for k, on in (("real", self.data.has_captions), ("synthetic", self.data.has_synthetic)) if on]
-        batch = collate(chosen, epoch, cfg.seed, self.variant.image_size, self.variant.interpolation,
+        batch = collate(chosen, [e for e, _ in pos], cfg.seed, self.variant.image_size, self.variant.interpolation,
                         self.variant.context_length, sets if self.kind == "mobileclip" else ())
         if self.kind == "dime-fm":  # an independent, equally large stream of unpaired sentences
             bank = self.data.sentences
