@@ -401,9 +401,8 @@ def distill(cfg: DistillConfig, resume: bool = False, console=None, student: nn.
         student = create_model(cfg.student, cfg.init)
     env = distributed.init_distributed(cfg.device)
     torch.manual_seed(cfg.seed)
-    lock = run_folder_lock(out) if env.is_main else nullcontext()
-    with lock:
-        trainer = Trainer(cfg, data, student, env, resume=resume)
+    trainer = Trainer(cfg, data, student, env, resume=resume)  # every check before anything is written
+    with run_folder_lock(out) if env.is_main else nullcontext():
         with _progress(console if env.is_main else None, trainer) as on_step:
             trainer.run(on_step=on_step)
         summary: dict = {"student": str(trainer.student_path), "variant": trainer.variant.name,
