@@ -9,6 +9,58 @@ import typer
 from mobileclip_deploy.cli.app import app, console, print_json
 
 
+@app.command("reinforce")
+def reinforce_command(
+    images: Path = typer.Option(..., "--images", help="Folder of your photos (jpg, png, webp; searched recursively)."),
+    teacher: list[str] = typer.Option(..., "--teacher", help="NAME=CHECKPOINT, repeatable: any registry model "
+                                      "(openclip-vit-l-14[-quickgelu], openclip-vit-b-16[-quickgelu] for open_clip "
+                                      "checkpoints; mobileclip2-l-14, mobileclip-b, ...). Stored in the order given."),
+    out: Path = typer.Option(..., "--out", "-o", help="New folder for the dataset (or an unfinished one to resume)."),
+    augmentations: int = typer.Option(5, "--augmentations", "-k", help="Stored augmentations per photo "
+                                      "(DataCompDR: 30; the paper saturates at about 5)."),
+    captions: Path | None = typer.Option(None, "--captions", help="Ground-truth captions: CSV (file,caption) or "
+                                         "JSONL ({\"file\", \"caption\"}), one per photo."),
+    synthetic_captions: Path | None = typer.Option(None, "--synthetic-captions", help="JSONL ({\"file\", "
+                                                   "\"captions\": [...]}) from any captioner (captioning itself is "
+                                                   "not part of this tool)."),
+    sentences: Path | None = typer.Option(None, "--sentences", help="Sentence bank for unpaired (DIME-FM) "
+                                          "distillation, one per line; embedded once."),
+    teacher_scale: list[float] | None = typer.Option(None, "--teacher-scale", help="Fixed logit scale per teacher, "
+                                                     "in --teacher order (default 100 each; DFN teachers: 70, 60)."),
+    shard_size: int = typer.Option(1000, "--shard-size", help="Photos per shard (the unit of resume and of work "
+                                   "per torchrun rank)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the augmentation draws."),
+    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Run the teachers once over your photos and store a reinforced dataset (DataCompDR layout) for `distill`.
+
+    Resumable: repeat the command to finish an interrupted run. Several processes: `torchrun --nproc-per-node N
+    -m mobileclip_deploy reinforce ...` (shards split by rank).
+    """
+    from mobileclip_deploy.errors import UserError
+    from mobileclip_deploy.training.reinforce import ReinforceConfig, load_teacher, read_inputs, reinforce
+
+    scales = list(teacher_scale or [])
+    if scales and len(scales) != len(teacher):
+        raise UserError(f"--teacher-scale is given {len(scales)} time(s) for {len(teacher)} teacher(s); give one per "
+                        "teacher or none.")
+    cfg = ReinforceConfig(images, out, augmentations, captions, synthetic_captions, sentences, shard_size, seed)
+    read_inputs(cfg)  # bad photos / caption / sentence files fail before minutes of teacher loading
+    teachers = [load_teacher(spec, scales[i] if scales else None) for i, spec in enumerate(teacher)]
+    manifest = reinforce(cfg, teachers, device, console=None if as_json else console)
+    if "counts" not in manifest:  # not the main rank
+        return
+    if as_json:
+        print_json(manifest)
+        return
+    counts = manifest["counts"]
+    console.print(f"{counts['samples']} photos x {augmentations} augmentations in {counts['shards']} shard(s), "
+                  f"{counts['captions']} captions, {counts['synthetic']} synthetic, {counts['sentences']} sentences "
+                  f"-> {out}")
+    console.print(f"next: mobileclip-deploy distill --student mobileclip-s0 --data {out} --steps 1000 -o run")
+
+
 @app.command("distill")
 def distill_command(
     student: str = typer.Option(..., "--student", help="Registry name of the student, e.g. mobileclip-s0."),

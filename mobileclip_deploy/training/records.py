@@ -28,7 +28,8 @@ from PIL import Image, UnidentifiedImageError
 
 from mobileclip_deploy.errors import UserError
 
-MANIFEST, SENTENCES, FORMAT = "manifest.json", "sentences.npz", "mobileclip-deploy reinforced v1"
+MANIFEST, PLAN, SENTENCES = "manifest.json", "plan.json", "sentences.npz"
+FORMAT = "mobileclip-deploy reinforced v1"
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 # DataCompDR-12M/-1B: OpenAI ViT-L/14 and DataComp-XL ViT-L/14, 768-D each, teacher scale 100 (training.md 1.1,
 # 2.3); the order inside the 1536-D vector is unconfirmed (config order: openai first).
@@ -308,12 +309,15 @@ def open_reinforced(path: str | os.PathLike[str], teachers: list[str] | None = N
     path = Path(path)
     if not path.exists():
         raise UserError(f"reinforced data {path} does not exist.")
-    shards = list_shards(path)
-    if not shards:
-        raise UserError(f"{path} holds no finished shards (*.tar).")
     folder = path if path.is_dir() else path.parent
     manifest_file = folder / MANIFEST
     manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else None
+    if manifest is None and (folder / PLAN).is_file():
+        raise UserError(f"{folder} is an unfinished reinforce run (no manifest.json yet): repeat the reinforce "
+                        "command to finish it.")
+    shards = list_shards(path)
+    if not shards:
+        raise UserError(f"{path} holds no finished shards (*.tar).")
     sentences = sentence_emb = None
     if manifest is not None:
         if manifest.get("format") != FORMAT:
