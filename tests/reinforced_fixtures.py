@@ -5,6 +5,10 @@ url.txt, syn.json, paug.json as a JSON string like the HF export, npz with `imag
 `text_emb` (1 + n_syn, 1536), json with uid and sha256), and no manifest. The toy teachers embed the view they saw
 (a fixed random projection of a 16x16 thumbnail of the replayed augmentation), so a student that learns from it
 must look at the stored crop; caption embeddings are one random unit vector per class and teacher.
+
+`tiny_teacher` is the test-only way to a small teacher: a 2-block open_clip CLIP ViT in the native layout (what
+`openclip-vit-b-16` / `openclip-vit-l-14` are, scaled down), built with `CLIP(variant)` and handed to
+`training.reinforce.reinforce` as a `Teacher`, without going through the registry.
 """
 
 from __future__ import annotations
@@ -15,10 +19,21 @@ from pathlib import Path
 
 import numpy as np
 
+from mobileclip_deploy.models.text import TextConfig
+from mobileclip_deploy.models.vit import ViTConfig
+from mobileclip_deploy.registry import OPENAI_MEAN, OPENAI_STD, Variant
 from mobileclip_deploy.training.augment import replay_augmentation, sample_augmentation
 from mobileclip_deploy.training.records import ShardWriter, encode_sample, unit_slices
 
 DIMS = (768, 768)
+
+
+def tiny_teacher(quick: bool, width: int = 32) -> Variant:
+    """A 2-block open_clip CLIP ViT in the native layout (what the full-size teachers are, scaled down)."""
+    image = ViTConfig(width, 2, 2, 32, 8, conv_stem=False, eps=1e-5, pos_embed_has_cls=True, norm_pre=True,
+                      quick_gelu=quick)
+    return Variant("tiny-clip", "tiny", image, TextConfig(24, 2, 2, causal=True, quick_gelu=quick), 16, 32,
+                   "openclip-native", "", OPENAI_MEAN, OPENAI_STD, "bicubic")
 
 
 def photos(shared_dir: Path, n: int) -> list[Path]:

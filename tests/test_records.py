@@ -13,7 +13,7 @@ from PIL import Image
 
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.training.records import ShardWriter, encode_sample, open_reinforced
-from tests.reinforced_fixtures import photos, write_datacompdr_v1
+from reinforced_fixtures import photos, write_datacompdr_v1
 
 
 @pytest.fixture(scope="module")

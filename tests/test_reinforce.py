@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
+from reinforced_fixtures import tiny_teacher
 from typer.testing import CliRunner
 
 from mobileclip_deploy.cli import app
@@ -20,7 +22,6 @@ from mobileclip_deploy.tokenizer import tokenize
 from mobileclip_deploy.training import reinforce as rf
 from mobileclip_deploy.training.augment import replay_augmentation
 from mobileclip_deploy.training.records import TeacherInfo, open_reinforced
-from tests.test_teachers import tiny_teacher
 
 
 def _teacher(name: str, embed: int, seed: int) -> rf.Teacher:
@@ -175,3 +176,31 @@ def test_cli_with_a_registry_teacher(inputs, s0_checkpoint: Path, tmp_path: Path
     assert not data.has_captions and data.sentence_emb.shape == (3, 512)
     (sample,) = data.samples()
     assert sample.text_emb is None and sample.image_emb.shape == (1, 512)
+
+
+def _rank(rank: int, port: int, inputs: dict, out: Path) -> None:
+    import os
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from mobileclip_deploy.training import distributed
+
+    try:
+        rf.reinforce(_cfg(inputs, out), [_teacher("tiny-a", 16, 1), _teacher("tiny-b", 8, 2)], device="cpu")
+    finally:
+        distributed.cleanup()
+
+
+def test_two_ranks_split_the_shards_and_match_one(dataset: Path, inputs, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "data"
+    mp.spawn(_rank, args=(port, inputs, out), nprocs=2, join=True)
+    one = json.loads((dataset / "manifest.json").read_text())
+    two = json.loads((out / "manifest.json").read_text())
+    assert two["shards"] == one["shards"] and two["counts"] == one["counts"]  # same bytes, whichever rank wrote them
+    assert (out / "sentences.npz").read_bytes() == (dataset / "sentences.npz").read_bytes()

@@ -9,22 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from goldens import golden_tensor, load_manifest
+from reinforced_fixtures import tiny_teacher
+
 import mobileclip_deploy as mcd
 from mobileclip_deploy.checkpoint import load_checkpoint_into
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.models.clip import CLIP
-from mobileclip_deploy.models.text import TextConfig
-from mobileclip_deploy.models.vit import ViTConfig
-from mobileclip_deploy.registry import OPENAI_MEAN, OPENAI_STD, Variant, get_variant
-from tests.goldens import golden_tensor, load_manifest
-
-
-def tiny_teacher(quick: bool, width: int = 32) -> Variant:
-    """A 2-block open_clip CLIP ViT in the native layout (what the full-size teachers are, scaled down)."""
-    image = ViTConfig(width, 2, 2, 32, 8, conv_stem=False, eps=1e-5, pos_embed_has_cls=True, norm_pre=True,
-                      quick_gelu=quick)
-    return Variant("tiny-clip", "tiny", image, TextConfig(24, 2, 2, causal=True, quick_gelu=quick), 16, 32,
-                   "openclip-native", "", OPENAI_MEAN, OPENAI_STD, "bicubic")
+from mobileclip_deploy.registry import OPENAI_MEAN, OPENAI_STD, get_variant
 
 
 def _meta_state(name: str) -> dict[str, tuple[int, ...]]:
