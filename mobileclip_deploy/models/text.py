@@ -97,7 +97,8 @@ class TextTransformer(nn.Module):
             blocks = [TextRepMixerBlock(cfg.width)] + [ResidualAttentionBlock(cfg.width, cfg.heads)
                                                        for _ in range(cfg.layers)] + [TextRepMixerBlock(cfg.width)]
         else:
-            blocks = [ResidualAttentionBlock(cfg.width, cfg.heads, quick_gelu=cfg.quick_gelu) for _ in range(cfg.layers)]
+            blocks = [ResidualAttentionBlock(cfg.width, cfg.heads, quick_gelu=cfg.quick_gelu)
+                      for _ in range(cfg.layers)]
         self.transformer.resblocks = nn.ModuleList(blocks)
         self.ln_final = nn.LayerNorm(cfg.width, eps=1e-5)
         self.text_projection = nn.Parameter(torch.empty(cfg.width, embed_dim).normal_(std=cfg.width ** -0.5))

@@ -20,7 +20,7 @@ import pickle
 import tarfile
 import zipfile
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -321,7 +321,8 @@ def open_reinforced(path: str | os.PathLike[str], teachers: list[str] | None = N
     sentences = sentence_emb = None
     if manifest is not None:
         if manifest.get("format") != FORMAT:
-            raise UserError(f"{manifest_file} is not a reinforced-dataset manifest (format {manifest.get('format')!r}).")
+            raise UserError(f"{manifest_file} is not a reinforced-dataset manifest "
+                            f"(format {manifest.get('format')!r}).")
         infos = [TeacherInfo(**t) for t in manifest["teachers"]]
         if teachers and not _teacher_names_match(teachers, [t.name for t in infos]):
             raise UserError(f"the shards in {path} were made with teachers {', '.join(t.name for t in infos)}, "
@@ -335,13 +336,10 @@ def open_reinforced(path: str | os.PathLike[str], teachers: list[str] | None = N
         try:
             total = _load_embeddings(first[1])["image_emb"].shape[-1] if first else 0
         except DECODE_ERRORS as exc:
-            raise UserError(f"sample {first[1]['__key__']} in shard {first[0]}: unreadable embeddings ({exc}).") from None
+            raise UserError(f"sample {first[1]['__key__']} in shard {first[0]}: unreadable embeddings "
+                            f"({exc}).") from None
         if total % len(names):
             raise UserError(f"{path} holds {total}-D embeddings, which do not split evenly over the "
                             f"{len(names)} teachers asked for ({', '.join(names)}).")
         infos = [TeacherInfo(n, total // len(names)) for n in names]
     return ReinforcedData(shards, infos, manifest, sentences, sentence_emb)
-
-
-def teacher_dicts(teachers: Sequence[TeacherInfo]) -> list[dict]:
-    return [asdict(t) for t in teachers]
