@@ -204,3 +204,18 @@ def test_two_ranks_split_the_shards_and_match_one(dataset: Path, inputs, tmp_pat
     two = json.loads((out / "manifest.json").read_text())
     assert two["shards"] == one["shards"] and two["counts"] == one["counts"]  # same bytes, whichever rank wrote them
     assert (out / "sentences.npz").read_bytes() == (dataset / "sentences.npz").read_bytes()
+
+
+def test_images_from_webdataset_shards(inputs, tmp_path: Path) -> None:
+    """--images SHARDS: img2dataset-style tars (jpg + txt); their captions become the ground truth."""
+    import webdataset as wds
+
+    files = sorted(inputs["photos"].glob("*.JPEG"))[:3]
+    with wds.TarWriter(str(tmp_path / "in.tar")) as sink:
+        for i, f in enumerate(files):
+            sink.write({"__key__": f"{i:09d}", "jpg": f.read_bytes(), "txt": f"caption {i}"})
+    out = tmp_path / "data"
+    rf.reinforce(rf.ReinforceConfig(tmp_path / "in.tar", out, 1, shard_size=2), [_teacher("tiny-a", 16, 1)])
+    samples = list(open_reinforced(out).samples())
+    assert [s.captions for s in samples] == [["caption 0"], ["caption 1"], ["caption 2"]]
+    assert [s.sha256 for s in samples] == [sha256_path(f) for f in files] and samples[0].text_emb.shape == (1, 16)

@@ -11,7 +11,9 @@ from mobileclip_deploy.cli.app import app, console, print_json
 
 @app.command("reinforce")
 def reinforce_command(
-    images: Path = typer.Option(..., "--images", help="Folder of your photos (jpg, png, webp; searched recursively)."),
+    images: Path = typer.Option(..., "--images", help="Folder of your photos (jpg, png, webp; "
+                                "searched recursively), or webdataset shards (.tar, or a folder of them; their "
+                                "txt members become the captions)."),
     teacher: list[str] = typer.Option(..., "--teacher", help="NAME=CHECKPOINT, repeatable: any registry model "
                                       "(openclip-vit-l-14[-quickgelu], openclip-vit-b-16[-quickgelu] for open_clip "
                                       "checkpoints; mobileclip2-l-14, mobileclip-b, ...). Stored in the order given."),

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import functools
 import hashlib
 import io
 import json
 import os
 import re
+import tarfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -65,24 +67,67 @@ def load_teacher(spec: str, scale: float | None = None) -> Teacher:
 
 @dataclass(frozen=True)
 class Photo:
-    rel: str  # path relative to the image folder (posix), the key of caption files
+    rel: str  # path relative to the image folder (posix), or `<shard>/<key>`: the key of caption files
     path: Path
+    member: str | None = None  # the image's member name when the photo comes from a webdataset shard
 
     @property
     def uid(self) -> str:
         """Dot-free and stable for the file's name (webdataset splits keys at the first dot)."""
-        stem = re.sub(r"[^A-Za-z0-9_-]", "_", Path(self.rel).stem)[:40]
+        stem = re.sub(r"[^A-Za-z0-9_-]", "_", Path(self.rel).name.split(".")[0])[:40]
         return f"{stem}-{hashlib.sha256(self.rel.encode()).hexdigest()[:12]}"
 
+    @property
+    def ext(self) -> str:
+        return IMAGE_SUFFIXES[Path(self.member or self.path).suffix.lower()]
 
-def list_photos(folder: Path) -> list[Photo]:
-    if not folder.is_dir():
-        raise UserError(f"--images {folder} is not a folder of photos.")
-    photos = sorted((Photo(p.relative_to(folder).as_posix(), p) for p in folder.rglob("*")
-                     if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=lambda p: p.rel)
+    def read(self) -> bytes:
+        if self.member is None:
+            return self.path.read_bytes()
+        return _open_tar(self.path).extractfile(self.member).read()
+
+
+@functools.lru_cache(maxsize=4)
+def _open_tar(path: Path) -> tarfile.TarFile:
+    return tarfile.open(path)
+
+
+def _shard_photos(shards: Sequence[Path]) -> tuple[list[Photo], dict[str, list[str]]]:
+    """Images of webdataset shards (e.g. img2dataset output) and their `txt` captions, by `<shard>/<key>`."""
+    photos, captions = [], {}
+    for shard in shards:
+        try:
+            members = [m for m in _open_tar(shard).getmembers() if m.isfile()]
+        except (tarfile.TarError, OSError) as exc:
+            raise UserError(f"--images shard {shard} is not a readable tar file ({exc}).") from None
+        for m in members:
+            key, _, ext = m.name.partition(".")
+            rel = f"{shard.name}/{key}"
+            if f".{ext.lower()}" in IMAGE_SUFFIXES:
+                photos.append(Photo(rel, shard, m.name))
+            elif ext == "txt":
+                captions[rel] = [_open_tar(shard).extractfile(m).read().decode("utf-8")]
+    return photos, captions
+
+
+def list_photos(folder: Path) -> tuple[list[Photo], dict[str, list[str]]]:
+    """The photos of a folder (recursive), or of webdataset shards (one .tar or a folder of them), with any
+    captions the shards carry."""
+    if folder.is_file() and folder.suffix == ".tar":
+        photos, captions = _shard_photos([folder])
+    elif folder.is_dir():
+        photos = [Photo(p.relative_to(folder).as_posix(), p) for p in folder.rglob("*")
+                  if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        captions = {}
+        if not photos:
+            photos, captions = _shard_photos(sorted(folder.rglob("*.tar")))
+    else:
+        raise UserError(f"--images {folder} is neither a folder of photos nor webdataset shards (.tar).")
     if not photos:
         raise UserError(f"--images {folder} holds no photos ({', '.join(sorted(IMAGE_SUFFIXES))}).")
-    return photos
+    photos.sort(key=lambda p: p.rel)
+    # Shard captions count only when every image has one (row 0 of text_emb must be the photo's own caption).
+    return photos, captions if len(captions) == len(photos) and set(captions) == {p.rel for p in photos} else {}
 
 
 def _rows(path: Path) -> list[dict]:
@@ -155,8 +200,8 @@ def read_inputs(cfg: ReinforceConfig) -> tuple[list[Photo], dict, dict, list[str
     """Photos, captions, synthetic captions and sentences, checked before any teacher is loaded."""
     if cfg.augmentations < 1 or cfg.shard_size < 1:
         raise UserError("--augmentations and --shard-size must be at least 1.")
-    photos = list_photos(cfg.images)
-    captions = read_captions(cfg.captions, photos, False) if cfg.captions else {}
+    photos, captions = list_photos(cfg.images)
+    captions = read_captions(cfg.captions, photos, False) if cfg.captions else captions
     synthetic = read_captions(cfg.synthetic, photos, True) if cfg.synthetic else {}
     sentences = read_sentences(cfg.sentences) if cfg.sentences else None
     return photos, captions, synthetic, sentences
@@ -243,13 +288,13 @@ def _embed_views(teachers: Sequence[Teacher], image: Image.Image, params: list, 
 
 
 def _open_photo(photo: Photo) -> tuple[bytes, Image.Image]:
-    data = photo.path.read_bytes()
+    data = photo.read()
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
         return data, image.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise UserError(f"{photo.path} is not a readable image ({exc}).") from None
+        raise UserError(f"{photo.rel} is not a readable image ({exc}).") from None
 
 
 def _versions() -> dict[str, str]:
@@ -298,7 +343,7 @@ def reinforce(cfg: ReinforceConfig, teachers: Sequence[Teacher], device: str | N
                               for _ in range(cfg.augmentations)]
                     gt, syn = captions.get(photo.rel, []), synthetic.get(photo.rel, [])
                     text_emb = _embed_texts(teachers, gt + syn, env.device, cfg.batch_size) if gt or syn else None
-                    writer.write(encode_sample(photo.uid, data, IMAGE_SUFFIXES[photo.path.suffix.lower()], params,
+                    writer.write(encode_sample(photo.uid, data, photo.ext, params,
                                                _embed_views(teachers, image, params, env.device), text_emb, gt, syn,
                                                {"file": photo.rel}))
                     progress.advance(task)
