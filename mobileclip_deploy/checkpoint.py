@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from mobileclip_deploy.errors import UserError
-from mobileclip_deploy.layouts import canonical_state_dict, is_official, official_key, to_official
-from mobileclip_deploy.registry import Variant, list_variants
+from mobileclip_deploy.layouts import (OPENCLIP_NATIVE, canonical_state_dict, is_official, is_openclip_native,
+                                      official_key, rename_family, to_official)
+from mobileclip_deploy.registry import TEACHERS, Variant, list_variants
 
 # Preferred file names inside a Hugging Face style folder, best first.
 HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.safetensors", "pytorch_model.bin")
@@ -27,6 +28,7 @@ SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 FOLDED_MARKERS = ("reparam_conv", "lkb_reparam")
 # open_clip's image-head biases (MCi `head.fc`, ViT `head`), which the official layout does not have.
 HEAD_BIAS_KEYS = ("visual.trunk.head.fc.bias", "visual.trunk.head.bias")
+RENAMED_LAYOUTS = ("official", OPENCLIP_NATIVE)  # layouts whose names are a renaming of ours
 # Match scores this close to the best one mean the same architecture up to a layout detail (one key in 300).
 SAME_ARCHITECTURE = 0.005
 
@@ -34,7 +36,7 @@ SAME_ARCHITECTURE = 0.005
 @dataclass(frozen=True)
 class CheckpointInfo:
     path: Path
-    layout: str  # "official" or "openclip"
+    layout: str  # "official", "openclip" or "openclip-native"
     folded: bool
     variant: str | None  # best-matching registry name
     match: float  # fraction of (key, shape) pairs shared with that variant
@@ -108,6 +110,8 @@ def _torch_load(file: Path) -> object:
 def detect_layout(keys: list[str], file: Path) -> str:
     if is_official(keys):
         return "official"
+    if is_openclip_native(keys):
+        return OPENCLIP_NATIVE
     if any(k.startswith(("visual.", "text.")) for k in keys):
         return "openclip"
     raise UserError(f"{file} is not a MobileCLIP checkpoint: its keys ({', '.join(keys[:3])}, ...) are neither "
@@ -121,17 +125,20 @@ def _signatures() -> dict[tuple[str, str, bool], frozenset[tuple[str, tuple[int,
     from mobileclip_deploy.reparam import reparameterize
 
     table = {}
-    for variant in list_variants():
+    for variant in (*list_variants(), *TEACHERS):
         with torch.device("meta"):
             model = CLIP(variant)
         for folded in (False, True):
             if folded:
                 model = reparameterize(model, inplace=True)
             ours = canonical_state_dict(model)
-            table[(variant.name, "openclip", folded)] = frozenset((k, tuple(t.shape)) for k, t in ours.items())
-            table[(variant.name, "official", folded)] = frozenset(
-                (official_key(k, variant.family)[0], tuple(t.shape)) for k, t in model.state_dict().items()
-            ) if variant.layout == "official" else frozenset()
+            # Teachers are matched only in their native layout, so they never shadow a zoo variant's open_clip keys.
+            table[(variant.name, "openclip", folded)] = frozenset(
+                (k, tuple(t.shape)) for k, t in ours.items()) if variant.layout != OPENCLIP_NATIVE else frozenset()
+            for layout in RENAMED_LAYOUTS:
+                table[(variant.name, layout, folded)] = frozenset(
+                    (official_key(k, rename_family(variant))[0], tuple(t.shape)) for k, t in model.state_dict().items()
+                ) if variant.layout == layout else frozenset()
     return table
 
 
@@ -173,17 +180,23 @@ def _few(keys: set[str], n: int = 3) -> str:
     return ", ".join(shown) + (f" and {rest} more" if rest > 0 else "")
 
 
+def _family(layout: str, variant: Variant) -> str:
+    """Which renaming a file in `layout` needs: open_clip's CLIP names, or the official names of the family."""
+    return "clip" if layout == OPENCLIP_NATIVE else variant.family
+
+
 def to_canonical(state: dict[str, torch.Tensor], layout: str, target: dict[str, torch.Tensor],
                  variant: Variant) -> dict[str, torch.Tensor]:
     """Rename an official state dict to our names; drop open_clip's all-zero head bias if the variant has none."""
-    if layout == "official":
+    if layout in RENAMED_LAYOUTS:
         from mobileclip_deploy.layouts import from_official
 
-        reverse = {official_key(k, variant.family)[0]: k for k in target}
+        family = _family(layout, variant)
+        reverse = {official_key(k, family)[0]: k for k in target}
         out = {}
         for key, value in state.items():
             ours = reverse.get(key, key)
-            transform = official_key(ours, variant.family)[1] if key in reverse else None
+            transform = official_key(ours, family)[1] if key in reverse else None
             out[ours] = from_official(value, transform, target[ours].shape) if key in reverse else value
         return out
     out = dict(state)
@@ -260,9 +273,9 @@ def load_checkpoint_into(model: nn.Module, path: str | os.PathLike[str],
 
     def in_file(key: str) -> tuple[str, tuple[int, ...]]:
         """A model key's name and expected shape as the checkpoint's layout spells them, so users can find it."""
-        if layout != "official":
+        if layout not in RENAMED_LAYOUTS:
             return key, tuple(target[key].shape)
-        name, transform = official_key(key, variant.family)
+        name, transform = official_key(key, _family(layout, variant))
         return name, tuple(to_official(target[key], transform).shape)
 
     missing, unexpected = set(target) - set(state), set(state) - set(target)

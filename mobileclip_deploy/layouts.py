@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-TRANSPOSE, UNSQUEEZE = "transpose", "unsqueeze"
+TRANSPOSE, UNSQUEEZE, SQUEEZE = "transpose", "unsqueeze", "squeeze"
 Rule = tuple[str, str] | tuple[str, str, str]
 
 # MobileOne / RepMixer / ConvFFN naming, shared by the MCi image encoders and MCt text blocks.
@@ -77,12 +77,37 @@ _TEXT: list[Rule] = [
     *_MOBILEONE,
 ]
 
+# open_clip's own CLIP class (ViT-B-16, ViT-L-14 and their -quickgelu twins): `visual.conv1`, `visual.transformer`,
+# `visual.proj` (width x embed), and the text tower at the top level.
+_CLIP_NATIVE: list[Rule] = [
+    (r"^visual\.trunk\.patch_embed\.proj\.", "visual.conv1."),
+    (r"^visual\.trunk\.cls_token$", "visual.class_embedding", SQUEEZE),
+    (r"^visual\.trunk\.pos_embed$", "visual.positional_embedding", SQUEEZE),
+    (r"^visual\.trunk\.norm_pre\.", "visual.ln_pre."),
+    (r"^visual\.trunk\.blocks\.(\d+)\.", r"visual.transformer.resblocks.\1."),
+    (r"\.norm1\.", ".ln_1."),
+    (r"\.norm2\.", ".ln_2."),
+    (r"\.attn\.qkv\.(weight|bias)$", r".attn.in_proj_\1"),
+    (r"\.attn\.proj\.", ".attn.out_proj."),
+    (r"\.mlp\.fc1\.", ".mlp.c_fc."),
+    (r"\.mlp\.fc2\.", ".mlp.c_proj."),
+    (r"^visual\.trunk\.norm\.", "visual.ln_post."),
+    (r"^visual\.trunk\.head\.weight$", "visual.proj", TRANSPOSE),
+    (r"^text\.", ""),
+]
+OPENCLIP_NATIVE = "openclip-native"
 OFFICIAL_PREFIXES = ("image_encoder.", "text_encoder.")
+NATIVE_MARKERS = ("visual.conv1.weight", "token_embedding.weight")
 
 
 def official_key(key: str, family: str) -> tuple[str, str | None]:
-    """Official name of one of our keys, and the tensor transform the renaming needs (if any)."""
-    if key.startswith("text."):
+    """Official name of one of our keys, and the tensor transform the renaming needs (if any).
+
+    `family` "clip" names open_clip's native CLIP layout instead (the renamed layout of "openclip-native" variants).
+    """
+    if family == "clip":
+        rules = _CLIP_NATIVE
+    elif key.startswith("text."):
         rules = _TEXT
     elif key.startswith("visual."):
         rules = _MCI if family == "mci" else _VIT
@@ -102,17 +127,29 @@ def to_official(t: torch.Tensor, transform: str | None) -> torch.Tensor:
         return t.t()
     if transform == UNSQUEEZE:
         return t.reshape((1,) * (4 - t.dim()) + tuple(t.shape))
+    if transform == SQUEEZE:
+        while t.dim() > 1 and t.shape[0] == 1:
+            t = t[0]
     return t
 
 
 def from_official(t: torch.Tensor, transform: str | None, shape: torch.Size) -> torch.Tensor:
     if transform == TRANSPOSE:
         t = t.t()
-    return t.reshape(shape) if transform == UNSQUEEZE and t.numel() == shape.numel() else t
+    return t.reshape(shape) if transform in (UNSQUEEZE, SQUEEZE) and t.numel() == shape.numel() else t
 
 
 def is_official(keys: Iterable[str]) -> bool:
     return any(k.startswith(OFFICIAL_PREFIXES) for k in keys)
+
+
+def is_openclip_native(keys: Iterable[str]) -> bool:
+    return any(k in NATIVE_MARKERS for k in keys)
+
+
+def rename_family(variant: object) -> str:
+    """The `official_key` family of a variant whose native layout renames our keys (official or open_clip CLIP)."""
+    return "clip" if variant.layout == OPENCLIP_NATIVE else variant.family
 
 
 def canonical_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -125,7 +162,8 @@ def canonical_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def install_official_layout(model: nn.Module, family: str) -> None:
-    """Make `model.state_dict()` official-named and let `load_state_dict` take official names."""
+    """Make `model.state_dict()` official-named (or open_clip-CLIP-named, family "clip") and let
+    `load_state_dict` take those names."""
     model._layout_raw = False
 
     def save_hook(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
@@ -142,7 +180,7 @@ def install_official_layout(model: nn.Module, family: str) -> None:
 
     def load_hook(module: nn.Module, state_dict: dict, prefix: str, *_: object) -> None:
         ours = [k[len(prefix):] for k in state_dict if k.startswith(prefix)]
-        if not is_official(ours):
+        if not (is_openclip_native(ours) if family == "clip" else is_official(ours)):
             return
         own = canonical_state_dict(module)
         reverse = {official_key(k, family)[0]: k for k in own}

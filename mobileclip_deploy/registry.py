@@ -12,7 +12,7 @@ from importlib import resources
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.models.mci import MCI0, MCI1, MCI2, MCI3, MCI4, MCiConfig
 from mobileclip_deploy.models.text import TextConfig
-from mobileclip_deploy.models.vit import VIT_B16_OFFICIAL, VIT_B16_TIMM, VIT_L14, ViTConfig
+from mobileclip_deploy.models.vit import VIT_B16_CLIP, VIT_B16_OFFICIAL, VIT_B16_TIMM, VIT_L14, ViTConfig
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -22,6 +22,8 @@ MCT = TextConfig(layers=4, mct=True)
 BASE_TEXT = TextConfig()
 BASE_TEXT_CAUSAL = TextConfig(causal=True)
 WIDE_TEXT = TextConfig(width=768, heads=12)
+CLIP_TEXT_B = TextConfig(causal=True)
+CLIP_TEXT_L = TextConfig(width=768, heads=12, causal=True)
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,9 @@ class Variant:
     text: TextConfig
     embed_dim: int
     image_size: int
-    layout: str  # native state-dict layout: "official" (apple/ml-mobileclip) or "openclip" (open_clip + timm)
+    # native state-dict layout: "official" (apple/ml-mobileclip), "openclip" (open_clip + timm: visual.trunk.*,
+    # text.*) or "openclip-native" (open_clip's own CLIP: visual.conv1, visual.transformer.*, top-level text)
+    layout: str
     frontier_name: str  # row in frontier.csv
     mean: tuple[float, float, float] = NO_MEAN
     std: tuple[float, float, float] = NO_STD
@@ -92,6 +96,26 @@ VARIANTS: tuple[Variant, ...] = (
 )
 
 
+
+def _quick(v: ViTConfig | TextConfig) -> ViTConfig | TextConfig:
+    return type(v)(**{**v.__dict__, "quick_gelu": True})
+
+
+def _teacher(name: str, display: str, image: ViTConfig, text: TextConfig, embed_dim: int) -> tuple[Variant, ...]:
+    """A CLIP teacher in its plain-GELU (DataComp / DFN weights) and QuickGELU (OpenAI weights) flavours."""
+    return tuple(Variant(f"{name}{suffix}", f"{display}{suffix}", img, txt, embed_dim, 224, "openclip-native", "",
+                         OPENAI_MEAN, OPENAI_STD, "bicubic")
+                 for suffix, img, txt in (("", image, text), ("-quickgelu", _quick(image), _quick(text))))
+
+
+# Teachers for `reinforce`: open_clip's ViT-B-16 / ViT-L-14 (and -quickgelu), loaded from their local checkpoints.
+# Not in VARIANTS (the deployable zoo with published figures); `get_variant` finds them.
+TEACHERS: tuple[Variant, ...] = (
+    *_teacher("openclip-vit-b-16", "ViT-B-16", VIT_B16_CLIP, CLIP_TEXT_B, 512),
+    *_teacher("openclip-vit-l-14", "ViT-L-14", VIT_L14, CLIP_TEXT_L, 768),
+)
+
+
 def _normalize(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
@@ -99,9 +123,10 @@ def _normalize(name: str) -> str:
 @functools.cache
 def _index() -> dict[str, Variant]:
     index: dict[str, Variant] = {}
-    for v in VARIANTS:
+    for v in (*VARIANTS, *TEACHERS):
         for alias in (v.name, v.display_name, v.frontier_name, *v.aliases):
-            index[_normalize(alias)] = v
+            if alias:
+                index[_normalize(alias)] = v
     return index
 
 
@@ -110,7 +135,7 @@ def get_variant(name: str) -> Variant:
     found = _index().get(_normalize(name))
     if found is not None:
         return found
-    names = [v.name for v in VARIANTS]
+    names = [v.name for v in (*VARIANTS, *TEACHERS)]
     close = difflib.get_close_matches(name.lower().replace("_", "-"), names, n=3, cutoff=0.5)
     hint = f" Did you mean {' or '.join(close)}?" if close else ""
     raise UserError(f"unknown model {name!r}.{hint} Known models: {', '.join(names)}.")

@@ -11,7 +11,8 @@ from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.cli import zoo  # noqa: F401,E402
 from mobileclip_deploy.cli import bench  # noqa: F401,E402
 from mobileclip_deploy.cli import bundle  # noqa: F401,E402
-from mobileclip_deploy.cli import export  # noqa
+from mobileclip_deploy.cli import export  # noqa: F401,E402
+from mobileclip_deploy.cli import train  # noqa: F401,E402
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from mobileclip_deploy.layouts import install_official_layout
+from mobileclip_deploy.layouts import OPENCLIP_NATIVE, install_official_layout, rename_family
 from mobileclip_deploy.models.mci import MCi, MCiConfig
 from mobileclip_deploy.models.text import TextTransformer
 from mobileclip_deploy.models.vit import VisionTransformer
@@ -31,8 +31,8 @@ class CLIP(nn.Module):
         self.normalizes = variant.mean != (0.0, 0.0, 0.0) or variant.std != (1.0, 1.0, 1.0)
         self.register_buffer("mean", torch.tensor(variant.mean).reshape(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(variant.std).reshape(1, 3, 1, 1), persistent=False)
-        if variant.layout == "official":
-            install_official_layout(self, variant.family)
+        if variant.layout in ("official", OPENCLIP_NATIVE):
+            install_official_layout(self, rename_family(variant))
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         if self.normalizes:

@@ -36,14 +36,25 @@ class TextAttention(nn.Module):
         return self.out_proj(multi_head_attention(qkv, self.heads, mask))
 
 
+class QuickGELU(nn.Module):
+    """OpenAI CLIP's activation, x * sigmoid(1.702 x): open_clip's `-quickgelu` models and the `openai` weights."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+def gelu(quick: bool) -> nn.Module:
+    return QuickGELU() if quick else nn.GELU()
+
+
 class ResidualAttentionBlock(nn.Module):
-    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, quick_gelu: bool = False) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(width, eps=1e-5)
         self.attn = TextAttention(width, heads)
         self.ln_2 = nn.LayerNorm(width, eps=1e-5)
         hidden = int(width * mlp_ratio)
-        self.mlp = nn.Sequential(OrderedDict(c_fc=nn.Linear(width, hidden), gelu=nn.GELU(),
+        self.mlp = nn.Sequential(OrderedDict(c_fc=nn.Linear(width, hidden), gelu=gelu(quick_gelu),
                                              c_proj=nn.Linear(hidden, width)))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -72,6 +83,7 @@ class TextConfig:
     mct: bool = False  # S0: [RepMixer, 4 x attention, RepMixer]
     context_length: int = 77
     vocab_size: int = 49408
+    quick_gelu: bool = False
 
 
 class TextTransformer(nn.Module):
@@ -85,7 +97,8 @@ class TextTransformer(nn.Module):
             blocks = [TextRepMixerBlock(cfg.width)] + [ResidualAttentionBlock(cfg.width, cfg.heads)
                                                        for _ in range(cfg.layers)] + [TextRepMixerBlock(cfg.width)]
         else:
-            blocks = [ResidualAttentionBlock(cfg.width, cfg.heads) for _ in range(cfg.layers)]
+            blocks = [ResidualAttentionBlock(cfg.width, cfg.heads, quick_gelu=cfg.quick_gelu)
+                      for _ in range(cfg.layers)]
         self.transformer.resblocks = nn.ModuleList(blocks)
         self.ln_final = nn.LayerNorm(cfg.width, eps=1e-5)
         self.text_projection = nn.Parameter(torch.empty(cfg.width, embed_dim).normal_(std=cfg.width ** -0.5))

@@ -1,4 +1,4 @@
-"""ViT image encoders: ViT-B/16 with a conv stem (MobileCLIP-B, B-LT, MobileCLIP2-B) and CLIP ViT-L/14.
+"""ViT image encoders: ViT-B/16 with a conv stem (MobileCLIP-B, B-LT, MobileCLIP2-B), CLIP ViT-B/16 and ViT-L/14.
 
 Names follow timm (`patch_embed`, `cls_token`, `pos_embed`, `blocks.i.{norm1,attn,norm2,mlp}`, `norm`, `head`).
 The official MobileCLIP-B and timm's `vit_base_mci_224` differ in two settings (first stem conv padding 1 vs 0,
@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from mobileclip_deploy.models.attention import multi_head_attention
+from mobileclip_deploy.models.text import gelu
 
 
 class ConvNormAct(nn.Module):
@@ -73,10 +74,10 @@ class ViTAttention(nn.Module):
 
 
 class Mlp(nn.Module):
-    def __init__(self, width: int, hidden: int) -> None:
+    def __init__(self, width: int, hidden: int, quick_gelu: bool = False) -> None:
         super().__init__()
         self.fc1 = nn.Linear(width, hidden)
-        self.act = nn.GELU()
+        self.act = gelu(quick_gelu)
         self.fc2 = nn.Linear(hidden, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,12 +85,12 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, width: int, heads: int, eps: float) -> None:
+    def __init__(self, width: int, heads: int, eps: float, quick_gelu: bool = False) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(width, eps=eps)
         self.attn = ViTAttention(width, heads)
         self.norm2 = nn.LayerNorm(width, eps=eps)
-        self.mlp = Mlp(width, 4 * width)
+        self.mlp = Mlp(width, 4 * width, quick_gelu)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
@@ -108,11 +109,14 @@ class ViTConfig:
     eps: float = 1e-6
     pos_embed_has_cls: bool = False  # ViT-L/14 (CLIP): the table covers the class token too
     norm_pre: bool = False
+    quick_gelu: bool = False  # OpenAI CLIP flavour
 
 
 VIT_B16_OFFICIAL = ViTConfig(768, 12, 12, 224, 16, conv_stem=True, stem_padding=1, eps=1e-5)
 VIT_B16_TIMM = ViTConfig(768, 12, 12, 224, 16, conv_stem=True, stem_padding=0, eps=1e-6)
 VIT_L14 = ViTConfig(1024, 24, 16, 224, 14, conv_stem=False, eps=1e-5, pos_embed_has_cls=True, norm_pre=True)
+# open_clip's own CLIP ViTs (the MobileCLIP / MobileCLIP2 teachers): plain patchify conv, ln_pre, class position.
+VIT_B16_CLIP = ViTConfig(768, 12, 12, 224, 16, conv_stem=False, eps=1e-5, pos_embed_has_cls=True, norm_pre=True)
 
 
 class VisionTransformer(nn.Module):
@@ -124,7 +128,7 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.pos_embed = nn.Parameter(torch.randn(1, grid + int(cfg.pos_embed_has_cls), cfg.width) * 0.02)
         self.norm_pre = nn.LayerNorm(cfg.width, eps=cfg.eps) if cfg.norm_pre else nn.Identity()
-        self.blocks = nn.Sequential(*(Block(cfg.width, cfg.heads, cfg.eps) for _ in range(cfg.depth)))
+        self.blocks = nn.Sequential(*(Block(cfg.width, cfg.heads, cfg.eps, cfg.quick_gelu) for _ in range(cfg.depth)))
         self.norm = nn.LayerNorm(cfg.width, eps=cfg.eps)
         self.head = nn.Linear(cfg.width, embed_dim, bias=head_bias)
 

@@ -1,0 +1,73 @@
+"""Collate reinforced samples into a training batch: the stored crop the teacher saw, at the student's size.
+
+Which stored augmentation and which synthetic caption a sample contributes is a pure function of
+(seed, epoch, uid), so a resumed run and every rank of a distributed one draw exactly the same
+(pitfall 10: the reference code draws them from a global RNG and cannot replay them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mobileclip_deploy.tokenizer import tokenize
+
+
+def pick(seed: int, epoch: int, uid: str, what: str, n: int) -> int:
+    """A deterministic index in [0, n) for (seed, epoch, uid, what); independent across `what`."""
+    digest = hashlib.blake2b(f"{seed}/{epoch}/{what}/{uid}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % n
+
+
+@dataclass
+class Batch:
+    """One local batch: pixels in [0, 1] (the model normalizes), tokens and teacher targets per caption set."""
+
+    uids: list[str]
+    images: torch.Tensor  # (B, 3, S, S) float32 in [0, 1]
+    teacher_image: torch.Tensor  # (B, sum(teacher dims)) float32, one unit-norm slice per teacher
+    tokens: dict[str, torch.Tensor]  # caption set ("real", "synthetic") -> (B, context) int64
+    teacher_text: dict[str, torch.Tensor]  # caption set -> (B, sum(teacher dims))
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.uids, self.images.to(device), self.teacher_image.to(device),
+                     {k: v.to(device) for k, v in self.tokens.items()},
+                     {k: v.to(device) for k, v in self.teacher_text.items()})
+
+
+def as_float_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    return pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels.float()
+
+
+def collate(samples: Sequence, epochs: Sequence[int], seed: int, size: int, interpolation: str, context_length: int,
+            caption_sets: Sequence[str] = ("real", "synthetic"), augmentation: int | None = None) -> Batch:
+    """Replay one stored augmentation per sample at `size` and pair it with that augmentation's teacher row.
+
+    `epochs[i]` is the epoch sample i is drawn in (a batch can straddle two). `augmentation` fixes the index
+    (evaluation uses 0); otherwise it is drawn by `pick`. Text embedding rows
+    follow the v1 layout: the ground-truth captions first, then the synthetic ones.
+    """
+    from mobileclip_deploy.training.augment import replay_augmentation
+
+    images, t_image = [], []
+    captions: dict[str, list[str]] = {k: [] for k in caption_sets}
+    t_text: dict[str, list[np.ndarray]] = {k: [] for k in caption_sets}
+    for s, epoch in zip(samples, epochs, strict=True):
+        a = augmentation if augmentation is not None else pick(seed, epoch, s.uid, "aug", len(s.param_aug))
+        images.append(as_float_pixels(replay_augmentation(s.image, s.param_aug[a], size, interpolation)))
+        t_image.append(np.asarray(s.image_emb[a], dtype=np.float32))
+        if "real" in captions:
+            captions["real"].append(s.captions[0])
+            t_text["real"].append(np.asarray(s.text_emb[0], dtype=np.float32))
+        if "synthetic" in captions:
+            j = pick(seed, epoch, s.uid, "syn", len(s.synthetic))
+            captions["synthetic"].append(s.synthetic[j])
+            t_text["synthetic"].append(np.asarray(s.text_emb[len(s.captions) + j], dtype=np.float32))
+    # Synthetic captions from long-context captioners are cut to the student's context (pitfall 7).
+    return Batch([s.uid for s in samples], torch.stack(images), torch.from_numpy(np.stack(t_image)),
+                 {k: tokenize(v, context_length) for k, v in captions.items()},
+                 {k: torch.from_numpy(np.stack(v)) for k, v in t_text.items()})

@@ -1,0 +1,118 @@
+"""The two distillation objectives as small modules (training.md section 2 and 3).
+
+Both take L2-normalised features of the *local* batch, gather them across ranks themselves (teacher targets
+exactly like the student features, pitfall 5 of section 5), and return the loss over the local rows against
+the global columns; averaged over ranks that is the loss of the global batch.
+
+Teacher embeddings are the concatenation of one unit-norm slice per ensemble member (`teacher_dims`); each
+slice gets its own fixed scale and the members are averaged *after* the softmax (Eq. 2, pitfall 4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mobileclip_deploy.training.distributed import gather_features, rank
+
+
+def ensemble_probs(rows: torch.Tensor, cols: torch.Tensor, dims: Sequence[int], scales: Sequence[float],
+                   temperature: float = 1.0) -> torch.Tensor:
+    """(1/K) sum_k softmax(s_k * rows_k cols_k^T / t): the ensemble's target distribution over the columns."""
+    probs = [F.softmax(s * r @ c.T / temperature, dim=-1)
+             for r, c, s in zip(rows.split(list(dims), dim=-1), cols.split(list(dims), dim=-1), scales)]
+    return torch.stack(probs).mean(0)
+
+
+def soft_cross_entropy(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """-mean_rows sum_cols P log softmax(logits): the code form of the KD term (a CE, not a KL; pitfall 6)."""
+    return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+
+def kl_batchmean(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KL(P || softmax(logits)) summed over columns, averaged over rows (torch KLDivLoss(batchmean), as DIME-FM)."""
+    return F.kl_div(F.log_softmax(logits, dim=-1), target, reduction="batchmean")
+
+
+def _gather(*tensors: torch.Tensor, with_grad: bool) -> list[torch.Tensor]:
+    return [gather_features(t, with_grad=with_grad) for t in tensors]
+
+
+class MobileCLIPLoss(nn.Module):
+    """sum over caption sets (real, synthetic) of (1 - lambda) CLIP + lambda distillation, both directions.
+
+    `distill_weight` is lambda (1.0 for MobileCLIP-S*, 0.75 for B); `teacher_scales` one fixed scale per member.
+    """
+
+    def __init__(self, teacher_dims: Sequence[int], teacher_scales: Sequence[float], distill_weight: float = 1.0):
+        super().__init__()
+        if len(teacher_dims) != len(teacher_scales):
+            raise ValueError(f"{len(teacher_dims)} teacher slices but {len(teacher_scales)} teacher scales")
+        self.teacher_dims = list(teacher_dims)
+        self.teacher_scales = [float(s) for s in teacher_scales]
+        self.distill_weight = distill_weight
+
+    def _one_set(self, image: tuple[torch.Tensor, torch.Tensor], text: tuple[torch.Tensor, torch.Tensor],
+                 t_image: tuple[torch.Tensor, torch.Tensor], t_text: tuple[torch.Tensor, torch.Tensor],
+                 scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(contrastive, distill) for one caption set; each pair is (local rows, global columns)."""
+        labels = torch.arange(image[0].shape[0], device=image[0].device) + rank() * image[0].shape[0]
+        i2t, t2i = scale * image[0] @ text[1].T, scale * text[0] @ image[1].T
+        contrastive = (F.cross_entropy(i2t, labels) + F.cross_entropy(t2i, labels)) / 2
+        p_i2t = ensemble_probs(t_image[0], t_text[1], self.teacher_dims, self.teacher_scales)
+        p_t2i = ensemble_probs(t_text[0], t_image[1], self.teacher_dims, self.teacher_scales)
+        distill = (soft_cross_entropy(p_i2t, i2t) + soft_cross_entropy(p_t2i, t2i)) / 2
+        return contrastive, distill
+
+    def forward(self, image: torch.Tensor, texts: Sequence[torch.Tensor], teacher_image: torch.Tensor,
+                teacher_texts: Sequence[torch.Tensor], scale: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`scale` is the student's exp(logit_scale); `texts[j]` pairs with `teacher_texts[j]` (real, synthetic)."""
+        image_all, = _gather(image, with_grad=True)
+        t_image_all, = _gather(teacher_image, with_grad=False)
+        contrastive = distill = image.new_zeros(())
+        for text, t_text in zip(texts, teacher_texts, strict=True):
+            text_all, = _gather(text, with_grad=True)
+            t_text_all, = _gather(t_text, with_grad=False)
+            c, d = self._one_set((image, image_all), (text, text_all), (teacher_image, t_image_all),
+                                 (t_text, t_text_all), scale)
+            contrastive, distill = contrastive + c, distill + d
+        lam = self.distill_weight
+        return {"loss": (1 - lam) * contrastive + lam * distill, "contrastive": contrastive.detach(),
+                "distill": distill.detach()}
+
+
+class DimeFMLoss(nn.Module):
+    """w_vl L_VL + w_pvl L_PVL + w_udist L_udist over unpaired images and sentences (training.md section 3.2).
+
+    Logits are `scale` * cosine for teacher (per member) and student, softmax at each term's temperature, KL
+    with batchmean. `pseudo_text` is the PVL column set in the student's space: the teacher's image embeddings
+    in DIME-FM, whose student shares the teacher's text space.
+    """
+
+    def __init__(self, teacher_dims: Sequence[int], teacher_scales: Sequence[float] | None = None,
+                 weights: tuple[float, float, float] = (0.7, 0.3, 0.0),
+                 temperatures: tuple[float, float, float] = (1.0, 3.0, 7.0), student_scale: float = 100.0):
+        super().__init__()
+        self.teacher_dims = list(teacher_dims)
+        self.teacher_scales = [float(s) for s in (teacher_scales or [100.0] * len(teacher_dims))]
+        self.weights, self.temperatures, self.student_scale = weights, temperatures, student_scale
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor, teacher_image: torch.Tensor,
+                teacher_text: torch.Tensor, pseudo_text: torch.Tensor) -> dict[str, torch.Tensor]:
+        image_all, text_all, pseudo_all = _gather(image, text, pseudo_text, with_grad=True)
+        t_image_all, t_text_all = _gather(teacher_image, teacher_text, with_grad=False)
+        (t_vl, t_pvl, t_udist), s = self.temperatures, self.student_scale
+
+        def target(rows: torch.Tensor, cols: torch.Tensor, t: float) -> torch.Tensor:
+            return ensemble_probs(rows, cols, self.teacher_dims, self.teacher_scales, t)
+
+        vl = (kl_batchmean(target(teacher_image, t_text_all, t_vl), s * image @ text_all.T / t_vl)
+              + kl_batchmean(target(teacher_text, t_image_all, t_vl), s * text @ image_all.T / t_vl))
+        pvl = 2 * kl_batchmean(target(teacher_image, t_image_all, t_pvl), s * image @ pseudo_all.T / t_pvl)
+        udist = 2 * kl_batchmean(target(teacher_image, t_image_all, t_udist), s * image @ image_all.T / t_udist)
+        w_vl, w_pvl, w_udist = self.weights
+        return {"loss": w_vl * vl + w_pvl * pvl + w_udist * udist, "vl": vl.detach(), "pvl": pvl.detach(),
+                "udist": udist.detach()}

@@ -1,0 +1,52 @@
+"""A distilled MobileCLIP-S0 is an ordinary checkpoint: create_model loads it, it folds, and exports to ONNX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+
+from distill_fakes import make_data
+from mobileclip_deploy import create_model, reparameterize
+from mobileclip_deploy.exporters import onnx as onnx_exporter
+from mobileclip_deploy.exporters import pipeline
+from mobileclip_deploy.exporters.schemes import resolve_pairs
+from mobileclip_deploy.hashing import sha256_path
+from mobileclip_deploy.registry import get_variant
+from mobileclip_deploy.training.loop import DistillConfig, distill
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_distilled_s0_loads_folds_and_exports(shared_dir: Path, s0_checkpoint: Path, tmp_path: Path) -> None:
+    data = make_data(shared_dir / "data" / "imagenet-samples", n=4)
+    cfg = DistillConfig(student="mobileclip-s0", init=str(s0_checkpoint), data="hand-made", out=str(tmp_path / "run"),
+                        steps=1, batch_size=2, lr=1e-4, warmup=1)
+    summary = distill(cfg, data=data)
+    student_file = Path(summary["student"])
+    start = create_model("mobileclip-s0", s0_checkpoint)
+    trained = create_model("mobileclip-s0", student_file)  # strict load, official layout
+    assert summary["variant"] == "mobileclip-s0"
+    moved = [k for k, v in trained.state_dict().items()
+             if v.is_floating_point() and not torch.equal(v, start.state_dict()[k])]
+    assert len(moved) > 100  # the step trained the student (and the file holds it)
+
+    folded = reparameterize(trained)
+    pixels = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(folded.encode_image(pixels), trained.encode_image(pixels), rtol=1e-3, atol=1e-4)
+
+    out = tmp_path / "export"
+    request = pipeline.ExportRequest(pairs=resolve_pairs(["onnx"], ["fp32"]), output_dir=out, towers=("image",))
+    results = pipeline.run(request, trained, get_variant("mobileclip-s0"), sha256_path(student_file),
+                           Console(quiet=True))
+    assert [r.status for r in results] == ["ok"], [r.message for r in results]
+    run = onnx_exporter.runner(out / results[0].file, "image")
+    ours = run(pixels.numpy())
+    with torch.no_grad():
+        reference = folded.encode_image(pixels).numpy()
+    cosine = float((ours * reference).sum() / np.linalg.norm(ours) / np.linalg.norm(reference))
+    assert cosine > 0.9999 and np.abs(ours - reference).max() < 1e-3

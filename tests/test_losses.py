@@ -1,0 +1,114 @@
+"""The distillation losses against direct implementations of training.md section 2.1 (paper form) and 3.2."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mobileclip_deploy.training.losses import DimeFMLoss, MobileCLIPLoss
+
+B, D_STUDENT, DIMS, SCALES = 5, 8, [6, 10], [100.0, 70.0]
+
+
+def unit(*shape: int, seed: int) -> torch.Tensor:
+    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=-1)
+
+
+def teacher(seed: int) -> torch.Tensor:
+    """Two members side by side, each slice unit-norm on its own (as stored)."""
+    return torch.cat([unit(B, d, seed=seed + k) for k, d in enumerate(DIMS)], dim=-1)
+
+
+def softmax_rows(m: torch.Tensor) -> torch.Tensor:
+    e = torch.exp(m - m.max(dim=1, keepdim=True).values)
+    return e / e.sum(dim=1, keepdim=True)
+
+
+def kl_rows_mean(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    return sum((p[i] * (p[i].log() - q[i].log())).sum() for i in range(p.shape[0])) / p.shape[0]
+
+
+def entropy_rows_mean(p: torch.Tensor) -> torch.Tensor:
+    return -sum((p[i] * p[i].log()).sum() for i in range(p.shape[0])) / p.shape[0]
+
+
+def paper_terms(img, txt, t_img, t_txt, scale):
+    """Eq. 2 as written: CLIP InfoNCE and (1/bK) sum_k KL(S_tau_k(teacher) || S_tau_hat(student)), both ways."""
+    logits = scale * img @ txt.T
+    clip = 0.5 * (-torch.log(softmax_rows(logits).diagonal()).mean() - torch.log(softmax_rows(logits.T).diagonal()).mean())
+    q_i2t, q_t2i = softmax_rows(logits), softmax_rows(logits.T)
+    kl_i2t = kl_t2i = ent = 0.0
+    offsets = [0, DIMS[0], sum(DIMS)]
+    for k, s in enumerate(SCALES):
+        a, b = offsets[k], offsets[k + 1]
+        p_i2t = softmax_rows(s * t_img[:, a:b] @ t_txt[:, a:b].T)
+        p_t2i = softmax_rows(s * t_txt[:, a:b] @ t_img[:, a:b].T)
+        kl_i2t = kl_i2t + kl_rows_mean(p_i2t, q_i2t) / len(SCALES)
+        kl_t2i = kl_t2i + kl_rows_mean(p_t2i, q_t2i) / len(SCALES)
+        ent = ent + 0.5 * (entropy_rows_mean(p_i2t) + entropy_rows_mean(p_t2i)) / len(SCALES)
+    return clip, 0.5 * kl_i2t + 0.5 * kl_t2i, ent
+
+
+@pytest.mark.parametrize("lam", [1.0, 0.75])
+def test_mobileclip_loss_is_eq3_up_to_the_teacher_entropy(lam: float) -> None:
+    img = unit(B, D_STUDENT, seed=1).requires_grad_()
+    texts = [unit(B, D_STUDENT, seed=2).requires_grad_(), unit(B, D_STUDENT, seed=3).requires_grad_()]
+    t_img, t_texts = teacher(10), [teacher(20), teacher(30)]
+    scale = torch.tensor(1 / 0.07, dtype=torch.float64)
+
+    out = MobileCLIPLoss(DIMS, SCALES, distill_weight=lam)(img, texts, t_img, t_texts, scale)
+    clip = kl = ent = 0.0
+    for txt, t_txt in zip(texts, t_texts):  # Eq. 3: real and synthetic summed, not averaged
+        c, d, h = paper_terms(img, txt, t_img, t_txt, scale)
+        clip, kl, ent = clip + c, kl + d, ent + h
+    paper = (1 - lam) * clip + lam * kl
+    # The code form is a CE against the averaged teacher distribution: CE = KL + H(P_k), averaged over members.
+    torch.testing.assert_close(out["loss"], paper + lam * ent, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out["contrastive"], clip.detach(), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out["distill"], (kl + ent).detach(), rtol=1e-10, atol=1e-10)
+    # The teacher entropies are constants, so the gradients are those of the paper's loss.
+    ours = torch.autograd.grad(out["loss"], [img, *texts])
+    theirs = torch.autograd.grad(paper, [img, *texts])
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_mobileclip_loss_averages_members_after_softmax() -> None:
+    """One softmax over the summed cosines of the whole 16-D vector is a different (wrong) target."""
+    img, txt = unit(B, D_STUDENT, seed=1), unit(B, D_STUDENT, seed=2)
+    t_img, t_txt = teacher(10), teacher(20)
+    per_member = MobileCLIPLoss(DIMS, [100.0, 100.0])(img, [txt], t_img, [t_txt], torch.tensor(14.0))["distill"]
+    whole = MobileCLIPLoss([sum(DIMS)], [100.0])(img, [txt], t_img, [t_txt], torch.tensor(14.0))["distill"]
+    assert not torch.isclose(per_member, whole, rtol=1e-3)
+
+
+def test_mobileclip_loss_refuses_scale_count_mismatch() -> None:
+    with pytest.raises(ValueError, match="2 teacher slices but 1 teacher scales"):
+        MobileCLIPLoss(DIMS, [100.0])
+
+
+def test_dimefm_loss_matches_direct_formulas() -> None:
+    """DIME-FM's setting: one 6-D teacher, the student's image in the teacher's space, teacher text as text."""
+    d = 6
+    i_t, t_t = unit(B, d, seed=4), unit(B, d, seed=5)
+    i_s = unit(B, d, seed=6).requires_grad_()
+    t_s = unit(B, d, seed=7).requires_grad_()
+    weights, temps = (0.68, 0.22, 0.10), (1.0, 3.0, 7.0)
+    out = DimeFMLoss([d], weights=weights, temperatures=temps)(i_s, t_s, i_t, t_t, pseudo_text=i_t)
+
+    def sm(m: torch.Tensor, t: float) -> torch.Tensor:
+        return softmax_rows(100 * m / t)
+
+    vl = kl_rows_mean(sm(i_t @ t_t.T, 1), sm(i_s @ t_s.T, 1)) + kl_rows_mean(sm(t_t @ i_t.T, 1), sm(t_s @ i_s.T, 1))
+    pvl = 2 * kl_rows_mean(sm(i_t @ i_t.T, 3), sm(i_s @ i_t.T, 3))
+    udist = 2 * kl_rows_mean(sm(i_t @ i_t.T, 7), sm(i_s @ i_s.T, 7))
+    for name, want in (("vl", vl), ("pvl", pvl), ("udist", udist)):
+        torch.testing.assert_close(out[name], want.detach(), rtol=1e-9, atol=1e-9)
+    total = weights[0] * vl + weights[1] * pvl + weights[2] * udist
+    torch.testing.assert_close(out["loss"], total, rtol=1e-9, atol=1e-9)
+    for a, b in zip(torch.autograd.grad(out["loss"], [i_s, t_s]), torch.autograd.grad(total, [i_s, t_s])):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+    assert math.isfinite(float(out["loss"].detach())) and float(out["vl"]) > 0

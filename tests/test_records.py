@@ -1,0 +1,119 @@
+"""Reinforced shards: the DataCompDR v1 layout reads back field by field; broken data gets one clear error."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.training.records import ShardWriter, encode_sample, open_reinforced
+from reinforced_fixtures import photos, write_datacompdr_v1
+
+
+@pytest.fixture(scope="module")
+def v1(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], list[Path]]:
+    folder = tmp_path_factory.mktemp("datacompdr")
+    files = photos(shared_dir, 6)
+    return folder, write_datacompdr_v1(folder, files, n_aug=3, n_syn=2, shard_size=4), files
+
+
+def test_datacompdr_v1_layout_reads(v1) -> None:
+    folder, uids, files = v1
+    data = open_reinforced(folder)
+    assert [t.dim for t in data.teachers] == [768, 768] and [t.logit_scale for t in data.teachers] == [100.0, 100.0]
+    assert data.num_samples == 6 and len(data.shards) == 2 and data.has_captions and data.has_synthetic
+    assert data.context_length == 77 and data.sentences is None
+    samples = list(data.samples())
+    assert [s.uid for s in samples] == uids
+    s = samples[1]
+    assert s.image.mode == "RGB" and s.image.size == Image.open(files[1]).size
+    assert len(s.param_aug) == 3 and s.image_emb.shape == (3, 1536) and s.text_emb.shape == (3, 1536)
+    assert s.captions[0].startswith("a photo of a ") and len(s.synthetic) == 2
+    assert np.allclose(np.linalg.norm(s.image_emb[:, :768], axis=1), 1, atol=1e-5)
+    assert s.synthetic[0] == samples[2].captions[0]  # fixture: synthetic caption s of photo k is photo k+1+s's
+    assert np.allclose(s.text_emb[1], samples[2].text_emb[0])
+    names = open_reinforced(folder, ["a", "b", "c", "d"]).teachers
+    assert [t.dim for t in names] == [384] * 4 and names[0].name == "a"
+
+
+def _rewrite(src: Path, dst: Path, change) -> None:
+    """Copy a shard member by member through `change(name, bytes) -> bytes | None` (None drops the member)."""
+    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
+        for info in tin.getmembers():
+            data = change(info.name, tin.extractfile(info).read())
+            if data is not None:
+                info.size = len(data)
+                tout.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize("case", ["corrupt_npz", "missing_paug", "no_image", "wrong_dim"])
+def test_bad_members_name_the_sample(v1, tmp_path: Path, case: str) -> None:
+    folder, uids, _ = v1
+    victim = uids[1]
+
+    def change(name: str, data: bytes) -> bytes | None:
+        if not name.startswith(victim):
+            return data
+        if case == "corrupt_npz" and name.endswith(".npz"):
+            return data[: len(data) // 2]
+        if case == "missing_paug" and name.endswith(".paug.json"):
+            return None
+        if case == "no_image" and name.endswith(".jpg"):
+            return None
+        if case == "wrong_dim" and name.endswith(".npz"):
+            buf = io.BytesIO()
+            np.savez(buf, image_emb=np.ones((3, 1024), np.float32), text_emb=np.ones((3, 1024), np.float32))
+            return buf.getvalue()
+        return data
+
+    _rewrite(folder / "00000000.tar", tmp_path / "00000000.tar", change)
+    with pytest.raises(UserError) as err:
+        list(open_reinforced(tmp_path).samples())
+    message = str(err.value)
+    assert victim in message and "00000000.tar" in message
+    assert {"corrupt_npz": "corrupt", "missing_paug": "paug.json", "no_image": "join the shards",
+            "wrong_dim": "other teachers"}[case] in message
+
+
+def test_truncated_shard_and_bad_folders(v1, tmp_path: Path) -> None:
+    folder, uids, _ = v1
+    raw = (folder / "00000000.tar").read_bytes()
+    (tmp_path / "00000000.tar").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(UserError, match="00000000.tar"):
+        list(open_reinforced(tmp_path).samples())
+    with pytest.raises(UserError, match="does not exist"):
+        open_reinforced(tmp_path / "missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="no finished shards"):
+        open_reinforced(empty)
+
+
+def test_our_manifest_checks_teachers_and_image_hash(tmp_path: Path, shared_dir: Path) -> None:
+    files = photos(shared_dir, 1)
+    data = files[0].read_bytes()
+    emb = np.zeros((1, 8), np.float32)
+    emb[:, 0] = emb[:, 4] = 1
+    record = encode_sample("p0", data, "jpg", [[[0, 0, 10, 10], [[0, 0.0], [0, 0.0]]]], emb, None, [], [])
+    writer = ShardWriter(tmp_path / "00000000.tar")
+    writer.write(record)
+    writer.close()
+    manifest = {"format": "mobileclip-deploy reinforced v1", "context_length": 77,
+                "teachers": [{"name": "t-one", "dim": 4}, {"name": "t-two", "dim": 4}],
+                "counts": {"samples": 1, "captions": 0, "synthetic": 0}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert len(list(open_reinforced(tmp_path, ["t-one", "t-two"]).samples())) == 1
+    with pytest.raises(UserError, match=r"made with teachers t-one, t-two, not the ones asked for \(t-two, t-one\)"):
+        open_reinforced(tmp_path, ["t-two", "t-one"])
+    record["jpg"] = data[:-10] + b"0123456789"
+    writer = ShardWriter(tmp_path / "00000000.tar")
+    writer.write(record)
+    writer.close()
+    with pytest.raises(UserError, match="p0 in shard .*sha256"):
+        list(open_reinforced(tmp_path).samples())
