@@ -12,6 +12,7 @@ from mobileclip_deploy.cli import zoo  # noqa: F401,E402
 from mobileclip_deploy.cli import bench  # noqa: F401,E402
 from mobileclip_deploy.cli import bundle  # noqa: F401,E402
 from mobileclip_deploy.cli import export  # noqa
+from mobileclip_deploy.cli import verify  # noqa: F401,E402
 
 
 def main() -> None:
