@@ -219,7 +219,7 @@ def table(rows: list[Row], title: str):
     for row in rows:
         r = row.record
         kernels = (r.get("evidence") or {}).get("kernel_families", "-")
-        kernels = ", ".join(kernels) if isinstance(kernels, list) else "not observable" if "observable" in str(
+        kernels = "; ".join(kernels) if isinstance(kernels, list) else "not observable" if "observable" in str(
             kernels) else str(kernels)
         result = "[green]ok[/]" if row.passed else f"[red]FAILED[/] {r.get('error', '')[:80]}"
         out.add_row(row.file, row.cpu, f"{r['min_cosine']:.6f}" if "min_cosine" in r else "-",
