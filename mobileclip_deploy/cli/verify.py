@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mobileclip_deploy.cli.app import app, console, print_json
+from mobileclip_deploy.cli.app import app, console, err_console, print_json
 from mobileclip_deploy.cli.options import CheckpointOpt, JsonOpt
 from mobileclip_deploy.errors import UserError
 
@@ -79,8 +79,9 @@ def verify(
     folded = reparameterize(create_model(variant.name, checkpoint)).eval()
     request = ExportRequest(pairs=[], output_dir=export_dir, towers=tuple(sorted({e["tower"] for e in entries})),
                             calibration=calibration, calibration_limit=calibration_limit)
-    env = Arm64Env(cache or default_cache(), report=lambda m: console.print(f"[dim]{m}[/]"))
-    rows = arm64.verify(export_dir, context(folded, variant, request), cpus, env, samples, console)
+    out = err_console if json_out else console  # --json keeps stdout for the JSON alone
+    env = Arm64Env(cache or default_cache(), report=lambda m: out.print(f"[dim]{m}[/]"))
+    rows = arm64.verify(export_dir, context(folded, variant, request), cpus, env, samples, out)
     if json_out:
         print_json([{"file": r.file, "cpu": r.cpu, **r.record} for r in rows])
     else:

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -86,7 +87,7 @@ def etdump_operators(path: Path) -> list[str]:
     from executorch.devtools import Inspector
 
     inspector = Inspector(etdump_path=str(path))
-    return sorted({e.name for block in inspector.event_blocks for e in block.events
+    return sorted({re.sub(r" #\d+$", "", e.name) for block in inspector.event_blocks for e in block.events
                    if e.name and not e.name.startswith(("Method::", "Program::", "DELEGATE_CALL", "OPERATOR_CALL"))})
 
 
