@@ -7,6 +7,7 @@ needs qemu-user-static and debootstrap, which .ci/run installs).
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from mobileclip_deploy.exporters import manifest as mf
 from mobileclip_deploy.hashing import sha256_path
 from mobileclip_deploy.verify import arm64, guest_runner
 from mobileclip_deploy.verify.arm64_env import CPU_MODELS, Arm64Env, default_cache, parse_cpus
-from tiny_artifacts import tiny_text_onnx
+from tiny_artifacts import tiny_pte, tiny_text_onnx
 
 FILE = "tiny_text_onnx_fp32.onnx"
 
@@ -105,3 +106,37 @@ def test_cpu_models_identify_as_their_cores():
 def test_unknown_cpu_model_is_refused(tmp_path):
     result = CliRunner().invoke(app, ["verify", str(_export(tmp_path)), "--cpu", "cortex-a99"])
     assert "unknown CPU model cortex-a99" in str(result.exception)
+
+
+class TinyImageContext(TinyContext):
+    """Parity context of tests/tiny_artifacts.tiny_pte (pixel mean -> Linear(3, 4)), rebuilt from the same seed."""
+
+    def __init__(self) -> None:
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(3, 4)
+        self.pixels = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(2))
+
+    def inputs(self, tower: str) -> np.ndarray:
+        return self.pixels.numpy()
+
+    def reference(self, tower: str) -> np.ndarray:
+        with torch.no_grad():
+            return self.linear(self.pixels.mean(dim=(2, 3))).numpy()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("MOBILECLIP_ARM64_EXECUTORCH"),
+                    reason="needs the ~4.5 GB ExecuTorch aarch64 stack (torch's CUDA wheel) and minutes of emulation; "
+                           "set MOBILECLIP_ARM64_EXECUTORCH=1 (benchmarks/arm64_verify.py covers real artifacts)")
+def test_executorch_artifact_on_emulated_arm_reports_xnnpack_operators(tmp_path):
+    file = "tiny_image_executorch-xnnpack_fp32.pte"
+    torch.manual_seed(0)
+    path = tiny_pte(tmp_path / file)
+    entry = {"file": file, "sha256": sha256_path(path), "tower": "image", "backend": "executorch-xnnpack",
+             "scheme": "fp32", "parity": {"threshold": 0.99999, "inputs": "synthetic_images"}}
+    mf.save(tmp_path, {"format_version": 1, "model": "mobileclip-s0", "checkpoint_sha256": "0" * 64,
+                       "artifacts": [entry]})
+    rows = arm64.verify(tmp_path, TinyImageContext(), parse_cpus("cortex-a76"), Arm64Env(default_cache()), samples=1)
+    assert rows[0].passed, rows[0].record
+    evidence = rows[0].record["evidence"]
+    assert any(op.startswith("Fully Connected (NC, F32)") for op in evidence["operators"]), evidence

@@ -157,7 +157,7 @@ def verify(out_dir: Path, ctx, cpus: list[CpuModel], env: Arm64Env, samples: int
                                                         + result.get("emulated_run_s", 0), 1)
                 rows.append(Row(entry["file"], cpu.name, bool(record["passed"]), record))
             bar.update(task, completed=len(rows))
-    record_results(out_dir, entries, rows)
+            record_results(out_dir, entries, rows[-len(entries):])  # each CPU model's results as soon as they exist
     return rows
 
 
