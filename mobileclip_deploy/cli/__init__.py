@@ -13,6 +13,7 @@ from mobileclip_deploy.cli import bench  # noqa: F401,E402
 from mobileclip_deploy.cli import bundle  # noqa: F401,E402
 from mobileclip_deploy.cli import export  # noqa: F401,E402
 from mobileclip_deploy.cli import train  # noqa: F401,E402
+from mobileclip_deploy.cli import verify  # noqa: F401,E402
 
 
 def main() -> None:

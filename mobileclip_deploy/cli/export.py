@@ -45,6 +45,18 @@ def _fmt_parity(parity: dict | None) -> str:
     return text
 
 
+def _verify_cpus(verify: str | None, cpus: str | None, parity: bool) -> str | None:
+    if verify is None:
+        if cpus:
+            raise UserError("--verify-cpu needs --verify arm64")
+        return None
+    if verify != "arm64":
+        raise UserError(f"--verify {verify!r} is not supported; use --verify arm64")
+    if not parity:
+        raise UserError("--verify arm64 is part of the parity check; drop --no-parity")
+    return cpus or ""
+
+
 @app.command("export")
 def export(
     model: ModelOpt = "mobileclip-s0",
@@ -70,6 +82,10 @@ def export(
     threshold: Annotated[list[str] | None, typer.Option(
         help="Minimum cosine to PyTorch per class, e.g. --threshold 8bit=0.995; repeatable. Defaults: "
              "fp32=0.99999, fp16=0.999, 8bit=0.99, 4bit=0.98.")] = None,
+    verify: Annotated[str | None, typer.Option(
+        help="Also check the ExecuTorch/ONNX artifacts on emulated ARM CPUs: arm64 (see `verify --help`).")] = None,
+    verify_cpu: Annotated[str | None, typer.Option(
+        help="CPU models for --verify arm64 (default cortex-a53,cortex-a76).")] = None,
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for artifacts and manifest.json.")] = Path("out/export"),
     overwrite: Annotated[bool, typer.Option(help="Replace artifacts of other weights (another checkpoint, or an earlier "
                                             "--random-weights run) in --output-dir; without it such a folder is refused.")] = False,
@@ -109,7 +125,8 @@ def export(
         parity=parity, thresholds={**spec.thresholds, **_parse_thresholds(threshold or [])},
         deployment_target=deployment_target or spec.deployment_target,
         image_input=bool(image_input if image_input is not None else spec.image_input),
-        ort=bool(ort if ort is not None else spec.ort), overwrite=overwrite)
+        ort=bool(ort if ort is not None else spec.ort), overwrite=overwrite,
+        verify_arm64=_verify_cpus(verify, verify_cpu, parity))
     pipeline.plan(request)  # refuse bad combinations before the model is even loaded
     net, variant, checkpoint_sha = load_model_for_cli(model, checkpoint, random_weights)
     results = pipeline.run(request, net, variant, checkpoint_sha, console)

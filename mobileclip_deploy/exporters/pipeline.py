@@ -51,6 +51,8 @@ class ExportRequest:
     image_input: bool = False
     ort: bool = False
     overwrite: bool = False  # replace artifacts of other weights in output_dir (refused otherwise)
+    verify_arm64: str | None = None  # CPU models (comma-separated, "" = defaults) to check artifacts on, or None
+    arm64_samples: int = 2
 
 
 @dataclass
@@ -119,6 +121,14 @@ def plan(request: ExportRequest) -> tuple[list[Job], list[str]]:
         raise UserError("--image-input applies to Core ML image encoders; add --format coreml and the image tower")
     if request.ort and not any(j.backend.name == "onnx" for j in jobs):
         raise UserError("--ort converts ONNX artifacts; add --format onnx")
+    if request.verify_arm64 is not None:
+        from mobileclip_deploy.verify.arm64 import RUNTIMES
+        from mobileclip_deploy.verify.arm64_env import check_tools, parse_cpus
+
+        parse_cpus(request.verify_arm64 or None)
+        if not any(j.backend.name in RUNTIMES for j in jobs):
+            raise UserError("--verify arm64 checks Android artifacts; add --format executorch or --format onnx")
+        check_tools()
     return jobs, notices
 
 
@@ -170,6 +180,11 @@ def _prompts(count: int, offset: int = 0) -> list[str]:
     names, templates = imagenet_classnames(), openai_templates()
     return [templates[(7 * i + offset) % len(templates)].replace("{}", names[(i * 997 // count + offset) % len(names)])
             for i in range(count)]
+
+
+def context(folded: nn.Module, variant, request: ExportRequest) -> "_Context":
+    """Parity inputs and references of an export, rebuilt the way its run built them (for later checks)."""
+    return _Context(folded, variant, request)
 
 
 class _Context:
@@ -298,18 +313,35 @@ def _check(job: Job, ctx: _Context, path: Path, handle: Any, threshold: float) -
             proxy, coverage = coreml_exp.decompressed_tower(package, ctx.export_towers[tower])
             extra.update(coverage)
             check, out = "weights_decompressed_in_pytorch", ctx._eager(tower, x, proxy)
-    ref = ctx.reference(tower)
-    result = {"check": check, **compare(ref, out), "threshold": threshold, "inputs": (
-        ctx.parity_source if tower == "image" else "imagenet_prompts"), "count": len(x), **extra}
-    if tower == "image" and job.scheme.bits < 16:
-        result["zero_shot_top1_agreement"] = top1_agreement(ref, out, ctx.class_embeddings())
-    result["passed"] = result["min_cosine"] >= threshold
+    result = judge(ctx, tower, job.scheme, check, out, threshold, extra)
     if not result["passed"]:
         raise ParityFailure(
             f"{path.name}: parity failed ({check}): min cosine {result['min_cosine']:.6f} < threshold "
             f"{threshold} for {job.scheme.name} (max abs error {result['max_abs_error']:.3g}, "
             f"PSNR {result['psnr_db']} dB); nothing was written")
     return result
+
+
+def judge(ctx: _Context, tower: str, scheme: Scheme, check: str, out: np.ndarray, threshold: float,
+          extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Parity of `out` (outputs on the first len(out) parity inputs) against the folded PyTorch reference.
+
+    The one rule for every runtime: host parity and `verify --arch arm64` both call it.
+    """
+    ref = ctx.reference(tower)[: len(out)]
+    inputs = ctx.inputs(tower)
+    result = {"check": check, **compare(ref, out), "threshold": threshold, "inputs": (
+        ctx.parity_source if tower == "image" else "imagenet_prompts"), "count": len(out),
+        "inputs_sha256": inputs_sha256(inputs), **(extra or {})}
+    if tower == "image" and scheme.bits < 16:
+        result["zero_shot_top1_agreement"] = top1_agreement(ref, out, ctx.class_embeddings())
+    result["passed"] = result["min_cosine"] >= threshold
+    return result
+
+
+def inputs_sha256(inputs: np.ndarray) -> str:
+    """Identifies the parity inputs, so a later check can prove it used the very same ones."""
+    return hashlib.sha256(np.ascontiguousarray(inputs).tobytes()).hexdigest()[:16]
 
 
 def _io_specs(job: Job, variant, image_input: bool) -> tuple[list[dict], list[dict]]:
@@ -377,6 +409,35 @@ def run(request: ExportRequest, model: nn.Module, variant, checkpoint_sha256: st
                 shutil.rmtree(out_dir / "tokenizer", ignore_errors=True)
             if created:
                 shutil.rmtree(out_dir, ignore_errors=True)
+    if request.verify_arm64 is not None:
+        results = _verify_arm64(request, ctx, results, console)
+    return results
+
+
+def _verify_arm64(request: ExportRequest, ctx: _Context, results: list[ArtifactResult],
+                  console: Console) -> list[ArtifactResult]:
+    """The arm64 part of the parity gate: an artifact that fails on an ARM CPU model is not finished."""
+    from mobileclip_deploy.verify import arm64
+    from mobileclip_deploy.verify.arm64_env import Arm64Env, default_cache, parse_cpus
+
+    env = Arm64Env(default_cache(), report=lambda m: console.print(f"[dim]{m}[/]"))
+    rows = arm64.verify(request.output_dir, ctx, parse_cpus(request.verify_arm64 or None), env,
+                        request.arm64_samples, console)
+    console.print(arm64.table(rows, "arm64 parity (qemu-user; cost is emulated time, not phone latency)"))
+    failed = {r.file: r for r in rows if not r.passed}
+    for result in results:
+        if result.file in failed and result.status != "failed":
+            row = failed[result.file]
+            result.status = "failed"
+            result.message = (f"{result.file}: arm64 parity failed on {row.cpu}: " + (
+                row.record.get("error") or f"min cosine {row.record['min_cosine']:.6f} < {row.record['threshold']}"))
+    if failed:
+        with arm64.folder_lock(request.output_dir, "this export folder"):
+            manifest = mf.load(request.output_dir)
+            for entry in manifest["artifacts"]:
+                if entry["file"] in failed:
+                    entry["status"] = "failed_arm64"
+            mf.save(request.output_dir, manifest)
     return results
 
 

@@ -1,0 +1,229 @@
+"""`verify --arch arm64`: run an export's Android artifacts on ARM kernels under qemu-user and judge their parity.
+
+XNNPACK and ONNX Runtime pick other kernels on a phone than on x86 (plain NEON, int8 dot product, i8mm,
+KleidiAI), so the host parity does not prove the ARM result. Each artifact runs on each chosen CPU model's
+emulated kernels with the export's parity inputs, and is judged by `pipeline.judge`, the rule the host parity uses.
+Emulated seconds are recorded only as the check's cost: they say nothing about a phone's latency.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.exporters import manifest as mf
+from mobileclip_deploy.exporters.schemes import get_backend, parse_thresholds
+from mobileclip_deploy.exporters.wrappers import INPUT_NAME, OUTPUT_NAME
+from mobileclip_deploy.hashing import sha256_path
+from mobileclip_deploy.verify import guest_runner
+from mobileclip_deploy.verify.arm64_env import Arm64Env, CpuModel
+
+RUNTIMES = {"onnx": "onnxruntime", "executorch-xnnpack": "executorch"}  # backends whose artifacts run on Android CPUs
+GROUPS = {"onnxruntime": ["onnxruntime"], "executorch": ["onnxruntime", "executorch"]}  # guest site folders
+
+
+@dataclass
+class Row:
+    file: str
+    cpu: str
+    passed: bool
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, what: str, console: Console | None = None) -> Iterator[None]:
+    """An exclusive lock on `folder`, shared by every process that writes there (waits, saying so)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if console:
+                console.print(f"waiting for another run that is using {what} ({folder})")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def select(out_dir: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The export's ExecuTorch XNNPACK, ONNX and .ort entries; refuses any whose file no longer matches its sha256."""
+    entries = [e for e in manifest["artifacts"] if e.get("backend") in RUNTIMES]
+    if not entries:
+        raise UserError(f"{out_dir} has no ExecuTorch XNNPACK or ONNX artifacts to verify on arm64")
+    for entry in entries:
+        path = out_dir / entry["file"]
+        if not path.is_file():
+            raise UserError(f"{path} is listed in the manifest but missing; re-export it")
+        if sha256_path(path) != entry["sha256"]:
+            raise UserError(f"refusing {entry['file']}: its sha256 does not match the manifest (the file changed "
+                            "after it was exported and checked); re-export it")
+    return entries
+
+
+def qemu_version() -> str:
+    proc = subprocess.run(["qemu-aarch64-static", "--version"], capture_output=True, text=True)
+    return proc.stdout.splitlines()[0] if proc.stdout else "unknown"
+
+
+def etdump_operators(path: Path) -> list[str]:
+    """Operator names of an ETDump (XNNPACK reports its kernels, e.g. `Fully Connected (NC, QP8, F32, QC8W)`)."""
+    from executorch.devtools import Inspector
+
+    inspector = Inspector(etdump_path=str(path))
+    return sorted({re.sub(r" #\d+$", "", e.name) for block in inspector.event_blocks for e in block.events
+                   if e.name and not e.name.startswith(("Method::", "Program::", "DELEGATE_CALL", "OPERATOR_CALL"))})
+
+
+def kernel_families(operators: list[str]) -> list[str]:
+    """The datatype tags XNNPACK puts in its operator names (QP8: KleidiAI packed int8; QD8/QDU8: dynamic int8)."""
+    return sorted({name[name.index("(") + 1: name.rindex(")")] for name in operators if "(" in name and ")" in name})
+
+
+def _evidence(result: dict[str, Any]) -> dict[str, Any]:
+    evidence = dict(result.get("evidence") or {})
+    etdump = evidence.pop("etdump", None)
+    if etdump:
+        try:
+            operators = etdump_operators(Path(etdump))
+            evidence.update(operators=operators, kernel_families=kernel_families(operators))
+        except Exception as exc:  # noqa: BLE001 - the parity verdict stands without the evidence
+            evidence["kernel_families"] = f"not read: {type(exc).__name__}: {exc}"
+    return evidence
+
+
+def verify(out_dir: Path, ctx, cpus: list[CpuModel], env: Arm64Env, samples: int,
+           console: Console | None = None) -> list[Row]:
+    """Run every selected artifact on every CPU model, judge it, record it in the manifest; returns the rows."""
+    from mobileclip_deploy.exporters.pipeline import inputs_sha256, judge
+
+    console = console or Console(quiet=True)
+    manifest = mf.load(out_dir)
+    if manifest is None:
+        raise UserError(f"{out_dir} has no {mf.FILENAME}: export into it first")
+    entries = select(out_dir, manifest)
+    for entry in entries:
+        recorded = (entry.get("parity") or {}).get("inputs_sha256")
+        if recorded and recorded != inputs_sha256(ctx.inputs(entry["tower"])):
+            raise UserError(f"the parity inputs rebuilt for {entry['file']} differ from the ones its export used; "
+                            "pass the same --calibration folder and --calibration-limit as the export")
+    runtimes = {RUNTIMES[e["backend"]] for e in entries}
+    with folder_lock(env.cache, "the arm64 environment", console):
+        versions = env.prepare(cpus, executorch="executorch" in runtimes)
+    thresholds = parse_thresholds(None)
+    facts = {"qemu": qemu_version(), "runtimes": {k: versions[k] for k in sorted(runtimes)}}
+    rows: list[Row] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with tempfile.TemporaryDirectory(prefix="mobileclip-arm64-") as tmp, Progress(*columns, console=console) as bar:
+        work = Path(tmp)
+        inputs = {}
+        for tower in {e["tower"] for e in entries}:
+            inputs[tower] = work / f"{tower}.npy"
+            np.save(inputs[tower], ctx.inputs(tower)[:samples])
+        task = bar.add_task("arm64 emulation", total=len(entries) * len(cpus))
+        for cpu in cpus:
+            bar.update(task, description=f"arm64 {cpu.name}: emulating")
+            results = _run_guest(env, cpu, out_dir, entries, inputs, work / cpu.name, runtimes,
+                                 lambda done, base=bar.tasks[task].completed: bar.update(task, completed=base + done))
+            for entry in entries:
+                result = results.get(entry["file"]) or {"ok": False, "error": "the guest gave no result"}
+                scheme = get_backend(entry["backend"]).scheme(entry["scheme"])
+                threshold = (entry.get("parity") or {}).get("threshold") or thresholds[scheme.threshold_class]
+                record: dict[str, Any] = {"cpu": cpu.name, "qemu_cpu": cpu.qemu, **facts}
+                if result["ok"]:
+                    out = np.load(work / cpu.name / f"{entry['file']}.out.npy")
+                    record.update(judge(ctx, entry["tower"], scheme, f"arm64_{RUNTIMES[entry['backend']]}", out,
+                                        threshold))
+                    record["evidence"] = _evidence(result)
+                else:
+                    record.update(passed=False, error=result["error"])
+                record["check_cost_emulated_s"] = round(result.get("emulated_load_s", 0)
+                                                        + result.get("emulated_run_s", 0), 1)
+                rows.append(Row(entry["file"], cpu.name, bool(record["passed"]), record))
+            bar.update(task, completed=len(rows))
+            record_results(out_dir, entries, rows[-len(entries):])  # each CPU model's results as soon as they exist
+    return rows
+
+
+def _run_guest(env: Arm64Env, cpu: CpuModel, out_dir: Path, entries: list[dict[str, Any]], inputs: dict[str, Path], work: Path,
+               runtimes: set[str], progress) -> dict[str, dict[str, Any]]:
+    """One qemu process per CPU model runs every artifact (the runtime import is paid once)."""
+    work.mkdir(parents=True)
+    jobs = []
+    for entry in entries:
+        jobs.append({
+            "file": entry["file"], "artifact": str((out_dir / entry["file"]).resolve()), "runtime": RUNTIMES[entry["backend"]],
+            "input": str(inputs[entry["tower"]]), "input_name": INPUT_NAME[entry["tower"]],
+            "output_name": OUTPUT_NAME[entry["tower"]], "output": str(work / f"{entry['file']}.out.npy")})
+    job, result = work / "job.json", work / "result.json"
+    job.write_text(json.dumps({"artifacts": jobs, "profile_dir": str(work)}))
+    groups = GROUPS["executorch" if "executorch" in runtimes else "onnxruntime"]
+    cmd = env.command(cpu, groups, Path(guest_runner.__file__), [str(job), str(result)])
+    fault = os.environ.get(guest_runner.FAULT_ENV)
+    if fault:
+        cmd[1:1] = ["-E", f"{guest_runner.FAULT_ENV}={fault}"]
+    with open(work / "guest.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=work)
+        while proc.poll() is None:
+            time.sleep(1)
+            progress(len(_read(result)))
+    found = {r["file"]: r for r in _read(result)}
+    if proc.returncode != 0 and len(found) < len(entries):
+        tail = (work / "guest.log").read_text(errors="replace")[-800:]
+        missing = next(e["file"] for e in entries if e["file"] not in found)
+        found[missing] = {"ok": False, "error": f"the guest exited with {proc.returncode} on it: {tail.strip()}"}
+    return found
+
+
+def _read(result: Path) -> list[dict[str, Any]]:
+    try:
+        return json.loads(result.read_text())["results"]
+    except (OSError, json.JSONDecodeError, KeyError):
+        return []
+
+
+def record_results(out_dir: Path, entries: list[dict[str, Any]], rows: list[Row]) -> None:
+    """Write each row beside its artifact's host parity (`arm64.<cpu>`), under the export folder's lock."""
+    sha = {e["file"]: e["sha256"] for e in entries}
+    with folder_lock(out_dir, "this export folder"):
+        manifest = mf.load(out_dir)
+        for entry in manifest["artifacts"]:
+            for row in rows:
+                if row.file == entry["file"] and entry.get("sha256") == sha[row.file]:
+                    entry.setdefault("arm64", {})[row.cpu] = row.record
+        mf.save(out_dir, manifest)
+
+
+def table(rows: list[Row], title: str):
+    """The rich table both `verify` and `export --verify arm64` print; emulated seconds appear only as cost."""
+    from rich.table import Table
+
+    out = Table(title=title)
+    for column in ("artifact", "cpu", "min cosine", "threshold", "max abs err", "kernels", "check cost", "result"):
+        out.add_column(column)
+    for row in rows:
+        r = row.record
+        kernels = (r.get("evidence") or {}).get("kernel_families", "-")
+        kernels = "; ".join(kernels) if isinstance(kernels, list) else "not observable" if "observable" in str(
+            kernels) else str(kernels)
+        result = "[green]ok[/]" if row.passed else f"[red]FAILED[/] {r.get('error', '')[:80]}"
+        out.add_row(row.file, row.cpu, f"{r['min_cosine']:.6f}" if "min_cosine" in r else "-",
+                    str(r.get("threshold", "-")), f"{r['max_abs_error']:.3g}" if "max_abs_error" in r else "-",
+                    kernels, f"{r['check_cost_emulated_s']} s emulated", result)
+    return out
