@@ -69,6 +69,10 @@ def export(
     threshold: Annotated[list[str] | None, typer.Option(
         help="Minimum cosine to PyTorch per class, e.g. --threshold 8bit=0.995; repeatable. Defaults: "
              "fp32=0.99999, fp16=0.999, 8bit=0.99, 4bit=0.98.")] = None,
+    min_cos: Annotated[float, typer.Option(
+        help="--quant auto: minimum cosine to fp32 on the calibration inputs the chosen plan must reach.")] = 0.999,
+    min_agreement: Annotated[float, typer.Option(
+        help="--quant auto: minimum zero-shot top-1 agreement with fp32 on the calibration inputs.")] = 0.99,
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for artifacts and manifest.json.")] = Path("out/export"),
 ) -> None:
     """Export folded image and text encoders, check each artifact's parity with PyTorch, write manifest.json.
@@ -87,6 +91,8 @@ def export(
       mobileclip-deploy export -m mobileclip-s0 -c mobileclip_s0.pt -q executorch:w8a8 --calibration photos/
 
       mobileclip-deploy export -m mobileclip-s0 -c mobileclip_s0.pt --recipe export/android-cpu.toml
+
+      mobileclip-deploy export -m mobileclip-s0 -c mobileclip_s0.pt -q onnx:auto --calibration photos/ --min-cos 0.999
     """
     from mobileclip_deploy.exporters import pipeline
     from mobileclip_deploy.exporters.recipe import Recipe, load_recipe
@@ -106,7 +112,8 @@ def export(
         parity=parity, thresholds={**spec.thresholds, **_parse_thresholds(threshold or [])},
         deployment_target=deployment_target or spec.deployment_target,
         image_input=bool(image_input if image_input is not None else spec.image_input),
-        ort=bool(ort if ort is not None else spec.ort))
+        ort=bool(ort if ort is not None else spec.ort), keep_float=spec.keep_float,
+        min_cos=min_cos, min_agreement=min_agreement)
     pipeline.plan(request)  # refuse bad combinations before the model is even loaded
     net, variant, checkpoint_sha = load_model_for_cli(model, checkpoint, random_weights)
     results = pipeline.run(request, net, variant, checkpoint_sha, console)

@@ -70,8 +70,11 @@ def _nodes_in(model, modules: list[str]) -> list[str]:
 
 
 def export(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, path: Path,
-           calibration: np.ndarray | None, work_dir: Path) -> dict:
-    """Write `path` (one .onnx file) for `scheme`; return extra manifest facts."""
+           calibration: np.ndarray | None, work_dir: Path, keep: list[str] | None = None) -> dict:
+    """Write `path` (one .onnx file) for `scheme`; return extra manifest facts.
+
+    `keep` (module paths) replaces the hand-written float layers: a `--quant auto` plan or a recipe's `keep_float`.
+    """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -82,7 +85,7 @@ def export(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, pa
     if scheme in ("fp32", "fp16"):
         _session(raw, optimized_output=path)
     elif scheme in ("8da8w", "w8a8"):
-        keep = float_modules(module)
+        keep = float_modules(module) if keep is None else keep
         common = dict(op_types_to_quantize=QUANT_OP_TYPES[scheme], per_channel=True, reduce_range=True,
                       weight_type=QuantType.QInt8, nodes_to_exclude=_nodes_in(onnx.load(str(raw)), keep))
         facts["kept_in_float"] = keep
