@@ -114,3 +114,25 @@ def test_recipe_rebuilds_the_same_artifact(plan, tmp_path):
                  and any(i.endswith("_DequantizeLinear_Output") for i in n.input[1:2])}
     # every conv outside the kept block is quantized, none inside it
     assert quantized and all("blocks.2.mlp" not in n for n in quantized)
+
+
+def _refusal(*args) -> str:
+    from typer.testing import CliRunner
+
+    from mobileclip_deploy.cli import app
+
+    result = CliRunner().invoke(app, ["export", "--random-weights", *map(str, args)])
+    assert isinstance(result.exception, UserError), result.output
+    return " ".join(str(result.exception).split())
+
+
+def test_cli_refuses_bad_auto_requests_before_any_work(shared_dir, tmp_path):
+    photos, out = shared_dir / "data" / "imagenet-samples", tmp_path / "out"
+    assert "--min-cos 1.5 must be in (0, 1]" in _refusal("-q", "onnx:auto", "--calibration", photos,
+                                                         "--min-cos", "1.5", "-o", out)
+    assert "needs --calibration DIR" in _refusal("-q", "onnx:auto", "-o", out)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[formats.executorch]\nschemes = ["w8a8"]\n[formats.executorch.keep_float]\nimage = ["x"]\n')
+    assert "keep_float (a --quant auto recipe) applies to onnx w8a8" in _refusal(
+        "--recipe", recipe, "--calibration", photos, "-o", out)
+    assert not out.exists()
