@@ -1,6 +1,8 @@
 """`--quant auto` (exporters/autoquant.py) on a tiny conv tower: the search keeps float the layer made sensitive on
 purpose and nothing else, its recipe rebuilds the same artifact, and an unreachable target is refused."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from mobileclip_deploy.exporters.recipe import load_recipe
 from mobileclip_deploy.hashing import sha256_path
 
 OUTLIER_BLOCK = 2
+REPO_PHOTOS = Path("photos")  # only checked for presence by _frontier_pair
 
 
 class Mlp(nn.Module):
@@ -136,3 +139,14 @@ def test_cli_refuses_bad_auto_requests_before_any_work(shared_dir, tmp_path):
     assert "keep_float (a --quant auto recipe) applies to onnx w8a8" in _refusal(
         "--recipe", recipe, "--calibration", photos, "-o", out)
     assert not out.exists()
+
+
+def test_frontier_draws_the_auto_plan_with_photos_and_says_so_without():
+    from mobileclip_deploy.bench.sweep import CALIBRATED_SCHEMES
+    from mobileclip_deploy.cli.bench import _frontier_pair, _int8_note
+
+    assert [_frontier_pair(f"{b}:{s}", calibration=REPO_PHOTOS) for b, s in CALIBRATED_SCHEMES] == [
+        ("onnx", "fp32"), ("onnx", "auto")]
+    with pytest.raises(UserError, match="calibration"):
+        _frontier_pair("onnx:auto")
+    assert "onnx auto" in _int8_note(True) and "8da8w" in _int8_note(False) and "--calibration" in _int8_note(False)
