@@ -33,7 +33,7 @@ from mobileclip_deploy.atomic import write_text
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import onnx as onnx_exp
 from mobileclip_deploy.exporters.parity import compare, top1_agreement
-from mobileclip_deploy.exporters.sensitive import float_modules, is_depthwise
+from mobileclip_deploy.exporters.sensitive import float_modules, inside, is_depthwise
 from mobileclip_deploy.exporters.wrappers import INPUT_NAME
 from mobileclip_deploy.hashing import package_source_sha256
 
@@ -88,19 +88,22 @@ def _scopes(node) -> list[str]:
 
 
 def _quantizable(model, tower_module: nn.Module) -> tuple[dict[str, list[str]], list[str]]:
-    """Quantizable ONNX nodes grouped by unit, and the names of the depthwise conv nodes among them."""
+    """Quantizable ONNX nodes grouped by unit, and the names of the depthwise conv nodes among them.
+
+    A node belongs to the outermost unit its module lies in, so keeping a unit's module path float (what a
+    recipe's `keep_float` does) leaves exactly that unit's nodes float.
+    """
     depthwise_modules = {n for n, m in tower_module.named_modules() if is_depthwise(m)}
-    units: dict[str, list[str]] = {}
-    depthwise = []
+    nodes = []
     for node in model.graph.node:
-        if node.op_type not in onnx_exp.QUANT_OP_TYPES["w8a8"]:
-            continue
-        scopes = _scopes(node)
-        module = scopes[-2] if len(scopes) >= 2 else ""
-        units.setdefault(unit_of(module), []).append(node.name)
-        if module in depthwise_modules:
-            depthwise.append(node.name)
-    return units, depthwise
+        if node.op_type in onnx_exp.QUANT_OP_TYPES["w8a8"]:
+            scopes = _scopes(node)
+            nodes.append((node.name, scopes[-2] if len(scopes) >= 2 else ""))
+    names = sorted({unit_of(module) for _, module in nodes}, key=len)
+    units: dict[str, list[str]] = {}
+    for name, module in nodes:
+        units.setdefault(next(u for u in names if inside(module, [u])), []).append(name)
+    return units, [name for name, module in nodes if module in depthwise_modules]
 
 
 def _hash_arrays(*arrays: np.ndarray) -> str:
