@@ -47,6 +47,7 @@ class TinyTower(nn.Module):
         self.stem = nn.Conv2d(3, 16, 3, stride=2, padding=1)
         self.blocks = nn.Sequential(*[Block(16) for _ in range(4)])
         self.head = nn.Linear(16, 8)
+        self.proj = nn.Parameter(torch.eye(8) + 0.1 * torch.randn(8, 8))  # an op of the tower itself, like CLIP's
         if outliers:  # one hidden channel 1000x larger, undone by fc2: fp32 output as before, int8 ranges swamped
             mlp = self.blocks[OUTLIER_BLOCK].mlp
             with torch.no_grad():
@@ -55,7 +56,7 @@ class TinyTower(nn.Module):
                 mlp.fc2.weight[:, 0] /= 1000
 
     def forward(self, pixels):
-        return self.head(self.blocks(self.stem(pixels)).mean(dim=(2, 3)))
+        return self.head(self.blocks(self.stem(pixels)).mean(dim=(2, 3))) @ self.proj
 
 
 def _data():
@@ -82,6 +83,7 @@ def test_search_keeps_only_the_layer_with_outliers_float(plan):
     units = {u["unit"]: u for u in plan.units}
     worst = min(units.values(), key=lambda u: u["min_cosine"])
     assert worst["unit"] == f"blocks.{OUTLIER_BLOCK}.mlp" and worst["min_cosine"] < 0.999
+    assert any(u.startswith("/") for u in units)  # the tower's own matmul is a unit, not the whole tower
     assert plan.chosen["min_cosine"] >= 0.999 and plan.chosen["top1_agreement"] >= 0.9
 
 

@@ -15,7 +15,6 @@ each candidate costs one quantizer pass and one run over the inputs. Results are
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import os
@@ -82,28 +81,26 @@ def unit_of(scope: str) -> str:
     return ".".join(parts[: numbered[-1] + 2]) if numbered else scope
 
 
-def _scopes(node) -> list[str]:
-    meta = {p.key: p.value for p in node.metadata_props}
-    return [s for s in ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]")) if s]
-
-
 def _quantizable(model, tower_module: nn.Module) -> tuple[dict[str, list[str]], list[str]]:
     """Quantizable ONNX nodes grouped by unit, and the names of the depthwise conv nodes among them.
 
-    A node belongs to the outermost unit its module lies in, so keeping a unit's module path float (what a
-    recipe's `keep_float` does) leaves exactly that unit's nodes float.
+    An op owned by a module that is an ancestor of other units (the text projection `model.text`, above every
+    block) is a unit of its own, named `module/op`: kept float as a module path it would take every block along.
     """
     depthwise_modules = {n for n, m in tower_module.named_modules() if is_depthwise(m)}
     nodes = []
     for node in model.graph.node:
         if node.op_type in onnx_exp.QUANT_OP_TYPES["w8a8"]:
-            scopes = _scopes(node)
-            nodes.append((node.name, scopes[-2] if len(scopes) >= 2 else ""))
-    names = sorted({unit_of(module) for _, module in nodes}, key=len)
+            scopes = onnx_exp.node_scopes(node)
+            nodes.append((node.name, scopes[-2] if len(scopes) >= 2 else "", onnx_exp.op_key(scopes)))
+    modules = {unit_of(module) for _, module, _ in nodes}
     units: dict[str, list[str]] = {}
-    for name, module in nodes:
-        units.setdefault(next(u for u in names if inside(module, [u])), []).append(name)
-    return units, [name for name, module in nodes if module in depthwise_modules]
+    for name, module, op in nodes:
+        unit = unit_of(module)
+        if not module or any(other != unit and inside(other, [unit]) for other in modules):
+            unit = op
+        units.setdefault(unit, []).append(name)
+    return units, [name for name, module, _ in nodes if module in depthwise_modules]
 
 
 def _hash_arrays(*arrays: np.ndarray) -> str:

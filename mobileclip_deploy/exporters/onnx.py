@@ -58,13 +58,27 @@ class _CalibrationReader:
         return next(self._items, None)
 
 
+def node_scopes(node) -> list[str]:
+    """The module paths (outermost first) then the op name that the torch exporter recorded on `node`."""
+    meta = {p.key: p.value for p in node.metadata_props}
+    return [s for s in ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]")) if s]
+
+
+def op_key(scopes: list[str]) -> str:
+    """`module/op` for one op owned directly by its innermost module (`/op` at the tower's top level)."""
+    return f"{scopes[-2] if len(scopes) >= 2 else ''}/{scopes[-1] if scopes else ''}"
+
+
 def _nodes_in(model, modules: list[str]) -> list[str]:
-    """Names of the ONNX nodes that the torch exporter traced inside any of `modules`."""
+    """Names of the ONNX nodes that the torch exporter traced inside any of `modules`.
+
+    An entry `module/op` names one op owned directly by `module` (how `--quant auto` keeps the text projection
+    float without its whole tower).
+    """
     names = []
     for node in model.graph.node:
-        meta = {p.key: p.value for p in node.metadata_props}
-        scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
-        if any(inside(scope, modules) for scope in scopes if scope):
+        scopes = node_scopes(node)
+        if op_key(scopes) in modules or any(inside(scope, modules) for scope in scopes):
             names.append(node.name)
     return names
 
