@@ -28,6 +28,9 @@ Progress = Callable[[str, int, int], None]
 
 DEFAULT_VARIANTS = ("mobileclip-s0", "mobileclip-s1", "mobileclip-s2", "mobileclip-b")
 DEFAULT_SCHEMES = (("onnx", "fp32"), ("onnx", "8da8w"))
+# With calibration photos the int8 point is the searched plan (exporters/autoquant.py): static int8 that meets
+# cos >= 0.999 and top-1 agreement >= 99%; 8da8w quantizes only linear layers, so MCi image towers stay ~fp32.
+CALIBRATED_SCHEMES = (("onnx", "fp32"), ("onnx", "auto"))
 ALL_SCHEMES = (("onnx", "fp32"), ("onnx", "8da8w"), ("executorch-xnnpack", "fp32"),
                ("executorch-xnnpack", "8da8w"))
 HOST_BACKENDS = ("onnx", "executorch-xnnpack")  # what this machine's runtimes execute

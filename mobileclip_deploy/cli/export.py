@@ -86,6 +86,10 @@ def export(
         help="Also check the ExecuTorch/ONNX artifacts on emulated ARM CPUs: arm64 (see `verify --help`).")] = None,
     verify_cpu: Annotated[str | None, typer.Option(
         help="CPU models for --verify arm64 (default cortex-a53,cortex-a76).")] = None,
+    min_cos: Annotated[float, typer.Option(
+        help="--quant auto: minimum cosine to fp32 on the calibration inputs the chosen plan must reach.")] = 0.999,
+    min_agreement: Annotated[float, typer.Option(
+        help="--quant auto: minimum zero-shot top-1 agreement with fp32 on the calibration inputs.")] = 0.99,
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for artifacts and manifest.json.")] = Path("out/export"),
     overwrite: Annotated[bool, typer.Option(help="Replace artifacts of other weights (another checkpoint, or an earlier "
                                             "--random-weights run) in --output-dir; without it such a folder is refused.")] = False,
@@ -106,6 +110,8 @@ def export(
       mobileclip-deploy export -m mobileclip-s0 -c mobileclip_s0.pt -q executorch:w8a8 --calibration photos/
 
       mobileclip-deploy export -m mobileclip-s0 -c mobileclip_s0.pt --recipe export/android-cpu.toml
+
+      mobileclip-deploy export -m mobileclip-s0 -c mobileclip_s0.pt -q onnx:auto --calibration photos/ --min-cos 0.999
     """
     from mobileclip_deploy.exporters import pipeline
     from mobileclip_deploy.exporters.recipe import Recipe, load_recipe
@@ -126,7 +132,8 @@ def export(
         deployment_target=deployment_target or spec.deployment_target,
         image_input=bool(image_input if image_input is not None else spec.image_input),
         ort=bool(ort if ort is not None else spec.ort), overwrite=overwrite,
-        verify_arm64=_verify_cpus(verify, verify_cpu, parity))
+        verify_arm64=_verify_cpus(verify, verify_cpu, parity), keep_float=spec.keep_float,
+        min_cos=min_cos, min_agreement=min_agreement)
     pipeline.plan(request)  # refuse bad combinations before the model is even loaded
     net, variant, checkpoint_sha = load_model_for_cli(model, checkpoint, random_weights)
     results = pipeline.run(request, net, variant, checkpoint_sha, console)

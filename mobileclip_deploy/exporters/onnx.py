@@ -58,20 +58,37 @@ class _CalibrationReader:
         return next(self._items, None)
 
 
+def node_scopes(node) -> list[str]:
+    """The module paths (outermost first) then the op name that the torch exporter recorded on `node`."""
+    meta = {p.key: p.value for p in node.metadata_props}
+    return [s for s in ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]")) if s]
+
+
+def op_key(scopes: list[str]) -> str:
+    """`module/op` for one op owned directly by its innermost module (`/op` at the tower's top level)."""
+    return f"{scopes[-2] if len(scopes) >= 2 else ''}/{scopes[-1] if scopes else ''}"
+
+
 def _nodes_in(model, modules: list[str]) -> list[str]:
-    """Names of the ONNX nodes that the torch exporter traced inside any of `modules`."""
+    """Names of the ONNX nodes that the torch exporter traced inside any of `modules`.
+
+    An entry `module/op` names one op owned directly by `module` (how `--quant auto` keeps the text projection
+    float without its whole tower).
+    """
     names = []
     for node in model.graph.node:
-        meta = {p.key: p.value for p in node.metadata_props}
-        scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
-        if any(inside(scope, modules) for scope in scopes if scope):
+        scopes = node_scopes(node)
+        if op_key(scopes) in modules or any(inside(scope, modules) for scope in scopes):
             names.append(node.name)
     return names
 
 
 def export(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, path: Path,
-           calibration: np.ndarray | None, work_dir: Path) -> dict:
-    """Write `path` (one .onnx file) for `scheme`; return extra manifest facts."""
+           calibration: np.ndarray | None, work_dir: Path, keep: list[str] | None = None) -> dict:
+    """Write `path` (one .onnx file) for `scheme`; return extra manifest facts.
+
+    `keep` (module paths) replaces the hand-written float layers: a `--quant auto` plan or a recipe's `keep_float`.
+    """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -82,7 +99,7 @@ def export(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, pa
     if scheme in ("fp32", "fp16"):
         _session(raw, optimized_output=path)
     elif scheme in ("8da8w", "w8a8"):
-        keep = float_modules(module)
+        keep = float_modules(module) if keep is None else keep
         common = dict(op_types_to_quantize=QUANT_OP_TYPES[scheme], per_channel=True, reduce_range=True,
                       weight_type=QuantType.QInt8, nodes_to_exclude=_nodes_in(onnx.load(str(raw)), keep))
         facts["kept_in_float"] = keep

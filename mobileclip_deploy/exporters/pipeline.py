@@ -53,6 +53,9 @@ class ExportRequest:
     overwrite: bool = False  # replace artifacts of other weights in output_dir (refused otherwise)
     verify_arm64: str | None = None  # CPU models (comma-separated, "" = defaults) to check artifacts on, or None
     arm64_samples: int = 2
+    keep_float: dict[str, list[str]] = field(default_factory=dict)  # tower -> module paths, for onnx w8a8
+    min_cos: float = 0.999  # --quant auto targets, on the calibration inputs
+    min_agreement: float = 0.99
 
 
 @dataclass
@@ -105,6 +108,7 @@ def plan(request: ExportRequest) -> tuple[list[Job], list[str]]:
         raise UserError("--calibration-limit must be at least 1")
     parse_thresholds(request.thresholds)
     check_folder(request.output_dir)
+    _check_auto(request)
     jobs = []
     for backend, scheme in request.pairs:
         job_target = None
@@ -130,6 +134,32 @@ def plan(request: ExportRequest) -> tuple[list[Job], list[str]]:
             raise UserError("--verify arm64 checks Android artifacts; add --format executorch or --format onnx")
         check_tools()
     return jobs, notices
+
+
+def _check_auto(request: ExportRequest) -> None:
+    """`--quant auto` targets are in range; `keep_float` only where an exporter honours it (onnx w8a8)."""
+    from mobileclip_deploy.exporters.autoquant import check_targets
+
+    check_targets(request.min_cos, request.min_agreement)
+    if request.keep_float and not any(b.name == "onnx" and s.name == "w8a8" for b, s in request.pairs):
+        raise UserError("keep_float (a --quant auto recipe) applies to onnx w8a8; add that format and scheme")
+    for tower in request.keep_float:
+        if tower not in TOWERS:
+            raise UserError(f"keep_float: unknown tower {tower!r}; use image or text")
+
+
+def _auto_plan(job: Job, ctx: _Context, module: nn.Module, example: torch.Tensor, step) -> Any:
+    """Search the float layers of `job` (onnx auto) on the calibration inputs, with zero-shot anchors."""
+    from mobileclip_deploy.exporters.autoquant import check_targets, search_onnx
+
+    if job.tower == "image":
+        inputs, anchors = ctx.calibration, ctx.class_embeddings()
+    else:  # a prompt's top-1 photo among the calibration photos (fp32 image embeddings)
+        with torch.no_grad():
+            anchors = run_batched(lambda b: ctx.folded.encode_image(torch.from_numpy(b)).numpy(), ctx.calibration)
+        inputs = ctx.calibration_tokens
+    return search_onnx(module, example, job.tower, ctx.calibration_for(job.tower), inputs, anchors,
+                       check_targets(ctx.request.min_cos, ctx.request.min_agreement), step)
 
 
 def _ios(target: str) -> int:
@@ -253,7 +283,7 @@ class _Context:
         return self._class_embeddings
 
 
-def _export(job: Job, ctx: _Context, path: Path) -> tuple[dict[str, Any], Any]:
+def _export(job: Job, ctx: _Context, path: Path, step=lambda _: None) -> tuple[dict[str, Any], Any]:
     """Write one artifact to `path`; returns (facts for the manifest, backend handle for the check)."""
     module = ctx.export_towers[job.tower]
     example = example_input(job.tower, ctx.variant.image_size, ctx.variant.context_length)
@@ -261,7 +291,14 @@ def _export(job: Job, ctx: _Context, path: Path) -> tuple[dict[str, Any], Any]:
     if job.backend.name == "onnx":
         from mobileclip_deploy.exporters import onnx as onnx_exp
 
-        return onnx_exp.export(module, example, job.tower, job.scheme.name, path, calibration, path.parent), None
+        if job.scheme.name == "auto":
+            plan = _auto_plan(job, ctx, module, example, step)
+            step("exporting the chosen plan")
+            facts = onnx_exp.export(module, example, job.tower, "w8a8", path, calibration, path.parent,
+                                    keep=plan.keep_float)
+            return {**facts, "auto_plan": plan.to_dict()}, plan
+        return onnx_exp.export(module, example, job.tower, job.scheme.name, path, calibration, path.parent,
+                               keep=ctx.request.keep_float.get(job.tower)), None
     if job.backend.name.startswith("executorch"):
         from mobileclip_deploy.exporters import executorch as et_exp
 
@@ -497,6 +534,10 @@ def _run_job(job: Job, ctx: _Context, request: ExportRequest, manifest: dict[str
              "calibration_sha256": ctx.calibration_sha256 if job.scheme.static else None,
              "parity_inputs": ctx.parity_inputs if request.parity and job.tower == "image" else None,
              "tools": mf.tool_versions()}
+    if job.backend.name == "onnx" and job.scheme.name == "w8a8" and job.tower in request.keep_float:
+        facts["keep_float"] = request.keep_float[job.tower]
+    if job.scheme.name == "auto":
+        facts["auto_targets"] = [request.min_cos, request.min_agreement]
     key = mf.cache_key(facts)
     files = [job.filename(variant.name)] + ([job.filename(variant.name, ".ort")] if facts["ort"] else [])
     cached = [mf.find(manifest, f) for f in files]
@@ -508,7 +549,7 @@ def _run_job(job: Job, ctx: _Context, request: ExportRequest, manifest: dict[str
     try:
         with contextlib.ExitStack() as stack:
             paths = [stack.enter_context(atomic_path(out_dir / f, replace=True)) for f in files]
-            backend_facts, handle = _export(job, ctx, paths[0])
+            backend_facts, handle = _export(job, ctx, paths[0], step)
             export_seconds = time.perf_counter() - start
             entries = []
             for path, file in zip(paths, files):
@@ -535,9 +576,14 @@ def _run_job(job: Job, ctx: _Context, request: ExportRequest, manifest: dict[str
             step("writing")
             for file in files:  # no entry may describe a file that is about to be replaced
                 mf.drop(out_dir, manifest, file)
+        if job.scheme.name == "auto":
+            _write_auto_recipe(job, ctx, handle, entries[0])
         for entry in entries:
             mf.put(out_dir, manifest, entry)
+    except UserError:
+        raise  # a request that cannot be met (an `auto` target no plan reaches) stops the run with its message
     except ParityFailure as exc:
+
         return [ArtifactResult(files[0], job.tower, job.backend.name, job.scheme.name, "failed",
                                seconds=time.perf_counter() - start, message=str(exc))]
     except Exception as exc:  # noqa: BLE001 - one broken converter must not hide the other artifacts' results
@@ -547,6 +593,17 @@ def _run_job(job: Job, ctx: _Context, request: ExportRequest, manifest: dict[str
     seconds = time.perf_counter() - start
     return [ArtifactResult(e["file"], job.tower, job.backend.name, job.scheme.name, "ok", e["size_bytes"],
                            e["parity"], seconds) for e in entries]
+
+
+def _write_auto_recipe(job: Job, ctx: _Context, plan, entry: dict[str, Any]) -> None:
+    """Write the recipe that rebuilds an `auto` artifact as w8a8 without the search; the manifest names it."""
+    from mobileclip_deploy.atomic import write_text
+    from mobileclip_deploy.exporters.autoquant import recipe_text
+
+    name = job.filename(ctx.variant.name, ".recipe.toml")
+    write_text(ctx.request.output_dir / name, recipe_text(plan, ctx.variant.name, ctx.request.calibration,
+                                                          ctx.request.calibration_limit), replace=True)
+    entry["details"]["recipe"] = name
 
 
 def _runtime_target(job: Job) -> str:

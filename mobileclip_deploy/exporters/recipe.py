@@ -9,7 +9,7 @@ from pathlib import Path
 from mobileclip_deploy.errors import UserError
 
 _TOP_KEYS = {"description", "tower", "calibration", "calibration_limit", "formats", "thresholds"}
-_FORMAT_KEYS = {"schemes", "deployment_target", "image_input", "ort"}
+_FORMAT_KEYS = {"schemes", "deployment_target", "image_input", "ort", "keep_float"}
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Recipe:
     image_input: bool | None = None
     ort: bool | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
+    keep_float: dict[str, list[str]] = field(default_factory=dict)  # tower -> module paths left float (onnx w8a8)
 
 
 def load_recipe(path: Path) -> Recipe:
@@ -59,10 +60,21 @@ def load_recipe(path: Path) -> Recipe:
         if not schemes or not isinstance(schemes, list) or not all(isinstance(s, str) for s in schemes):
             raise UserError(f"recipe {where} needs `schemes = [...]` (a list of scheme names)")
         recipe.quants += [f"{name}:{s}" for s in schemes]
+        if "keep_float" in table:
+            recipe.keep_float = _keep_float(where, table["keep_float"])
         for key, kind in (("deployment_target", str), ("image_input", bool), ("ort", bool)):
             if key in table:
                 setattr(recipe, key, _typed(where, table, key, kind))
     return recipe
+
+
+def _keep_float(where: str, table: object) -> dict[str, list[str]]:
+    """`[formats.onnx.keep_float]`: `image = [...]` / `text = [...]`, module paths written by `--quant auto`."""
+    if not isinstance(table, dict) or not all(
+            k in ("image", "text") and isinstance(v, list) and all(isinstance(n, str) for n in v)
+            for k, v in table.items()):
+        raise UserError(f"recipe {where}: `keep_float` must be a table of image/text = [module paths]")
+    return {k: list(v) for k, v in table.items()}
 
 
 def _typed(where: object, table: dict, key: str, kind: type):

@@ -79,6 +79,8 @@ BACKENDS: dict[str, Backend] = {
             FP32, FP16,
             Scheme("8da8w", 8, help="dynamic int8 (ORT quantize_dynamic) of MatMul/Gemm; convs stay float"),
             Scheme("w8a8", 8, static=True, help="static int8 QDQ with calibration"),
+            Scheme("auto", 8, static=True, help="static int8 QDQ, float layers chosen by measured sensitivity "
+                   "and latency to meet --min-cos/--min-agreement (writes a recipe reproducing the plan)"),
         ), runs_here=True, help="one-file ONNX for ONNX Runtime (desktop, server, ORT Mobile)"),
     )
 }

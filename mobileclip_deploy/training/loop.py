@@ -244,12 +244,12 @@ class Trainer:
         identity = {k: getattr(self.cfg, k) for k in RUN_IDENTITY}
         state = {"step": self.step, "model": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scaler": self.scaler.state_dict() if self.scaler else {}, "identity": json.dumps(identity)}
-        with atomic_path(self.state_path) as tmp:
+        with atomic_path(self.state_path, replace=True) as tmp:
             torch.save(state, tmp)
         # The student alone, in its native (official or open_clip) layout, train-time form: create_model loads it.
-        with atomic_path(self.student_path) as tmp:
+        with atomic_path(self.student_path, replace=True) as tmp:
             torch.save(self.student.state_dict(), tmp)
-        write_text(self.out / "log.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
+        write_text(self.out / "log.jsonl", "".join(json.dumps(h) + "\n" for h in self.history), replace=True)
         plot_curve(self.history, self.out / "curve.png")
 
     def _resume(self) -> None:
@@ -360,7 +360,7 @@ def plot_curve(history: list[dict], path: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
+    with atomic_path(path, replace=True) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
 
@@ -418,7 +418,7 @@ def distill(cfg: DistillConfig, resume: bool = False, console=None, student: nn.
             model_opts = f"--model {trainer.variant.name} --checkpoint {trainer.student_path}"
             summary["next"] = [f"mobileclip-deploy eval {model_opts} --data LABELLED_FOLDER",
                                f"mobileclip-deploy export {model_opts} -o {out / 'export'}"]
-            write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+            write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n", replace=True)
     return summary
 
 

@@ -141,7 +141,7 @@ def write_sentence_bank(folder: Path, sentences: Sequence[str], emb: np.ndarray)
 
     buf = io.BytesIO()
     np.savez(buf, text=np.asarray(list(sentences), dtype=np.str_), emb=np.asarray(emb, np.float32))
-    write_bytes(folder / SENTENCES, buf.getvalue())
+    write_bytes(folder / SENTENCES, buf.getvalue(), replace=True)
     return hashlib.sha256(buf.getvalue()).hexdigest()
 
 

@@ -236,7 +236,7 @@ def _claim_output(out: Path, plan: dict) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} exists and is not a reinforce output; refusing to write into it. Pick a new -o.")
     out.mkdir(parents=True, exist_ok=True)
-    write_text(plan_file, json.dumps(plan, indent=1) + "\n")
+    write_text(plan_file, json.dumps(plan, indent=1) + "\n", replace=True)
 
 
 def _done(out: Path) -> dict[str, dict]:
@@ -374,7 +374,7 @@ def reinforce(cfg: ReinforceConfig, teachers: Sequence[Teacher], device: str | N
                     "sentences": str(cfg.sentences) if cfg.sentences else None},
         "tool_versions": _versions(),
     }
-    write_text(cfg.out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    write_text(cfg.out / MANIFEST, json.dumps(manifest, indent=1) + "\n", replace=True)
     return manifest
 
 

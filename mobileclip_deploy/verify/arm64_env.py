@@ -147,7 +147,7 @@ class Arm64Env:
     def _record(self, step: str, facts: dict) -> None:
         state = self._state()
         state["steps"][step] = facts
-        write_text(self.state_path, json.dumps(state, indent=1, sort_keys=True) + "\n")
+        write_text(self.state_path, json.dumps(state, indent=1, sort_keys=True) + "\n", replace=True)
 
     @staticmethod
     def _verify(folder: Path, hashes: dict[str, str], what: str) -> None:
@@ -260,12 +260,12 @@ class Arm64Env:
         blocks = [f"processor\t: {i}\nBogoMIPS\t: 50.00\nFeatures\t: {cpu.features}\nCPU implementer\t: 0x41\n"
                   f"CPU architecture: 8\nCPU variant\t: 0x{cpu.variant:x}\nCPU part\t: 0x{cpu.part:03x}\n"
                   f"CPU revision\t: {cpu.revision}\n" for i in range(count)]
-        write_text(folder / "proc/cpuinfo", "\n".join(blocks) + "\n")
+        write_text(folder / "proc/cpuinfo", "\n".join(blocks) + "\n", replace=True)
         cpu_dir = folder / "sys/devices/system/cpu"
         for name in ("possible", "present", "online"):
-            write_text(cpu_dir / name, f"0-{count - 1}\n" if count > 1 else "0\n")
+            write_text(cpu_dir / name, f"0-{count - 1}\n" if count > 1 else "0\n", replace=True)
         for i in range(count):
-            write_text(cpu_dir / f"cpu{i}/regs/identification/midr_el1", cpu.midr + "\n")
+            write_text(cpu_dir / f"cpu{i}/regs/identification/midr_el1", cpu.midr + "\n", replace=True)
 
     def command(self, cpu: CpuModel, groups: list[str], script: Path, args: list[str]) -> list[str]:
         """The qemu command line that runs `script` with the guest Python on this CPU model."""

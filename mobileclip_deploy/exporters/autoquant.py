@@ -1,0 +1,314 @@
+"""`--quant auto` for ONNX Runtime static int8: choose which layers stay float by measuring, not by a fixed list.
+
+Why these steps (op profiles of S0's image tower, ONNX Runtime 1.32, 1 thread, benchmarks/op_profile.py):
+- QLinearConv is fast for dense convs (S0's 50 1x1 convs: 11.4 ms int8 vs 41 ms fp32) but slow for depthwise
+  ones (24 7x7 depthwise: 52 ms int8 vs 4.8 ms fp32; 3x3 depthwise 3.8 vs 1.7 ms): MLAS has no fast u8 kernel
+  for them, so quantizing every conv made the tower *slower* than fp32 (67 vs 58 ms). Whether depthwise convs
+  are quantized is therefore decided first, by timing both forms of the all-int8 model.
+- Then each unit (a block's token mixer, MLP, downsample, head...) is quantized alone, and its sensitivity is
+  the output cosine and zero-shot top-1 agreement with fp32 on the calibration inputs.
+- Units are kept float, most sensitive first, until the whole model meets the targets (a binary search over that
+  order, each step measured); among the plans that meet them the fastest measured one wins.
+Activation ranges are calibrated once on the float model (MinMax ranges do not depend on what is excluded), so
+each candidate costs one quantizer pass and one run over the inputs. Results are cached by content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mobileclip_deploy.atomic import write_text
+from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.exporters import onnx as onnx_exp
+from mobileclip_deploy.exporters.parity import compare, top1_agreement
+from mobileclip_deploy.exporters.sensitive import float_modules, inside, is_depthwise
+from mobileclip_deploy.exporters.wrappers import INPUT_NAME
+from mobileclip_deploy.hashing import package_source_sha256
+
+PLAN_VERSION = 1
+LATENCY_CALLS = 5  # timed calls per candidate and round
+LATENCY_ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class Targets:
+    min_cosine: float = 0.999
+    min_agreement: float = 0.99
+
+    def met(self, score: dict) -> bool:
+        return score["min_cosine"] >= self.min_cosine and score["top1_agreement"] >= self.min_agreement
+
+
+@dataclass
+class Plan:
+    """What the search chose and why; `keep_float` (module paths) reproduces the export as `w8a8`."""
+
+    backend: str
+    tower: str
+    targets: dict
+    keep_float: list[str]
+    depthwise: dict  # {"quantized": bool, "latency_ms": {...}}
+    units: list[dict]  # per unit: name, nodes, min_cosine, top1_agreement (that unit alone quantized)
+    steps: list[dict]  # each whole-model candidate measured during the search
+    chosen: dict  # score and latency of the chosen plan, fp32 latency, ratio
+    cache_key: str = ""
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def unit_of(scope: str) -> str:
+    """A module path cut just below its last numbered container: `...blocks.3.mlp.fc1` -> `...blocks.3.mlp`.
+
+    That groups a block's token mixer, MLP and attention apart while keeping the number of units (and so
+    the search time) near three per block.
+    """
+    parts = scope.split(".")
+    numbered = [i for i, p in enumerate(parts) if p.isdigit()]
+    return ".".join(parts[: numbered[-1] + 2]) if numbered else scope
+
+
+def _quantizable(model, tower_module: nn.Module) -> tuple[dict[str, list[str]], list[str]]:
+    """Quantizable ONNX nodes grouped by unit, and the names of the depthwise conv nodes among them.
+
+    An op owned by a module that is an ancestor of other units (the text projection `model.text`, above every
+    block) is a unit of its own, named `module/op`: kept float as a module path it would take every block along.
+    """
+    depthwise_modules = {n for n, m in tower_module.named_modules() if is_depthwise(m)}
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type in onnx_exp.QUANT_OP_TYPES["w8a8"]:
+            scopes = onnx_exp.node_scopes(node)
+            nodes.append((node.name, scopes[-2] if len(scopes) >= 2 else "", onnx_exp.op_key(scopes)))
+    modules = {unit_of(module) for _, module, _ in nodes}
+    units: dict[str, list[str]] = {}
+    for name, module, op in nodes:
+        unit = unit_of(module)
+        if not module or any(other != unit and inside(other, [unit]) for other in modules):
+            unit = op
+        units.setdefault(unit, []).append(name)
+    return units, [name for name, module, _ in nodes if module in depthwise_modules]
+
+
+def _hash_arrays(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(str(a.shape).encode() + str(a.dtype).encode())
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()
+
+
+def _weights_hash(module: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MOBILECLIP_DEPLOY_CACHE", Path.home() / ".cache" / "mobileclip-deploy")) / "autoquant"
+
+
+class _Search:
+    """One tower's search state: the float ONNX model, its calibrated ranges, the reference outputs."""
+
+    def __init__(self, raw: Path, tower: str, calibration: np.ndarray, inputs: np.ndarray, anchors: np.ndarray,
+                 work: Path) -> None:
+        import onnx
+
+        self.raw, self.tower, self.inputs, self.anchors, self.work = raw, tower, inputs, anchors, work
+        self.model = onnx.load(str(raw))
+        self.ranges = self._calibrate(calibration)
+        self.reference = self._outputs(raw)
+        self._count = 0
+
+    def _calibrate(self, calibration: np.ndarray):
+        from onnxruntime.quantization import CalibrationMethod
+        from onnxruntime.quantization.calibrate import create_calibrator
+
+        calibrator = create_calibrator(self.raw, onnx_exp.QUANT_OP_TYPES["w8a8"],
+                                       augmented_model_path=str(self.work / "augmented.onnx"),
+                                       calibrate_method=CalibrationMethod.MinMax)
+        calibrator.collect_data(onnx_exp._CalibrationReader(INPUT_NAME[self.tower], calibration))
+        return calibrator.compute_data()
+
+    def quantized(self, exclude: list[str]) -> Path:
+        """Write the static QDQ model with the nodes in `exclude` left float (the exporter's w8a8 settings)."""
+        import onnx
+        from onnxruntime.quantization import QuantType
+        from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+
+        quantizer = QDQQuantizer(onnx.load(str(self.raw)), True, True, QuantType.QInt8, QuantType.QUInt8,
+                                 self.ranges, [], exclude, onnx_exp.QUANT_OP_TYPES["w8a8"], {})
+        quantizer.quantize_model()
+        self._count += 1
+        path = self.work / f"candidate{self._count % 2}.onnx"
+        quantizer.model.save_model_to_file(str(path))
+        return path
+
+    def _outputs(self, path: Path) -> np.ndarray:
+        run = onnx_exp.runner(path, self.tower)
+        return np.concatenate([run(self.inputs[i : i + 1]) for i in range(len(self.inputs))])
+
+    def score(self, exclude: list[str]) -> dict:
+        out = self._outputs(self.quantized(exclude))
+        cos = compare(self.reference, out)["min_cosine"]
+        return {"min_cosine": round(cos, 7),
+                "top1_agreement": round(top1_agreement(self.reference, out, self.anchors), 4)}
+
+    def latency(self, candidates: dict[str, list[str] | None]) -> dict[str, float]:
+        """Median ms per candidate (None: fp32) at 1 thread, timed in interleaved rounds against load drift."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.log_severity_level = 1, 3
+        sessions = {}
+        for name, exclude in candidates.items():
+            path = self.raw if exclude is None else self.quantized(exclude)
+            sessions[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        feed = {INPUT_NAME[self.tower]: self.inputs[:1]}
+        times: dict[str, list[float]] = {n: [] for n in sessions}
+        for _ in range(LATENCY_ROUNDS):
+            for name, session in sessions.items():
+                session.run(None, feed)
+                for _ in range(LATENCY_CALLS):
+                    t0 = time.perf_counter()
+                    session.run(None, feed)
+                    times[name].append((time.perf_counter() - t0) * 1e3)
+        return {n: round(float(np.median(t)), 3) for n, t in times.items()}
+
+
+def search_onnx(module: nn.Module, example: torch.Tensor, tower: str, calibration: np.ndarray, inputs: np.ndarray,
+                anchors: np.ndarray, targets: Targets, step: Callable[[str], None] = lambda _: None,
+                use_cache: bool = True) -> Plan:
+    """Find the fastest ORT static-int8 plan of `module` meeting `targets` on `inputs` (cached by content)."""
+    key = hashlib.sha256(json.dumps({
+        "version": PLAN_VERSION, "backend": "onnx", "tower": tower, "weights": _weights_hash(module),
+        "calibration": _hash_arrays(calibration), "inputs": _hash_arrays(inputs, anchors),
+        "targets": asdict(targets), "source": package_source_sha256()}, sort_keys=True).encode()).hexdigest()
+    cached = cache_dir() / f"{key}.json"
+    if use_cache and cached.is_file():
+        try:
+            data = json.loads(cached.read_text(encoding="utf-8"))
+            step("auto: reusing the cached search")
+            return Plan(**data)
+        except (ValueError, TypeError):
+            pass  # a damaged cache entry is searched again and overwritten
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="autoquant.") as tmp:
+        work = Path(tmp)
+        step("auto: exporting and calibrating")
+        onnx_exp._torch_export(module, example, tower, work / "raw.onnx")
+        search = _Search(work / "raw.onnx", tower, calibration, inputs, anchors, work)
+        plan = _search(search, module, tower, targets, step)
+    plan.cache_key, plan.seconds = key, round(time.perf_counter() - start, 1)
+    if use_cache:
+        write_text(cached, json.dumps(plan.to_dict(), indent=1), replace=True)
+    return plan
+
+
+def _search(search: _Search, module: nn.Module, tower: str, targets: Targets, step) -> Plan:
+    units, depthwise = _quantizable(search.model, module)
+    every = [n for nodes in units.values() for n in nodes]
+    step("auto: timing depthwise convs int8 vs float")
+    dw_ms = search.latency({"fp32": None, "all_int8": [], "depthwise_float": depthwise}) if depthwise else {}
+    quantize_dw = not depthwise or dw_ms["all_int8"] <= dw_ms["depthwise_float"]
+    forced = [] if quantize_dw else depthwise
+    # A unit's nodes as the plan would quantize them; units left with nothing to quantize drop out.
+    live = {u: [n for n in nodes if n not in forced] for u, nodes in units.items()}
+    live = {u: nodes for u, nodes in live.items() if nodes}
+    scores = []
+    for i, (unit, nodes) in enumerate(live.items(), 1):
+        step(f"auto: sensitivity {i}/{len(live)} {unit}")
+        others = [n for n in every if n not in nodes]
+        scores.append({"unit": unit, "nodes": len(nodes), **search.score(others)})
+    order = sorted(scores, key=lambda s: (s["min_cosine"] + s["top1_agreement"], s["unit"]))
+    steps: list[dict] = []
+
+    def measured(k: int) -> dict:
+        kept = [s["unit"] for s in order[:k]]
+        exclude = forced + [n for u in kept for n in live[u]]
+        step(f"auto: whole model with {k} unit(s) float")
+        result = {"float_units": k, **search.score(exclude)}
+        steps.append(result)
+        return result
+
+    # Smallest prefix of the sensitivity order that meets the targets, by binary search: prefix `low` fails,
+    # prefix `high` passes (all units float is fp32, assumed to pass and never worth measuring).
+    low, high = -1, len(order)
+    if targets.met(measured(0)):
+        high = 0
+    else:
+        low = 0
+    while high - low > 1:
+        mid = (low + high) // 2
+        if targets.met(measured(mid)):
+            high = mid
+        else:
+            low = mid
+    if high >= len(order):
+        best = max(steps, key=lambda s: (s["min_cosine"], s["top1_agreement"]), default=None)
+        raise UserError(
+            f"--quant auto: no int8 plan of the {tower} tower meets min cosine {targets.min_cosine} and top-1 "
+            f"agreement {targets.min_agreement} on the calibration inputs: even keeping all but one unit float "
+            f"gives {best}; lower --min-cos / --min-agreement or use fp32/fp16")
+    kept = [s["unit"] for s in order[:high]]
+    chosen_exclude = forced + [n for u in kept for n in live[u]]
+    candidates = {"auto": chosen_exclude}
+    hand = float_modules(module)
+    hand_nodes = onnx_exp._nodes_in(search.model, hand)
+    hand_score = search.score(hand_nodes)
+    steps.append({"float_units": "hand-written sensitive.float_modules", **hand_score})
+    if targets.met(hand_score):
+        candidates["hand"] = hand_nodes
+    step("auto: timing the plans that meet the targets")
+    ms = search.latency({"fp32": None, **candidates})
+    pick = min(candidates, key=lambda n: ms[n])
+    if pick == "hand":
+        keep_float, score = hand, hand_score
+    else:
+        keep_float = sorted(kept + ([] if quantize_dw else [n for n, m in module.named_modules() if is_depthwise(m)]))
+        score = next(s for s in steps if s["float_units"] == high)
+    return Plan(backend="onnx", tower=tower, targets=asdict(targets), keep_float=keep_float,
+                depthwise={"quantized": quantize_dw, "latency_ms": dw_ms}, units=scores, steps=steps,
+                chosen={"from": "search" if pick == "auto" else "hand-written list (faster, also meets targets)",
+                        "float_units": kept if pick == "auto" else hand, "min_cosine": score["min_cosine"],
+                        "top1_agreement": score["top1_agreement"], "latency_ms": ms[pick],
+                        "fp32_latency_ms": ms["fp32"], "ratio_to_fp32": round(ms[pick] / ms["fp32"], 3),
+                        "candidates_ms": ms})
+
+
+def recipe_text(plan: Plan, model: str, calibration: Path, calibration_limit: int) -> str:
+    """A recipe (export/*.toml style) that rebuilds the chosen artifact as `w8a8` without searching again."""
+    lines = [f"# Written by `--quant auto` for {model} ({plan.tower} tower): reproduces the chosen plan",
+             f"# without the search. Plan cache key {plan.cache_key[:16]}; chosen: cosine "
+             f"{plan.chosen['min_cosine']}, top-1 agreement {plan.chosen['top1_agreement']}, "
+             f"{plan.chosen['ratio_to_fp32']}x fp32 latency on the search host.",
+             f'description = "{model} {plan.tower}: ONNX static int8, float layers chosen by --quant auto"',
+             f'tower = "{plan.tower}"', f"calibration = {json.dumps(str(calibration))}",
+             f"calibration_limit = {calibration_limit}", "", "[formats.onnx]", 'schemes = ["w8a8"]',
+             "", "[formats.onnx.keep_float]", f"{plan.tower} = ["]
+    lines += [f"  {json.dumps(name)}," for name in plan.keep_float]
+    return "\n".join(lines + ["]", ""])
+
+
+def check_targets(min_cos: float, min_agreement: float) -> Targets:
+    for name, value in (("--min-cos", min_cos), ("--min-agreement", min_agreement)):
+        if not 0.0 < value <= 1.0:
+            raise UserError(f"{name} {value} must be in (0, 1]")
+    return Targets(min_cos, min_agreement)
+

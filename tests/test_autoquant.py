@@ -1,0 +1,154 @@
+"""`--quant auto` (exporters/autoquant.py) on a tiny conv tower: the search keeps float the layer made sensitive on
+purpose and nothing else, its recipe rebuilds the same artifact, and an unreachable target is refused."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.exporters import autoquant
+from mobileclip_deploy.exporters import onnx as onnx_exp
+from mobileclip_deploy.exporters.recipe import load_recipe
+from mobileclip_deploy.hashing import sha256_path
+
+OUTLIER_BLOCK = 2
+REPO_PHOTOS = Path("photos")  # only checked for presence by _frontier_pair
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Conv2d(dim, 2 * dim, 1), nn.GELU(), nn.Conv2d(2 * dim, dim, 1)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.mixer = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.mlp = Mlp(dim)
+
+    def forward(self, x):
+        x = x + self.mixer(x)
+        return x + self.mlp(x)
+
+
+class TinyTower(nn.Module):
+    """pixels (1x3x16x16) -> image_embedding (1x8), blocks named like the MCi towers' (`blocks.N.mlp`)."""
+
+    def __init__(self, outliers: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.blocks = nn.Sequential(*[Block(16) for _ in range(4)])
+        self.head = nn.Linear(16, 8)
+        self.proj = nn.Parameter(torch.eye(8) + 0.1 * torch.randn(8, 8))  # an op of the tower itself, like CLIP's
+        if outliers:  # one hidden channel 1000x larger, undone by fc2: fp32 output as before, int8 ranges swamped
+            mlp = self.blocks[OUTLIER_BLOCK].mlp
+            with torch.no_grad():
+                mlp.fc1.weight[0] *= 1000
+                mlp.fc1.bias[0] *= 1000
+                mlp.fc2.weight[:, 0] /= 1000
+
+    def forward(self, pixels):
+        return self.head(self.blocks(self.stem(pixels)).mean(dim=(2, 3))) @ self.proj
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (12, 3, 16, 16)).astype(np.float32)
+    anchors = rng.standard_normal((6, 8)).astype(np.float32)
+    return images, anchors
+
+
+def _search(tower, targets, **kw):
+    images, anchors = _data()
+    return autoquant.search_onnx(tower.eval(), torch.rand(1, 3, 16, 16), "image", images, images, anchors, targets,
+                                 use_cache=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return _search(TinyTower(outliers=True), autoquant.Targets(0.999, 0.9))
+
+
+def test_search_keeps_only_the_layer_with_outliers_float(plan):
+    mlps = [name for name in plan.keep_float if name.endswith(".mlp")]
+    assert mlps == [f"blocks.{OUTLIER_BLOCK}.mlp"]
+    units = {u["unit"]: u for u in plan.units}
+    worst = min(units.values(), key=lambda u: u["min_cosine"])
+    assert worst["unit"] == f"blocks.{OUTLIER_BLOCK}.mlp" and worst["min_cosine"] < 0.999
+    assert any(u.startswith("/") for u in units)  # the tower's own matmul is a unit, not the whole tower
+    assert plan.chosen["min_cosine"] >= 0.999 and plan.chosen["top1_agreement"] >= 0.9
+
+
+def test_unreachable_target_is_refused_and_nothing_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOBILECLIP_DEPLOY_CACHE", str(tmp_path))
+    images, anchors = _data()
+    with pytest.raises(UserError, match="no int8 plan of the image tower meets min cosine 1.0"):
+        autoquant.search_onnx(TinyTower(outliers=True).eval(), torch.rand(1, 3, 16, 16), "image", images, images,
+                              anchors, autoquant.Targets(1.0, 1.0))
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_recipe_rebuilds_the_same_artifact(plan, tmp_path):
+    tower = TinyTower(outliers=True).eval()
+    recipe_path = tmp_path / "tiny.recipe.toml"
+    recipe_path.write_text(autoquant.recipe_text(plan, "tiny", tmp_path, 12))
+    recipe = load_recipe(recipe_path)
+    assert recipe.quants == ["onnx:w8a8"] and recipe.tower == "image" and recipe.calibration_limit == 12
+    assert recipe.keep_float == {"image": plan.keep_float}
+    images, _ = _data()
+    example = torch.rand(1, 3, 16, 16)
+    built = []
+    for name, keep in (("auto", plan.keep_float), ("recipe", recipe.keep_float["image"])):
+        work = tmp_path / name
+        work.mkdir()
+        onnx_exp.export(tower, example, "image", "w8a8", work / "m.onnx", images, work, keep=keep)
+        built.append(work / "m.onnx")
+    assert sha256_path(built[0]) == sha256_path(built[1])
+    import onnx
+
+    model = onnx.load(str(built[0]))
+    quantized = {n.name for n in model.graph.node if n.op_type == "Conv"
+                 and any(i.endswith("_DequantizeLinear_Output") for i in n.input[1:2])}
+    # every conv outside the kept block is quantized, none inside it
+    assert quantized and all("blocks.2.mlp" not in n for n in quantized)
+
+
+def _refusal(*args) -> str:
+    from typer.testing import CliRunner
+
+    from mobileclip_deploy.cli import app
+
+    result = CliRunner().invoke(app, ["export", "--random-weights", *map(str, args)])
+    assert isinstance(result.exception, UserError), result.output
+    return " ".join(str(result.exception).split())
+
+
+def test_cli_refuses_bad_auto_requests_before_any_work(shared_dir, tmp_path):
+    photos, out = shared_dir / "data" / "imagenet-samples", tmp_path / "out"
+    assert "--min-cos 1.5 must be in (0, 1]" in _refusal("-q", "onnx:auto", "--calibration", photos,
+                                                         "--min-cos", "1.5", "-o", out)
+    assert "needs --calibration DIR" in _refusal("-q", "onnx:auto", "-o", out)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[formats.executorch]\nschemes = ["w8a8"]\n[formats.executorch.keep_float]\nimage = ["x"]\n')
+    assert "keep_float (a --quant auto recipe) applies to onnx w8a8" in _refusal(
+        "--recipe", recipe, "--calibration", photos, "-o", out)
+    assert not out.exists()
+
+
+def test_frontier_draws_the_auto_plan_with_photos_and_says_so_without():
+    from mobileclip_deploy.bench.sweep import CALIBRATED_SCHEMES
+    from mobileclip_deploy.cli.bench import _frontier_pair, _int8_note
+
+    assert [_frontier_pair(f"{b}:{s}", calibration=REPO_PHOTOS) for b, s in CALIBRATED_SCHEMES] == [
+        ("onnx", "fp32"), ("onnx", "auto")]
+    with pytest.raises(UserError, match="calibration"):
+        _frontier_pair("onnx:auto")
+    assert "onnx auto" in _int8_note(True) and "8da8w" in _int8_note(False) and "--calibration" in _int8_note(False)
