@@ -207,7 +207,7 @@ def _only_finished_files(out: Path) -> list[str]:
 def test_failed_export_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mobileclip_deploy.exporters import onnx as onnx_exp
 
-    def half_written(module, example, tower, scheme, path, calibration, work_dir):
+    def half_written(module, example, tower, scheme, path, calibration, work_dir, **options):
         path.write_bytes(b"half an onnx file")
         raise RuntimeError("converter crashed")
 

@@ -48,7 +48,7 @@ def refused(*args: str | Path) -> str:
 # ------------------------------------------------------------------------------------ export caches
 
 
-def fake_export(job, ctx, path: Path):
+def fake_export(job, ctx, path: Path, step=lambda _: None):
     """Stands in for the converter where only the cache decision is tested: the file records its inputs."""
     path.write_bytes(f"{job.filename(ctx.variant.name)} {ctx.calibration_sha256}".encode())
     return {}, None
