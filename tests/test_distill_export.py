@@ -1,16 +1,23 @@
-"""A distilled MobileCLIP-S0 is an ordinary checkpoint: create_model loads it, it folds, and exports to ONNX."""
+"""A distilled MobileCLIP-S0 is an ordinary checkpoint: create_model loads it, it folds, exports to ONNX, and the
+frontier plots it beside the published points."""
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from rich.console import Console
+from typer.testing import CliRunner
 
 from distill_fakes import make_data
+from test_eval import SAMPLES, wnid_folder
 from mobileclip_deploy import create_model, reparameterize
+from mobileclip_deploy.bench.frontier import MEASURED
+from mobileclip_deploy.cli import app
 from mobileclip_deploy.exporters import onnx as onnx_exporter
 from mobileclip_deploy.exporters import pipeline
 from mobileclip_deploy.exporters.schemes import resolve_pairs
@@ -50,3 +57,22 @@ def test_distilled_s0_loads_folds_and_exports(shared_dir: Path, s0_checkpoint: P
         reference = folded.encode_image(pixels).numpy()
     cosine = float((ours * reference).sum() / np.linalg.norm(ours) / np.linalg.norm(reference))
     assert cosine > 0.9999 and np.abs(ours - reference).max() < 1e-3
+
+    # The frontier takes the run folder as it is: its own export, timing and accuracy on labelled photos.
+    labelled = wnid_folder(tmp_path, n=3)
+    res = CliRunner().invoke(app, ["frontier", "--student", str(tmp_path / "run"), "--schemes", "onnx:fp32",
+                                   "--eval-data", str(labelled), "--class-map", str(SAMPLES / "labels.csv"),
+                                   "--eval-templates", "simple", "--eval-classes", "present", "--warmup", "0",
+                                   "--iterations", "1", "-o", str(tmp_path / "frontier")])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader((tmp_path / "frontier" / "frontier.csv").open()))
+    [point] = [r for r in rows if r["group"] == MEASURED]  # no variant measured unless asked for
+    assert point["name"] == "MobileCLIP-S0-distilled[run] onnx fp32"
+    assert point["top1_source"] == "measured" and point["random_weights"] == "False"
+    assert 0.0 <= float(point["top1"]) <= 100.0 and float(point["total_ms"]) > 0
+    assert any(r["group"] != MEASURED for r in rows)  # beside the published points
+    manifest = json.loads((tmp_path / "frontier" / "artifacts" / "mobileclip-s0-distilled-run" /
+                           "manifest.json").read_text())
+    assert manifest["checkpoint_sha256"] == sha256_path(student_file) and len(manifest["artifacts"]) == 2
+    notes = (tmp_path / "frontier" / "frontier.md").read_text()
+    assert "MobileCLIP-S0-distilled[run]: mobileclip-s0 distilled in" in notes and "agreement" in notes

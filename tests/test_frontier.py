@@ -109,3 +109,30 @@ def test_reduced_frontier_run(tmp_path, monkeypatch, shared_dir):
     assert recs[0]["manifest_entry"]["sha256"] == recs[0]["artifact"]["sha256"]  # made by the export pipeline
     again = CliRunner().invoke(app, args[:4] + ["onnx:fp32"] + args[5:])
     assert again.exit_code == 0 and "reuse mobileclip-s0" in again.output
+
+
+def test_frontier_student_refusals(tmp_path):
+    """A --student folder is checked before any export: a finished run, with its checkpoint, and data to score it."""
+    from mobileclip_deploy.cli import app
+
+    def said(res) -> str:  # the message, unwrapped
+        return " ".join(res.output.split())
+
+    run = tmp_path / "run"
+    run.mkdir()
+    base = ["frontier", "--schemes", "onnx:fp32", "-o", str(tmp_path / "fr")]
+    res = CliRunner().invoke(app, base + ["--student", str(run), "--eval-data", str(tmp_path)])
+    assert res.exit_code == 2 and "no summary.json there" in said(res)
+    (run / "summary.json").write_text(json.dumps({"variant": "mobileclip-s0", "student": "elsewhere/student.pt"}))
+    res = CliRunner().invoke(app, base + ["--student", str(run), "--eval-data", str(tmp_path)])
+    assert res.exit_code == 2 and "student.pt is missing" in said(res)
+    (run / "student.pt").write_bytes(b"")
+    res = CliRunner().invoke(app, base + ["--student", str(run)])
+    assert res.exit_code == 2 and "--student needs --eval-data" in said(res)
+    twin = tmp_path / "other" / "run"
+    twin.mkdir(parents=True)
+    for f in ("summary.json", "student.pt"):
+        (twin / f).write_bytes((run / f).read_bytes())
+    res = CliRunner().invoke(app, base + ["--student", str(run), "--student", str(twin), "--eval-data", str(tmp_path)])
+    assert res.exit_code == 2 and "same name and model" in said(res)
+    assert not (tmp_path / "fr").exists()

@@ -53,6 +53,44 @@ class SweepConfig:
     eval_limit_per_class: int | None = None
     max_seconds: float | None = None  # per artifact: bounds slow runs (see host.measure)
     calibration: Path | None = None  # photos for static schemes (w8a8)
+    students: tuple[Student, ...] = ()  # `distill` runs, measured after the variants
+
+
+@dataclass(frozen=True)
+class Student:
+    """A `distill` run folder: its student checkpoint gets its own artifacts and its own point."""
+
+    run: Path
+    variant: str
+    checkpoint: Path
+    summary: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.run.resolve().name
+
+    @property
+    def key(self) -> str:
+        """Folder under artifacts/: never shared with the variant's own (official or random) weights."""
+        return f"{self.variant}-distilled-{self.name}"
+
+    @classmethod
+    def from_run(cls, run: Path) -> Student:
+        """Read `summary.json` that `distill` writes when it finishes; a folder without one is refused."""
+        from mobileclip_deploy.registry import get_variant
+
+        summary_file = run / "summary.json"
+        if not summary_file.is_file():
+            raise UserError(f"--student {run}: no summary.json there; pass the -o folder of a finished `distill` run")
+        try:
+            summary = json.loads(summary_file.read_text("utf-8"))
+            variant, student = get_variant(summary["variant"]).name, Path(summary["student"]).name
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"--student {run}: summary.json is not one `distill` wrote ({exc})") from None
+        checkpoint = run / student  # the run folder may have moved since: the file is found beside the summary
+        if not checkpoint.is_file():
+            raise UserError(f"--student {run}: {checkpoint} is missing")
+        return cls(run, variant, checkpoint, summary)
 
 
 def _cache_key(variant: str, checkpoint_sha: str | None, calibration: Path | None) -> dict[str, Any]:
@@ -81,11 +119,12 @@ def _failure(what: str, exc: Exception) -> str:
 
 
 def build_artifacts(cfg: SweepConfig, variant_name: str, log: Log,
-                    failures: list[str] | None = None) -> list[Artifact]:
+                    failures: list[str] | None = None, student: Student | None = None) -> list[Artifact]:
     """Export (or reuse) both towers of one variant for every scheme, without parity checks (latency only).
 
     With `failures`, an artifact that fails to export is reported there and left out, so one broken
     converter costs one point of the frontier, not the whole run; without it the error is raised.
+    With `student`, its checkpoint replaces the variant's, in the student's own folder.
     """
     from mobileclip_deploy import create_model
     from mobileclip_deploy.checkpoint import resolve_checkpoint_file
@@ -95,20 +134,22 @@ def build_artifacts(cfg: SweepConfig, variant_name: str, log: Log,
     from mobileclip_deploy.registry import get_variant
 
     variant = get_variant(variant_name)
-    ckpt = cfg.checkpoints.get(variant.name)
+    ckpt = student.checkpoint if student else cfg.checkpoints.get(variant.name)
     ckpt_sha = sha256_path(resolve_checkpoint_file(ckpt)) if ckpt else None
-    folder = cfg.out_dir / "artifacts" / variant.name
+    what = f"{variant.name} distilled in {student.run}" if student else variant.name
+    folder = cfg.out_dir / "artifacts" / (student.key if student else variant.name)
     key = _cache_key(variant.name, ckpt_sha, cfg.calibration)
     key_file = folder / KEY_FILE
     found = _exported(folder, cfg.schemes)
     if key_file.is_file() and json.loads(key_file.read_text("utf-8")) == key and len(found) == 2 * len(cfg.schemes):
-        log(f"reuse {variant.name} artifacts (same checkpoint and tool versions)")
+        log(f"reuse {what} artifacts (same checkpoint and tool versions)")
         return found
-    log(f"export {variant.name}: {', '.join(f'{b}:{s}' for b, s in cfg.schemes)} (image and text towers)")
+    log(f"export {what}: {', '.join(f'{b}:{s}' for b, s in cfg.schemes)} (image and text towers)")
     pairs = [(backend, backend.scheme(s)) for backend, s in ((get_backend(b), s) for b, s in cfg.schemes)]
     request = pipeline.ExportRequest(pairs, folder, calibration=cfg.calibration, parity=False,
                                      overwrite=True)  # the sweep folder is frontier's own cache
-    results = pipeline.run(request, create_model(variant.name, ckpt, model_flag="--checkpoint {}=PATH"), variant, ckpt_sha)
+    flag = f"--student {student.run}" if student else "--checkpoint {}=PATH"
+    results = pipeline.run(request, create_model(variant.name, ckpt, model_flag=flag), variant, ckpt_sha)
     for r in results:
         if r.status == "failed":
             if failures is None:
@@ -171,27 +212,29 @@ def run(cfg: SweepConfig, log: Log, progress: Progress | None = None) -> tuple[l
     points: list[Point] = []
     failures: list[str] = []
     any_random = False
-    for name in cfg.variants:
+    subjects = [(name, None) for name in cfg.variants] + [(s.variant, s) for s in cfg.students]
+    for name, student in subjects:
         variant = get_variant(name)
-        random_weights = variant.name not in cfg.checkpoints
+        random_weights = student is None and variant.name not in cfg.checkpoints
         any_random |= random_weights
-        arts = build_artifacts(cfg, variant.name, log, failures)
+        arts = build_artifacts(cfg, variant.name, log, failures, student)
         medians = bench_artifacts(arts, cfg, jsonl, random_weights, progress, failures)
+        label = f"{variant.display_name}-distilled[{student.name}]" if student else variant.display_name
         for backend, scheme in cfg.schemes:
             img = medians.get((variant.name, "image", backend, scheme))
             txt = medians.get((variant.name, "text", backend, scheme))
             if img is None or txt is None:
                 continue
-            top1, source = variant.published.imagenet_top1, "published"
+            # A student has no published accuracy: without a measured one it is in the table, not the plot.
+            top1, source = (None, "none") if student else (variant.published.imagenet_top1, "published")
             if cfg.eval_data is not None and not random_weights:
-                log(f"evaluate {variant.name} {backend} {scheme} on {cfg.eval_data}")
+                log(f"evaluate {label} {backend} {scheme} on {cfg.eval_data}")
                 try:
                     top1, source = evaluate_scheme(cfg, variant.name, arts, backend, scheme, progress), "measured"
                 except Exception as exc:  # noqa: BLE001 - keep the latency point, say why accuracy is missing
-                    failures.append(_failure(f"{variant.name} {backend} {scheme} evaluation", exc))
-            points.append(Point(f"{variant.display_name} {backend} {scheme}", MEASURED,
-                                f"host {cfg.threads}T", backend, scheme, img, txt, img + txt, top1,
-                                source if top1 is not None else "none", random_weights,
+                    failures.append(_failure(f"{label} {backend} {scheme} evaluation", exc))
+            points.append(Point(f"{label} {backend} {scheme}", MEASURED, f"host {cfg.threads}T", backend, scheme,
+                                img, txt, img + txt, top1, source if top1 is not None else "none", random_weights,
                                 f"{jsonl.name} (this run)"))
     budget = f" (fewer for slow artifacts: {cfg.max_seconds:g} s each)" if cfg.max_seconds else ""
     notes = [f"Measured: {device['soc']}, {cfg.threads} thread(s), batch 1, median of {cfg.iterations} runs{budget} "
@@ -204,6 +247,15 @@ def run(cfg: SweepConfig, log: Log, progress: Progress | None = None) -> tuple[l
         notes.append("Accuracy of measured points is the published figure (hollow markers): pass --eval-data to measure it.")
     if cfg.eval_data is not None and cfg.eval_classes == "present":
         notes.append("Measured accuracy scores only the classes present in the evaluation folder.")
+    for student in cfg.students:
+        agreement = student.summary.get("agreement") or {}
+        facts = ", ".join(f"{k.replace('_', ' ')} {v:.1%}" for k, v in agreement.items()
+                          if k.endswith("agreement") and isinstance(v, float))
+        notes.append(f"{get_variant(student.variant).display_name}-distilled[{student.name}]: {student.variant} "
+                     f"distilled in {student.run} ({student.summary.get('loss', '?')} loss, "
+                     f"{student.summary.get('steps', '?')} steps, teachers {', '.join(student.summary.get('teachers', []))})"
+                     + (f"; agreement with the teachers on {student.summary.get('agreement_on', 'its images')}: {facts}"
+                        if facts else ""))
     if failures:
         notes.append("Left out: " + "; ".join(failures))
     return points, notes

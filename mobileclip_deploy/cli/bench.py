@@ -365,7 +365,8 @@ def _int8_note(calibrated: bool) -> str:
 
 @app.command("frontier")
 def frontier_cmd(
-    variants: Annotated[str | None, typer.Option(help="Comma list of models (default: S0, S1, S2, B).")] = None,
+    variants: Annotated[str | None, typer.Option(help="Comma list of models (default: S0, S1, S2, B; none "
+                                                      "with --student).")] = None,
     schemes: Annotated[str | None, typer.Option(help="Comma list of backend:scheme (default: onnx:fp32,onnx:8da8w, "
                                                 "or onnx:fp32,onnx:auto with --calibration).")] = None,
     calibration: Annotated[Path | None, typer.Option(help="Photos for static int8 schemes (w8a8).")] = None,
@@ -373,6 +374,9 @@ def frontier_cmd(
                                        "fp32 and 8da8w.")] = False,
     checkpoint: Annotated[list[str] | None, typer.Option(help="MODEL=PATH, repeatable. Without one a model "
                                                          "runs with random weights (latency only).")] = None,
+    student: Annotated[list[Path] | None, typer.Option(help="A `distill` run folder (its -o), repeatable: the "
+                                                          "student is exported, timed and evaluated on "
+                                                          "--eval-data beside the published points.")] = None,
     eval_data: Annotated[Path | None, typer.Option(help="Image folder for measured accuracy (with checkpoints).")] = None,
     eval_templates: Annotated[str, typer.Option(help="openai or simple.")] = "openai",
     eval_classes: Annotated[str, typer.Option(help="all or present.")] = "all",
@@ -400,7 +404,8 @@ def frontier_cmd(
         names = tuple(v.name for v in list_variants())
         pairs = sweep.ALL_SCHEMES
     else:
-        names = tuple(get_variant(v.strip()).name for v in variants.split(",")) if variants else sweep.DEFAULT_VARIANTS
+        names = (tuple(get_variant(v.strip()).name for v in variants.split(",")) if variants
+                 else () if student else sweep.DEFAULT_VARIANTS)
         pairs = sweep.CALIBRATED_SCHEMES if calibration is not None else sweep.DEFAULT_SCHEMES
     if schemes:
         pairs = tuple(_frontier_pair(item, calibration) for item in schemes.split(","))
@@ -414,8 +419,17 @@ def frontier_cmd(
     if ignored:
         raise UserError(f"--checkpoint for {', '.join(ignored)}, which is not among the models measured "
                         f"({', '.join(names)}); add it to --variants or drop that --checkpoint")
-    if eval_data is not None and not ckpts:
-        raise UserError("--eval-data needs at least one --checkpoint MODEL=PATH (random weights have no accuracy)")
+    students = tuple(sweep.Student.from_run(run) for run in student or [])
+    clash = sorted({s.key for s in students if sum(t.key == s.key for t in students) > 1})
+    if clash:
+        raise UserError(f"--student folders with the same name and model ({', '.join(clash)}): their points "
+                        "would share a label; rename one run folder")
+    if students and eval_data is None:
+        raise UserError("--student needs --eval-data: a distilled student has no published accuracy to plot, "
+                        "only the one measured on your labelled photos")
+    if eval_data is not None and not ckpts and not students:
+        raise UserError("--eval-data needs at least one --checkpoint MODEL=PATH or --student RUN (random weights "
+                        "have no accuracy)")
     if calibration is not None:
         from mobileclip_deploy.exporters.calibration import list_images
 
@@ -424,7 +438,7 @@ def frontier_cmd(
         raise UserError("--warmup must be >= 0, --iterations and --threads >= 1, --max-seconds >= 0")
     check_threads(threads)
     cfg = sweep.SweepConfig(names, pairs, output_dir, ckpts, threads, warmup, iterations, eval_data, eval_templates,
-                            eval_classes, class_map, eval_limit_per_class, max_seconds or None, calibration)
+                            eval_classes, class_map, eval_limit_per_class, max_seconds or None, calibration, students)
     with _progress() as progress:
         tasks: dict[str, Any] = {}
 
