@@ -51,6 +51,13 @@ def intact(path: Path) -> bool:
 # ------------------------------------------------------------------------------------------- the writer
 
 
+def must_not_run(why: str):
+    """A stand-in for work that must not start: the refusal comes first."""
+    def fail(*args):
+        raise AssertionError(why)
+    return fail
+
+
 def test_writer_refuses_an_existing_path_unless_told(tmp_path: Path) -> None:
     target = tmp_path / "result.json"
     target.write_text("old")
@@ -154,10 +161,8 @@ def test_reparam_onto_its_own_checkpoint_is_refused(tmp_path: Path) -> None:
 def test_reparam_destination_under_a_file_is_refused_before_the_work(tmp_path: Path, monkeypatch) -> None:
     from mobileclip_deploy.cli import zoo
 
-    def no_work(*args):
-        raise AssertionError("the model was loaded before the destination was checked")
-
-    monkeypatch.setattr(zoo, "load_model_for_cli", no_work)
+    monkeypatch.setattr(zoo, "load_model_for_cli",
+                        must_not_run("the model was loaded before the destination was checked"))
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     assert "is a file" in refused(cli("reparam", "-m", "mobileclip-s0", "--random-weights", "-o", blocker / "x.pt"))
@@ -296,10 +301,7 @@ def test_refused_export_leaves_no_folder(tmp_path: Path) -> None:
 def test_bench_output_under_a_file_is_refused_before_measuring(tmp_path: Path, monkeypatch) -> None:
     from mobileclip_deploy.cli import bench as bench_cli
 
-    def no_measuring(*args):
-        raise AssertionError("measured before the destination was checked")
-
-    monkeypatch.setattr(bench_cli, "_host_runs", no_measuring)
+    monkeypatch.setattr(bench_cli, "_host_runs", must_not_run("measured before the destination was checked"))
     model = tiny_onnx(tmp_path / "m_image_onnx_fp32.onnx")
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -318,10 +320,7 @@ def test_eval_output_under_a_file_is_refused_before_the_evaluation(tmp_path: Pat
 def test_frontier_output_under_a_file_is_refused_before_any_export(tmp_path: Path, monkeypatch) -> None:
     from mobileclip_deploy.bench import sweep
 
-    def no_export(*args):
-        raise AssertionError("exported before the destination was checked")
-
-    monkeypatch.setattr(sweep, "build_artifacts", no_export)
+    monkeypatch.setattr(sweep, "build_artifacts", must_not_run("exported before the destination was checked"))
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     message = refused(cli("frontier", "--variants", "mobileclip-s0", "--schemes", "onnx:fp32", "--warmup", "0",

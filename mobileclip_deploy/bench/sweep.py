@@ -70,6 +70,12 @@ class Student:
         return self.run.resolve().name
 
     @property
+    def label(self) -> str:
+        from mobileclip_deploy.registry import get_variant
+
+        return f"{get_variant(self.variant).display_name}-distilled[{self.name}]"
+
+    @property
     def key(self) -> str:
         """Folder under artifacts/: never shared with the variant's own (official or random) weights."""
         return f"{self.variant}-distilled-{self.name}"
@@ -200,6 +206,19 @@ def evaluate_scheme(cfg: SweepConfig, variant_name: str, arts: list[Artifact], b
     return result.top1
 
 
+def _student_note(student: Student) -> str:
+    """What the plot cannot show: where the student came from and how well it follows its teachers."""
+    summary = student.summary
+    agreement = summary.get("agreement") or {}
+    facts = ", ".join(f"{k.replace('_', ' ')} {v:.1%}" for k, v in agreement.items()
+                      if k.endswith("agreement") and isinstance(v, float))
+    note = (f"{student.label}: {student.variant} distilled in "
+            f"{student.run} ({summary.get('loss', '?')} loss, {summary.get('steps', '?')} steps, teachers "
+            f"{', '.join(summary.get('teachers', []))})")
+    return note + (f"; agreement with the teachers on {summary.get('agreement_on', 'its images')}: {facts}"
+                   if facts else "")
+
+
 def run(cfg: SweepConfig, log: Log, progress: Progress | None = None) -> tuple[list[Point], list[str]]:
     """Export, benchmark and (with checkpoints and data) evaluate; returns measured points and plot notes."""
     from mobileclip_deploy.atomic import check_folder
@@ -219,7 +238,7 @@ def run(cfg: SweepConfig, log: Log, progress: Progress | None = None) -> tuple[l
         any_random |= random_weights
         arts = build_artifacts(cfg, variant.name, log, failures, student)
         medians = bench_artifacts(arts, cfg, jsonl, random_weights, progress, failures)
-        label = f"{variant.display_name}-distilled[{student.name}]" if student else variant.display_name
+        label = student.label if student else variant.display_name
         for backend, scheme in cfg.schemes:
             img = medians.get((variant.name, "image", backend, scheme))
             txt = medians.get((variant.name, "text", backend, scheme))
@@ -247,15 +266,7 @@ def run(cfg: SweepConfig, log: Log, progress: Progress | None = None) -> tuple[l
         notes.append("Accuracy of measured points is the published figure (hollow markers): pass --eval-data to measure it.")
     if cfg.eval_data is not None and cfg.eval_classes == "present":
         notes.append("Measured accuracy scores only the classes present in the evaluation folder.")
-    for student in cfg.students:
-        agreement = student.summary.get("agreement") or {}
-        facts = ", ".join(f"{k.replace('_', ' ')} {v:.1%}" for k, v in agreement.items()
-                          if k.endswith("agreement") and isinstance(v, float))
-        notes.append(f"{get_variant(student.variant).display_name}-distilled[{student.name}]: {student.variant} "
-                     f"distilled in {student.run} ({student.summary.get('loss', '?')} loss, "
-                     f"{student.summary.get('steps', '?')} steps, teachers {', '.join(student.summary.get('teachers', []))})"
-                     + (f"; agreement with the teachers on {student.summary.get('agreement_on', 'its images')}: {facts}"
-                        if facts else ""))
+    notes += [_student_note(student) for student in cfg.students]
     if failures:
         notes.append("Left out: " + "; ".join(failures))
     return points, notes
