@@ -19,6 +19,7 @@ beside the teacher's image forward cost per view. Target (issue 10): stored >= 5
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -137,8 +138,7 @@ def main() -> None:
                      "teacher": args.teacher, "batch": args.batch, "views_per_image": N_AUG, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         for members in map(int, args.members.split(",")):
-            folder = Path(tmp) / f"members{members}"
-            folder.mkdir()
+            folder = Path(tmp) / f"members{members}"  # ShardWriter makes it
             write_records(folder, photos, teacher, online=False, members=members)
             data = open_reinforced(folder, [f"{args.teacher}-{k}" for k in range(members)])
             for threads in map(int, args.threads.split(",")):
@@ -148,7 +148,8 @@ def main() -> None:
                 stored = Trainer(cfg, data, create_model(args.student), env)
                 time_steps(stored, 1)  # warm-up
                 stored_s = time_steps(stored, args.stored_steps)
-                online = OnlineTrainer(cfg, data, create_model(args.student), env)
+                # Its own config: a Trainer fills in the defaults of the one it is given.
+                online = OnlineTrainer(dataclasses.replace(cfg), data, create_model(args.student), env)
                 online.teacher, online.members = teacher, members
                 time_steps(online, 1)  # warm-up: a fresh student's first step (and the teacher's) costs more
                 online_s = time_steps(online, args.online_steps)
@@ -161,7 +162,6 @@ def main() -> None:
                       f"{row['online_step_s']:.2f} s/step, online/stored {row['ratio']:.1f}x (target >= {TARGET}x)",
                       file=sys.stderr)
         torch.set_num_threads(1)
-        (Path(tmp) / "reinforce").mkdir()
         seconds = write_records(Path(tmp) / "reinforce", photos[: args.reinforce_images], teacher, online=True,
                                 members=1)
         views = args.reinforce_images * N_AUG

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -420,7 +421,7 @@ def frontier_cmd(
         raise UserError(f"--checkpoint for {', '.join(ignored)}, which is not among the models measured "
                         f"({', '.join(names)}); add it to --variants or drop that --checkpoint")
     students = tuple(sweep.Student.from_run(run) for run in student or [])
-    clash = sorted({s.key for s in students if sum(t.key == s.key for t in students) > 1})
+    clash = sorted(key for key, n in Counter(s.key for s in students).items() if n > 1)
     if clash:
         raise UserError(f"--student folders with the same name and model ({', '.join(clash)}): their points "
                         "would share a label; rename one run folder")
