@@ -2,14 +2,15 @@
 """Distillation step time with stored teacher embeddings vs the same step with the teacher run online.
 
     python benchmarks/distill_step.py [--student mobileclip-s0] [--teacher openclip-vit-l-14] [--batch 32]
-                                      [--threads 1,2] [--stored-steps 1] [--online-steps 1]
+                                      [--threads 1,2] [--warmup-steps 2] [--stored-steps 2] [--online-steps 2]
                                       [--members 1,2] [--reinforce-images 2] [--json]
 
 Both paths run the same `Trainer.train_step` (MobileCLIP loss, real + synthetic caption, AdamW) on the same
 records (the sample photos written as DataCompDR-v1 shards, 2 stored augmentations each). The online path
 also does what the stored embeddings save: replay each view at the teacher's 224 px and run the teacher's
-image and text towers on it (no grad), as online KD must. Medians over the timed steps, after one untimed
-step of each path. Weights are random (timing does not depend on them). `--members` is the ensemble size
+image and text towers on it (no grad), as online KD must. Medians over the timed steps, after `--warmup-steps`
+untimed steps of each path (a CPU Trainer keeps freed memory, training/memory.py; until its heap has grown to
+the step's peak, steps page-fault). Weights are random (timing does not depend on them). `--members` is the ensemble size
 the records store: 1 is the single ViT-L/14 of the issue's target, 2 what DataCompDR-12M stores (two ViT-L/14s,
 OpenAI and DataComp), which online distillation would run both of.
 Reinforce throughput: images/s of writing records (2 augmentations, teacher image + text forward, shard write)
@@ -124,8 +125,10 @@ def main() -> None:
     parser.add_argument("--teacher", default="openclip-vit-l-14")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--stored-steps", type=int, default=1)
-    parser.add_argument("--online-steps", type=int, default=1)
+    parser.add_argument("--warmup-steps", type=int, default=2,
+                        help="untimed steps per path (the first two still page-fault the allocator's memory in)")
+    parser.add_argument("--stored-steps", type=int, default=2)
+    parser.add_argument("--online-steps", type=int, default=2)
     parser.add_argument("--members", default="1,2", help="ensemble sizes (comma list)")
     parser.add_argument("--reinforce-images", type=int, default=2)
     parser.add_argument("--json", action="store_true")
@@ -146,12 +149,12 @@ def main() -> None:
                 cfg = DistillConfig(student=args.student, data=str(folder), out=str(folder / "run"), steps=100,
                                     batch_size=args.batch, lr=1e-4)
                 stored = Trainer(cfg, data, create_model(args.student), env)
-                time_steps(stored, 1)  # warm-up
+                time_steps(stored, args.warmup_steps)
                 stored_s = time_steps(stored, args.stored_steps)
                 # Its own config: a Trainer fills in the defaults of the one it is given.
                 online = OnlineTrainer(dataclasses.replace(cfg), data, create_model(args.student), env)
                 online.teacher, online.members = teacher, members
-                time_steps(online, 1)  # warm-up: a fresh student's first step (and the teacher's) costs more
+                time_steps(online, args.warmup_steps)  # a fresh student's first steps (and the teacher's) cost more
                 online_s = time_steps(online, args.online_steps)
                 row = {"members": members, "threads": threads, "stored_step_s": statistics.median(stored_s),
                        "online_step_s": statistics.median(online_s), "stored_all_s": stored_s,

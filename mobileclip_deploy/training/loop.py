@@ -28,6 +28,7 @@ from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.training import distributed
 from mobileclip_deploy.training.batches import Batch, collate
 from mobileclip_deploy.training.losses import DimeFMLoss, MobileCLIPLoss
+from mobileclip_deploy.training.memory import keep_freed_memory
 
 MAX_LOGIT_SCALE = math.log(100.0)
 REFERENCE_BATCH, REFERENCE_LR = 8192, 1e-3  # MobileCLIP's DataCompDR-12M recipe (training.md 2.3)
@@ -159,6 +160,8 @@ class Trainer:
         if cfg.weight_decay is None:
             cfg.weight_decay = 0.2 if self.kind == "mobileclip" else 0.05
         self.objective = Objective(self.kind, dims, scales, cfg)
+        if env.device.type == "cpu":  # otherwise every step re-faults its activations (training/memory.py)
+            keep_freed_memory()
         self.student = student.to(env.device).train()
         if self.kind == "dime-fm":  # DIME-FM's logits use a fixed scale of 100 (section 3.2)
             self.student.logit_scale.requires_grad_(False)
