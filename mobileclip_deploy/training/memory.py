@@ -4,6 +4,8 @@ A train step at batch 32 frees and re-allocates gigabytes of activations. glibc 
 the kernel on free (mmap above its threshold, trimming the heap top), so every step page-faults them in
 again and the kernel zeroes each page: measured on the S0 student at batch 32, 1 thread, about half of the
 step's time went to the kernel (`clear_page`), and none once the memory is kept (benchmarks/distill_step.py).
+It is best effort: where the heap cannot grow in place glibc still falls back to mmap (seen in 2 of 3 bare
+256 MiB probes), so the effect is measured in the benchmark, not asserted in a test.
 """
 
 from __future__ import annotations
