@@ -10,8 +10,8 @@ records (the sample photos written as DataCompDR-v1 shards, 2 stored augmentatio
 also does what the stored embeddings save: replay each view at the teacher's 224 px and run the teacher's
 image and text towers on it (no grad), as online KD must. Medians over the timed steps, after `--warmup-steps`
 untimed steps of each path (a CPU Trainer keeps freed memory, training/memory.py; until its heap has grown to
-the step's peak, steps page-fault). Weights are random (timing does not depend on them). `--members` is the ensemble size
-the records store: 1 is the single ViT-L/14 of the issue's target, 2 what DataCompDR-12M stores (two ViT-L/14s,
+the step's peak, steps page-fault). Weights are random (timing does not depend on them). `--members` is the
+ensemble size the records store: 1 is the single ViT-L/14 of the issue's target, 2 what DataCompDR-12M stores (two ViT-L/14s,
 OpenAI and DataComp), which online distillation would run both of.
 Reinforce throughput: images/s of writing records (2 augmentations, teacher image + text forward, shard write)
 beside the teacher's image forward cost per view. Target (issue 10): stored >= 5x faster per step.

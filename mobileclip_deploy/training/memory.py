@@ -4,14 +4,14 @@ A train step at batch 32 frees and re-allocates gigabytes of activations. glibc 
 the kernel on free (mmap above its threshold, trimming the heap top), so every step page-faults them in
 again and the kernel zeroes each page: measured on the S0 student at batch 32, 1 thread, about half of the
 step's time went to the kernel (`clear_page`), and none once the memory is kept (benchmarks/distill_step.py).
-It is best effort: where the heap cannot grow in place glibc still falls back to mmap (seen in 2 of 3 bare
-256 MiB probes), so the effect is measured in the benchmark, not asserted in a test.
+It is best effort: in 2 of 3 bare probes (a fresh process re-allocating 256 MiB) the kept memory was not reused,
+probably glibc's mmap fallback when the heap cannot grow in place; so the effect is measured in the benchmark,
+not asserted in a test.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 # mallopt(3) parameter numbers from glibc's malloc.h.
@@ -26,11 +26,8 @@ def keep_freed_memory() -> bool:
     """
     if not sys.platform.startswith("linux"):
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
+    try:  # the process's own symbols: no ldconfig subprocess as ctypes.util.find_library would run
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # musl and other libcs have no mallopt
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
