@@ -27,6 +27,7 @@ from mobileclip_deploy.atomic import atomic_path, write_text
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.training import distributed
 from mobileclip_deploy.training.batches import Batch, collate
+from mobileclip_deploy.training.depthwise import use_fast_depthwise_grad
 from mobileclip_deploy.training.losses import DimeFMLoss, MobileCLIPLoss
 from mobileclip_deploy.training.memory import keep_freed_memory
 
@@ -162,6 +163,7 @@ class Trainer:
         self.objective = Objective(self.kind, dims, scales, cfg)
         if env.device.type == "cpu":  # otherwise every step re-faults its activations (training/memory.py)
             keep_freed_memory()
+            use_fast_depthwise_grad(student)  # 7x7 depthwise weight gradients (training/depthwise.py)
         self.student = student.to(env.device).train()
         if self.kind == "dime-fm":  # DIME-FM's logits use a fixed scale of 100 (section 3.2)
             self.student.logit_scale.requires_grad_(False)
@@ -172,8 +174,9 @@ class Trainer:
             self.forward = nn.parallel.DistributedDataParallel(
                 self.student, device_ids=[env.device.index] if env.device.type == "cuda" else None)
         betas, eps = ((0.9, 0.95), 1e-6) if self.kind == "mobileclip" else ((0.9, 0.999), 1e-8)
+        # fused: one kernel over all tensors (on CPU 0.07 s instead of 0.4-0.5 s per S0 step, same update)
         self.optimizer = torch.optim.AdamW(param_groups(self.student, cfg.weight_decay), lr=cfg.lr, betas=betas,
-                                           eps=eps)
+                                           eps=eps, fused=env.device.type in ("cpu", "cuda"))
         self.autocast, self.scaler = autocast_for(env.device, cfg.amp)
         self.step = 0
         self.history: list[dict] = []

@@ -1,0 +1,81 @@
+"""training/depthwise.py: the channels_last weight gradient of large depthwise convs equals torch's own."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from mobileclip_deploy.models.mci import MCI0, MCi
+from mobileclip_deploy.training.depthwise import DepthwiseConv2d, is_large_depthwise, use_fast_depthwise_grad
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CASES = [  # in_chs, out_chs, kernel, stride, padding, dilation, bias, input size
+    (8, 8, 7, 1, 3, 1, True, (19, 23)),
+    (8, 16, 7, 2, 3, 1, False, (19, 23)),  # channel multiplier 2, stride 2 (MCi's PatchEmbed)
+    (8, 16, 7, 2, 3, 1, True, (20, 22)),  # even sizes: the last row and column reach no output
+    (6, 6, 5, 3, 1, 1, True, (17, 16)),  # stride 3, padding short of the kernel's reach
+    (6, 6, 5, 1, 2, 1, True, (19, 23)),
+    (4, 4, (1, 11), 1, (0, 5), 1, False, (1, 77)),  # MCt's text-token kernel
+    (4, 8, 5, 2, 4, 2, True, (21, 18)),  # dilated, strided
+    (4, 4, 5, 2, 6, 1, False, (12, 12)),  # padding beyond the kernel's reach: torch's input gradient
+]
+
+
+@pytest.mark.parametrize("in_chs,out_chs,kernel,stride,padding,dilation,bias,size", CASES)
+def test_gradients_match_torch(in_chs, out_chs, kernel, stride, padding, dilation, bias, size) -> None:
+    torch.manual_seed(0)
+    ref = nn.Conv2d(in_chs, out_chs, kernel, stride, padding, dilation, groups=in_chs, bias=bias).double()
+    fast = copy.deepcopy(ref)
+    assert use_fast_depthwise_grad(fast) == 1 and type(fast) is DepthwiseConv2d
+    x = torch.randn(3, in_chs, *size, dtype=torch.float64)
+    grads = []
+    for conv in (ref, fast):
+        xi = x.clone().requires_grad_()
+        out = conv(xi)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)).sum().backward()
+        grads.append([xi.grad, conv.weight.grad] + ([conv.bias.grad] if bias else []))
+        grads[-1].insert(0, out.detach())
+    for a, b in zip(*grads, strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+
+
+def test_swaps_only_large_depthwise_convs_and_keeps_the_state_dict() -> None:
+    torch.manual_seed(0)
+    model = MCi(MCI0, 32).double().train()  # float64: the comparison sees the gradient math, not rounding
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    large = [n for n, m in model.named_modules()
+             if isinstance(m, nn.Conv2d) and m.groups == m.in_channels > 1 and max(m.kernel_size) > 3]
+    ref = copy.deepcopy(model)
+    assert use_fast_depthwise_grad(model) == len(large) > 0
+    swapped = [n for n, m in model.named_modules() if type(m) is DepthwiseConv2d]
+    assert swapped == large  # 3x3, 1x1 and dense convs keep torch's gradient
+    assert not any(is_large_depthwise(m) for m in model.modules())
+    state = model.state_dict()
+    assert list(state) == list(before) and all(torch.equal(state[k], before[k]) for k in before)
+
+    x = torch.rand(2, 3, 64, 64, dtype=torch.float64)
+    for m in (ref, model):
+        m(x).square().sum().backward()
+    for (name, p), q in zip(ref.named_parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-12, msg=name)
+    with torch.no_grad():  # eval and no-grad forwards take torch's own path
+        torch.testing.assert_close(model.eval()(x), ref.eval()(x))
+
+
+def test_trainer_uses_it_on_cpu(tmp_path, shared_dir) -> None:
+    from distill_fakes import make_data
+
+    from mobileclip_deploy import create_model
+    from mobileclip_deploy.training import distributed
+    from mobileclip_deploy.training.loop import DistillConfig, Trainer
+
+    data = make_data(shared_dir / "data" / "imagenet-samples", n=2)
+    cfg = DistillConfig(student="mobileclip-s0", data="hand-made", out=str(tmp_path), steps=1, batch_size=2)
+    trainer = Trainer(cfg, data, create_model("mobileclip-s0"), distributed.DistEnv(0, 0, 1, torch.device("cpu")))
+    kinds = {type(m) for m in trainer.student.modules() if isinstance(m, nn.Conv2d) and m.groups > 1}
+    assert DepthwiseConv2d in kinds and nn.Conv2d in kinds
