@@ -17,11 +17,11 @@ CASES = [  # in_chs, out_chs, kernel, stride, padding, dilation, bias, input siz
     (8, 8, 7, 1, 3, 1, True, (19, 23)),
     (8, 16, 7, 2, 3, 1, False, (19, 23)),  # channel multiplier 2, stride 2 (MCi's PatchEmbed)
     (8, 16, 7, 2, 3, 1, True, (20, 22)),  # even sizes: the last row and column reach no output
-    (6, 6, 5, 3, 1, 1, True, (17, 16)),  # stride 3, padding short of the kernel's reach
+    (6, 6, 5, 3, 1, 1, True, (17, 16)),  # stride 3, padding smaller than the kernel
     (6, 6, 5, 1, 2, 1, True, (19, 23)),
     (4, 4, (1, 11), 1, (0, 5), 1, False, (1, 77)),  # MCt's text-token kernel
     (4, 8, 5, 2, 4, 2, True, (21, 18)),  # dilated, strided
-    (4, 4, 5, 2, 6, 1, False, (12, 12)),  # padding beyond the kernel's reach: torch's input gradient
+    (4, 4, 5, 2, 6, 1, False, (12, 12)),  # padding larger than the kernel
 ]
 
 

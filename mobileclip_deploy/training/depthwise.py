@@ -1,11 +1,12 @@
-"""Depthwise convolutions whose gradients take oneDNN's fast paths when training on CPU.
+"""Depthwise convolutions whose weight gradient takes oneDNN's fast path when training on CPU.
 
 torch's CPU backward of a depthwise conv (groups == input channels) with a kernel larger than 3x3 computes the
 weight gradient about 3x slower from NCHW tensors than from channels_last copies of the same tensors, copies
-included, and the input gradient of a strided one (MCi's PatchEmbed) 1.4-2.7x slower than a stride-1 conv over the
-zero-upsampled output gradient does. Measured on S0 at batch 32, 1 thread (AMD EPYC, avx2): the weight gradients
-of the image tower's 24 large depthwise convs 6.4 s -> 2.1 s, its whole backward 15.5 s -> 10.7 s. Input
-gradients of stride-1 convs, 3x3 and 1x1 kernels are as fast as torch computes them, so they stay.
+included (oneDNN's NCHW depthwise kernels stop at 3x3). Measured on S0 at batch 32, 1 thread (AMD EPYC, avx2):
+the weight gradients of the image tower's 24 large depthwise convs 6.4 s -> 2.1 s, its whole backward
+15.5 s -> 10.7 s. Input gradients, 3x3 and 1x1 kernels are as fast as torch computes them, so they stay; an input
+gradient of the strided ones as a stride-1 conv over the zero-upsampled gradient was 2.7x faster alone but slower
+inside the step (11.8 vs 10.9 s of backward), so it was not kept.
 """
 
 from __future__ import annotations
@@ -33,10 +34,7 @@ class _DepthwiseConv2dFunction(torch.autograd.Function):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_x = grad_w = grad_b = None
         if need_x:
-            grad_x = _strided_input_grad(grad, x.shape, weight, *ctx.conv[:3]) if max(ctx.conv[0]) > 1 else None
-            if grad_x is None:
-                grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, *ctx.conv,
-                                                             [True, False, False])[0]
+            grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, *ctx.conv, [True, False, False])[0]
         if need_w:
             cl = torch.channels_last
             grad_w = torch.ops.aten.convolution_backward(
@@ -45,28 +43,6 @@ class _DepthwiseConv2dFunction(torch.autograd.Function):
         if need_b:
             grad_b = grad.sum((0, 2, 3))
         return grad_x, grad_w, grad_b, None, None, None, None
-
-
-def _strided_input_grad(grad: torch.Tensor, x_shape: torch.Size, weight: torch.Tensor, stride: list[int],
-                        padding: list[int], dilation: list[int]) -> torch.Tensor | None:
-    """The input gradient of a strided depthwise conv as a stride-1 depthwise conv over the zero-upsampled gradient.
-
-    torch's own is a strided transposed conv that oneDNN runs about 3x slower (MCi's PatchEmbed 7x7 stride-2
-    convs with a channel multiplier of 2). None when the padding exceeds the kernel's reach (then torch's is used).
-    """
-    n, c, h, w = x_shape
-    o, _, kh, kw = weight.shape
-    reach = [(kh - 1) * dilation[0], (kw - 1) * dilation[1]]
-    pad = [reach[0] - padding[0], reach[1] - padding[1]]  # the transposed conv's padding on each side
-    if min(pad) < 0:
-        return None
-    ho, wo = grad.shape[2:]
-    span = [(ho - 1) * stride[0] + 1, (wo - 1) * stride[1] + 1]  # the upsampled gradient's extent
-    rest = [h - (span[0] + reach[0] - 2 * padding[0]), w - (span[1] + reach[1] - 2 * padding[1])]
-    up = grad.new_zeros(n, o, span[0] + 2 * pad[0] + rest[0], span[1] + 2 * pad[1] + rest[1])
-    up[:, :, pad[0]:pad[0] + span[0]:stride[0], pad[1]:pad[1] + span[1]:stride[1]] = grad
-    out = F.conv2d(up, weight.flip(2, 3), None, 1, 0, dilation, o)
-    return out if o == c else out.view(n, c, o // c, h, w).sum(2)
 
 
 class DepthwiseConv2d(nn.Conv2d):
