@@ -37,8 +37,7 @@ def test_gradients_match_torch(in_chs, out_chs, kernel, stride, padding, dilatio
         xi = x.clone().requires_grad_()
         out = conv(xi)
         (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)).sum().backward()
-        grads.append([xi.grad, conv.weight.grad] + ([conv.bias.grad] if bias else []))
-        grads[-1].insert(0, out.detach())
+        grads.append([out.detach(), xi.grad, conv.weight.grad] + ([conv.bias.grad] if bias else []))
     for a, b in zip(*grads, strict=True):
         assert a.shape == b.shape
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobileclip_deploy.exporters.sensitive import is_depthwise
+
 LARGEST_NCHW_KERNEL = 3  # kernels up to 3x3 keep torch's own weight gradient
 
 
@@ -57,9 +59,8 @@ class DepthwiseConv2d(nn.Conv2d):
 
 def is_large_depthwise(conv: nn.Module) -> bool:
     """A plain 2-D depthwise conv (channel multiplier allowed) with a kernel larger than 3x3 and numeric padding."""
-    return (type(conv) is nn.Conv2d and conv.groups > 1 and conv.groups == conv.in_channels
-            and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
-            and max(conv.kernel_size) > LARGEST_NCHW_KERNEL)
+    return (type(conv) is nn.Conv2d and is_depthwise(conv) and conv.padding_mode == "zeros"
+            and not isinstance(conv.padding, str) and max(conv.kernel_size) > LARGEST_NCHW_KERNEL)
 
 
 def use_fast_depthwise_grad(model: nn.Module) -> int:
