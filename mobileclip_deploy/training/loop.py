@@ -27,9 +27,10 @@ from mobileclip_deploy.atomic import atomic_path, write_text
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.training import distributed
 from mobileclip_deploy.training.batches import Batch, collate
-from mobileclip_deploy.training.depthwise import use_fast_depthwise_grad
+from mobileclip_deploy.training.depthwise import use_fast_depthwise
 from mobileclip_deploy.training.losses import DimeFMLoss, MobileCLIPLoss
 from mobileclip_deploy.training.memory import keep_freed_memory
+from mobileclip_deploy.training.repmixer import share_repmixer_statistics
 
 MAX_LOGIT_SCALE = math.log(100.0)
 REFERENCE_BATCH, REFERENCE_LR = 8192, 1e-3  # MobileCLIP's DataCompDR-12M recipe (training.md 2.3)
@@ -163,7 +164,8 @@ class Trainer:
         self.objective = Objective(self.kind, dims, scales, cfg)
         if env.device.type == "cpu":  # otherwise every step re-faults its activations (training/memory.py)
             keep_freed_memory()
-            use_fast_depthwise_grad(student)  # 7x7 depthwise weight gradients (training/depthwise.py)
+            use_fast_depthwise(student)  # 7x7 weight gradients, 1x1 as multiplies (training/depthwise.py)
+        share_repmixer_statistics(student)  # one BatchNorm pass where RepMixer has two (training/repmixer.py)
         self.student = student.to(env.device).train()
         if self.kind == "dime-fm":  # DIME-FM's logits use a fixed scale of 100 (section 3.2)
             self.student.logit_scale.requires_grad_(False)
