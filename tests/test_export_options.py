@@ -113,6 +113,8 @@ def test_static_schemes_record_calibration_and_float_layers(matrix) -> None:
         if entry["scheme"] in ("w8a8", "8da4w", "pal8", "pal6", "pal4") and entry["tower"] == "image":
             kept = entry["details"]["kept_in_float"]
             assert any(name.endswith("head") for name in kept) and any("token_mixer" in n for n in kept)
+        if entry["backend"] == "executorch-xnnpack":  # every scheme runs 7x7 depthwise convs in XNNPACK's fast form
+            assert entry["details"]["split_depthwise"], entry["file"]
 
 
 def test_coreml_targets_structure_and_tables(matrix) -> None:
