@@ -165,7 +165,7 @@ class Trainer:
         if env.device.type == "cpu":  # otherwise every step re-faults its activations (training/memory.py)
             keep_freed_memory()
             use_fast_depthwise(student)  # 7x7 weight gradients, 1x1 as multiplies (training/depthwise.py)
-        share_repmixer_statistics(student)  # one BatchNorm pass where RepMixer has two (training/repmixer.py)
+            share_repmixer_statistics(student)  # one BatchNorm pass for two; measured on CPU only (repmixer.py)
         self.student = student.to(env.device).train()
         if self.kind == "dime-fm":  # DIME-FM's logits use a fixed scale of 100 (section 3.2)
             self.student.logit_scale.requires_grad_(False)

@@ -5,7 +5,8 @@ are BatchNorms of the same `x`: same batch statistics, so their difference is ON
 `w_m - w_n` and bias `b_m - b_n`. While the two BNs' running statistics are equal (they start equal and see the
 same batches) this form is exact, and both BNs get the same running-statistics update; otherwise the block runs
 as written. The scale is applied as one `addcmul`. Measured in S0's image tower at batch 32, 1 thread, together
-with depthwise.py's 1x1 multiply: forward and backward 14.2 -> 13.4 s.
+with depthwise.py's 1x1 multiply: forward and backward 14.2 -> 13.4 s. The Trainer uses it on CPU only, where it
+was measured (on CUDA the per-forward equality checks would each wait for the device).
 """
 
 from __future__ import annotations
