@@ -90,8 +90,10 @@ def use_fast_depthwise(model: nn.Module) -> int:
     The modules keep their identity, parameters, hooks and state_dict keys (only their class changes), so
     optimizers, checkpoints, `reparameterize()` and exports see the model as before.
     """
-    swaps = [(m, DepthwiseConv2d if is_large_depthwise(m) else ChannelScaleConv2d) for m in model.modules()
-             if is_large_depthwise(m) or is_channel_scale(m)]
-    for conv, kind in swaps:
-        conv.__class__ = kind
-    return len(swaps)
+    swapped = 0
+    for m in model.modules():
+        kind = DepthwiseConv2d if is_large_depthwise(m) else ChannelScaleConv2d if is_channel_scale(m) else None
+        if kind is not None:
+            m.__class__ = kind
+            swapped += 1
+    return swapped

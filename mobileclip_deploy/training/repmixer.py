@@ -15,11 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobileclip_deploy.models.mci import MobileOneBlock, RepMixer
-
-
-def _identity_only(block: MobileOneBlock) -> bool:
-    return block.identity is not None and isinstance(block.se, nn.Identity) and isinstance(block.act, nn.Identity)
+from mobileclip_deploy.models.mci import RepMixer
 
 
 def _same_statistics(a: nn.Module, b: nn.Module) -> bool:
@@ -37,15 +33,13 @@ class SharedStatsRepMixer(RepMixer):
         if self.reparam_conv is not None or not _same_statistics(self.mixer.identity, self.norm.identity):
             return super().forward(x)
         a, b = self.mixer.identity, self.norm.identity
-        with torch.no_grad():
-            a.num_batches_tracked.add_(1)
-            b.num_batches_tracked.add_(1)
+        a.num_batches_tracked.add_(1)
+        b.num_batches_tracked.add_(1)
         factor = a.momentum if a.momentum is not None else 1.0 / float(a.num_batches_tracked)
         out = F.batch_norm(x, a.running_mean, a.running_var, a.weight - b.weight, a.bias - b.bias, True, factor,
                            a.eps)
-        with torch.no_grad():
-            b.running_mean.copy_(a.running_mean)
-            b.running_var.copy_(a.running_var)
+        b.running_mean.copy_(a.running_mean)
+        b.running_var.copy_(a.running_var)
         mixer = self.mixer
         for branch in ([mixer.conv_scale] if mixer.conv_scale is not None else []) + list(mixer.conv_kxk or []):
             out = out + branch(x)
@@ -55,11 +49,10 @@ class SharedStatsRepMixer(RepMixer):
 def share_repmixer_statistics(model: nn.Module) -> int:
     """Turn `model`'s train-time RepMixers into SharedStatsRepMixer in place (class swap); returns how many.
 
-    Parameters, buffers, state_dict keys, `reparameterize()` and eval-mode forwards are unchanged.
+    Parameters, buffers, state_dict keys, `reparameterize()` and eval-mode forwards are unchanged. By construction
+    `norm` is an identity BN only and `mixer` has no activation or SE, so every RepMixer qualifies.
     """
-    mixers = [m for m in model.modules() if type(m) is RepMixer and m.reparam_conv is None
-              and _identity_only(m.mixer) and _identity_only(m.norm)
-              and m.norm.conv_kxk is None and m.norm.conv_scale is None]
+    mixers = [m for m in model.modules() if type(m) is RepMixer]
     for m in mixers:
         m.__class__ = SharedStatsRepMixer
     return len(mixers)
