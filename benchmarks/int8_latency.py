@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """int8 against fp32, per tower, at 1 thread: ONNX Runtime (static QDQ: the hand-written float list `w8a8` and the
-searched `auto` plan) and ExecuTorch XNNPACK (`w8a8`, `8da8w`), with latency, ratio to fp32, ratio to the int8
+searched `auto` plan) and ExecuTorch XNNPACK (`w8a8`, `auto`, `8da8w`), with latency, ratio to fp32, ratio to the int8
 compute bound, and the export's parity (min cosine, zero-shot top-1 agreement on held-out photos).
 
     python benchmarks/int8_latency.py [--models mobileclip-s0,mobileclip-s2,mobileclip-b] [--rounds 8]
@@ -42,7 +42,7 @@ from host_latency import BLOCK, interleaved_medians  # noqa: E402 - the sibling 
 
 REPO = Path(__file__).resolve().parents[1]
 PAIRS = [("onnx", "fp32"), ("onnx", "w8a8"), ("onnx", "auto"), ("executorch-xnnpack", "fp32"),
-         ("executorch-xnnpack", "w8a8"), ("executorch-xnnpack", "8da8w")]
+         ("executorch-xnnpack", "w8a8"), ("executorch-xnnpack", "auto"), ("executorch-xnnpack", "8da8w")]
 TARGET_RATIO, TARGET_COS, TARGET_AGREE = 0.45, 0.999, 0.99
 
 

@@ -102,11 +102,11 @@ def test_recipe_rebuilds_the_same_artifact(plan, tmp_path):
     recipe_path.write_text(autoquant.recipe_text(plan, "tiny", tmp_path, 12))
     recipe = load_recipe(recipe_path)
     assert recipe.quants == ["onnx:w8a8"] and recipe.tower == "image" and recipe.calibration_limit == 12
-    assert recipe.keep_float == {"image": plan.keep_float}
+    assert recipe.keep_float == {"onnx": {"image": plan.keep_float}}
     images, _ = _data()
     example = torch.rand(1, 3, 16, 16)
     built = []
-    for name, keep in (("auto", plan.keep_float), ("recipe", recipe.keep_float["image"])):
+    for name, keep in (("auto", plan.keep_float), ("recipe", recipe.keep_float["onnx"]["image"])):
         work = tmp_path / name
         work.mkdir()
         onnx_exp.export(tower, example, "image", "w8a8", work / "m.onnx", images, work, keep=keep)
@@ -137,9 +137,9 @@ def test_cli_refuses_bad_auto_requests_before_any_work(shared_dir, tmp_path):
                                                          "--min-cos", "1.5", "-o", out)
     assert "needs --calibration DIR" in _refusal("-q", "onnx:auto", "-o", out)
     recipe = tmp_path / "r.toml"
-    recipe.write_text('[formats.executorch]\nschemes = ["w8a8"]\n[formats.executorch.keep_float]\nimage = ["x"]\n')
-    assert "keep_float (a --quant auto recipe) applies to onnx w8a8" in _refusal(
-        "--recipe", recipe, "--calibration", photos, "-o", out)
+    recipe.write_text('[formats.executorch]\nschemes = ["8da8w"]\n[formats.executorch.keep_float]\nimage = ["x"]\n')
+    assert ("keep_float (a --quant auto recipe) for executorch-xnnpack applies to w8a8 of onnx or "
+            "executorch-xnnpack") in _refusal("--recipe", recipe, "--calibration", photos, "-o", out)
     assert not out.exists()
 
 

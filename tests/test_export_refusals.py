@@ -54,7 +54,7 @@ def test_typo_gets_did_you_mean(out: Path) -> None:
 
 def test_no_scheme_lists_supported(out: Path) -> None:
     message = refusal("--random-weights", "-f", "executorch", "-o", out)
-    assert "no --quant given" in message and "executorch-xnnpack: fp32, w8a8, 8da8w, 8da4w" in message
+    assert "no --quant given" in message and "executorch-xnnpack: fp32, w8a8, 8da8w, 8da4w, auto" in message
 
 
 def test_static_scheme_needs_calibration(out: Path) -> None:

@@ -1,4 +1,5 @@
-"""`--quant auto` for ONNX Runtime static int8: choose which layers stay float by measuring, not by a fixed list.
+"""`--quant auto` for static int8 (ONNX Runtime QDQ here, ExecuTorch XNNPACK in autoquant_xnnpack.py): choose which
+layers stay float by measuring, not by a fixed list.
 
 Why these steps (op profiles of S0's image tower, ONNX Runtime 1.32, 1 thread, benchmarks/op_profile.py):
 - QLinearConv is fast for dense convs (S0's 50 1x1 convs: 11.4 ms int8 vs 41 ms fp32) but slow for depthwise
@@ -126,11 +127,14 @@ def cache_dir() -> Path:
 class _Search:
     """One tower's search state: the float ONNX model, its calibrated ranges, the reference outputs."""
 
-    def __init__(self, raw: Path, tower: str, calibration: np.ndarray, inputs: np.ndarray, anchors: np.ndarray,
-                 work: Path) -> None:
+    backend = "onnx"
+
+    def __init__(self, raw: Path, module: nn.Module, tower: str, calibration: np.ndarray, inputs: np.ndarray,
+                 anchors: np.ndarray, work: Path) -> None:
         import onnx
 
-        self.raw, self.tower, self.inputs, self.anchors, self.work = raw, tower, inputs, anchors, work
+        self.raw, self.module, self.tower, self.inputs, self.anchors = raw, module, tower, inputs, anchors
+        self.work = work
         self.model = onnx.load(str(raw))
         self.ranges = self._calibrate(calibration)
         self.reference = self._outputs(raw)
@@ -159,6 +163,22 @@ class _Search:
         path = self.work / f"candidate{self._count % 2}.onnx"
         quantizer.model.save_model_to_file(str(path))
         return path
+
+    def units(self) -> tuple[dict[str, list[str]], list[str]]:
+        return _quantizable(self.model, self.module)
+
+    def nodes_in(self, modules: list[str]) -> list[str]:
+        return onnx_exp._nodes_in(self.model, modules)
+
+    def decide_depthwise(self, depthwise: list[str], step) -> tuple[bool, dict]:
+        """Quantize depthwise convs only if the all-int8 model is at least as fast as with them float (MLAS)."""
+        step("auto: timing depthwise convs int8 vs float")
+        ms = self.latency({"fp32": None, "all_int8": [], "depthwise_float": depthwise})
+        return ms["all_int8"] <= ms["depthwise_float"], {"latency_ms": ms}
+
+    def timed(self, candidates: dict[str, list[str] | None]) -> tuple[dict[str, float], dict[str, dict]]:
+        """Latency of each candidate, and no runtime scores: ONNX Runtime already ran every scored model."""
+        return self.latency(candidates), {}
 
     def _outputs(self, path: Path) -> np.ndarray:
         run = onnx_exp.runner(path, self.tower)
@@ -192,14 +212,18 @@ class _Search:
         return {n: round(float(np.median(t)), 3) for n, t in times.items()}
 
 
-def search_onnx(module: nn.Module, example: torch.Tensor, tower: str, calibration: np.ndarray, inputs: np.ndarray,
-                anchors: np.ndarray, targets: Targets, step: Callable[[str], None] = lambda _: None,
-                use_cache: bool = True) -> Plan:
-    """Find the fastest ORT static-int8 plan of `module` meeting `targets` on `inputs` (cached by content)."""
-    key = hashlib.sha256(json.dumps({
-        "version": PLAN_VERSION, "backend": "onnx", "tower": tower, "weights": _weights_hash(module),
+def search_key(backend: str, module: nn.Module, tower: str, calibration: np.ndarray, inputs: np.ndarray,
+               anchors: np.ndarray, targets: Targets) -> str:
+    """What a search's result depends on: backend, weights, photos, prompts, targets and this package's code."""
+    return hashlib.sha256(json.dumps({
+        "version": PLAN_VERSION, "backend": backend, "tower": tower, "weights": _weights_hash(module),
         "calibration": _hash_arrays(calibration), "inputs": _hash_arrays(inputs, anchors),
         "targets": asdict(targets), "source": package_source_sha256()}, sort_keys=True).encode()).hexdigest()
+
+
+def cached_search(key: str, make_search: Callable[[Path], object], targets: Targets, step: Callable[[str], None],
+                  use_cache: bool) -> Plan:
+    """The cached plan for `key`, or a new search (`make_search(work folder)`) whose plan is then cached."""
     cached = cache_dir() / f"{key}.json"
     if use_cache and cached.is_file():
         try:
@@ -210,23 +234,33 @@ def search_onnx(module: nn.Module, example: torch.Tensor, tower: str, calibratio
             pass  # a damaged cache entry is searched again and overwritten
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="autoquant.") as tmp:
-        work = Path(tmp)
-        step("auto: exporting and calibrating")
-        onnx_exp._torch_export(module, example, tower, work / "raw.onnx")
-        search = _Search(work / "raw.onnx", tower, calibration, inputs, anchors, work)
-        plan = _search(search, module, tower, targets, step)
+        plan = _search(make_search(Path(tmp)), targets, step)
     plan.cache_key, plan.seconds = key, round(time.perf_counter() - start, 1)
     if use_cache:
         write_text(cached, json.dumps(plan.to_dict(), indent=1), replace=True)
     return plan
 
 
-def _search(search: _Search, module: nn.Module, tower: str, targets: Targets, step) -> Plan:
-    units, depthwise = _quantizable(search.model, module)
+def search_onnx(module: nn.Module, example: torch.Tensor, tower: str, calibration: np.ndarray, inputs: np.ndarray,
+                anchors: np.ndarray, targets: Targets, step: Callable[[str], None] = lambda _: None,
+                use_cache: bool = True) -> Plan:
+    """Find the fastest ORT static-int8 plan of `module` meeting `targets` on `inputs` (cached by content)."""
+
+    def make(work: Path) -> _Search:
+        step("auto: exporting and calibrating")
+        onnx_exp._torch_export(module, example, tower, work / "raw.onnx")
+        return _Search(work / "raw.onnx", module, tower, calibration, inputs, anchors, work)
+
+    key = search_key("onnx", module, tower, calibration, inputs, anchors, targets)
+    return cached_search(key, make, targets, step, use_cache)
+
+
+def _search(search, targets: Targets, step) -> Plan:
+    """The search itself, for any backend's search object (units, scores, depthwise choice, timing)."""
+    module, tower = search.module, search.tower
+    units, depthwise = search.units()
     every = [n for nodes in units.values() for n in nodes]
-    step("auto: timing depthwise convs int8 vs float")
-    dw_ms = search.latency({"fp32": None, "all_int8": [], "depthwise_float": depthwise}) if depthwise else {}
-    quantize_dw = not depthwise or dw_ms["all_int8"] <= dw_ms["depthwise_float"]
+    quantize_dw, dw_facts = search.decide_depthwise(depthwise, step) if depthwise else (True, {})
     forced = [] if quantize_dw else depthwise
     # A unit's nodes as the plan would quantize them; units left with nothing to quantize drop out.
     live = {u: [n for n in nodes if n not in forced] for u, nodes in units.items()}
@@ -267,29 +301,39 @@ def _search(search: _Search, module: nn.Module, tower: str, targets: Targets, st
             f"agreement {targets.min_agreement} on the calibration inputs: even keeping all but one unit float "
             f"gives {best}; lower --min-cos / --min-agreement or use fp32/fp16")
     kept = [s["unit"] for s in order[:high]]
-    chosen_exclude = forced + [n for u in kept for n in live[u]]
-    candidates = {"auto": chosen_exclude}
+    candidates = {"auto": forced + [n for u in kept for n in live[u]]}
+    scored = {"auto": next(s for s in steps if s["float_units"] == high)}
     hand = float_modules(module)
-    hand_nodes = onnx_exp._nodes_in(search.model, hand)
-    hand_score = search.score(hand_nodes)
-    steps.append({"float_units": "hand-written sensitive.float_modules", **hand_score})
-    if targets.met(hand_score):
+    hand_nodes = search.nodes_in(hand)
+    scored["hand"] = search.score(hand_nodes)
+    steps.append({"float_units": "hand-written sensitive.float_modules", **scored["hand"]})
+    if targets.met(scored["hand"]):
         candidates["hand"] = hand_nodes
     step("auto: timing the plans that meet the targets")
-    ms = search.latency({"fp32": None, **candidates})
-    pick = min(candidates, key=lambda n: ms[n])
+    ms, on_runtime = search.timed({"fp32": None, **candidates})
+    scored.update(on_runtime)  # where the scores above were simulated, the runtime's own outputs decide
+    passing = [n for n in candidates if targets.met(scored[n])]
+    if not passing:
+        raise UserError(
+            f"--quant auto: the {tower} tower's plans met min cosine {targets.min_cosine} and top-1 agreement "
+            f"{targets.min_agreement} when simulated but not on the {search.backend} runtime ({on_runtime}); "
+            "lower --min-cos / --min-agreement or use fp32/fp16")
+    pick = min(passing, key=lambda n: ms[n])
     if pick == "hand":
-        keep_float, score = hand, hand_score
+        keep_float = hand
     else:
         keep_float = sorted(kept + ([] if quantize_dw else [n for n, m in module.named_modules() if is_depthwise(m)]))
-        score = next(s for s in steps if s["float_units"] == high)
-    return Plan(backend="onnx", tower=tower, targets=asdict(targets), keep_float=keep_float,
-                depthwise={"quantized": quantize_dw, "latency_ms": dw_ms}, units=scores, steps=steps,
+    score = scored[pick]
+    return Plan(backend=search.backend, tower=tower, targets=asdict(targets), keep_float=keep_float,
+                depthwise={"quantized": quantize_dw, **dw_facts}, units=scores, steps=steps,
                 chosen={"from": "search" if pick == "auto" else "hand-written list (faster, also meets targets)",
                         "float_units": kept if pick == "auto" else hand, "min_cosine": score["min_cosine"],
-                        "top1_agreement": score["top1_agreement"], "latency_ms": ms[pick],
-                        "fp32_latency_ms": ms["fp32"], "ratio_to_fp32": round(ms[pick] / ms["fp32"], 3),
-                        "candidates_ms": ms})
+                        "top1_agreement": score["top1_agreement"], "scored_on": score.get("on", search.backend),
+                        "latency_ms": ms[pick], "fp32_latency_ms": ms["fp32"],
+                        "ratio_to_fp32": round(ms[pick] / ms["fp32"], 3), "candidates_ms": ms})
+
+
+RUNTIME_NAMES = {"onnx": "ONNX static int8", "executorch-xnnpack": "ExecuTorch XNNPACK static int8"}
 
 
 def recipe_text(plan: Plan, model: str, calibration: Path, calibration_limit: int) -> str:
@@ -298,10 +342,11 @@ def recipe_text(plan: Plan, model: str, calibration: Path, calibration_limit: in
              f"# without the search. Plan cache key {plan.cache_key[:16]}; chosen: cosine "
              f"{plan.chosen['min_cosine']}, top-1 agreement {plan.chosen['top1_agreement']}, "
              f"{plan.chosen['ratio_to_fp32']}x fp32 latency on the search host.",
-             f'description = "{model} {plan.tower}: ONNX static int8, float layers chosen by --quant auto"',
+             f'description = "{model} {plan.tower}: {RUNTIME_NAMES[plan.backend]}, float layers chosen by '
+             '--quant auto"',
              f'tower = "{plan.tower}"', f"calibration = {json.dumps(str(calibration))}",
-             f"calibration_limit = {calibration_limit}", "", "[formats.onnx]", 'schemes = ["w8a8"]',
-             "", "[formats.onnx.keep_float]", f"{plan.tower} = ["]
+             f"calibration_limit = {calibration_limit}", "", f"[formats.{plan.backend}]", 'schemes = ["w8a8"]',
+             "", f"[formats.{plan.backend}.keep_float]", f"{plan.tower} = ["]
     lines += [f"  {json.dumps(name)}," for name in plan.keep_float]
     return "\n".join(lines + ["]", ""])
 

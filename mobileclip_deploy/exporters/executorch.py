@@ -34,23 +34,8 @@ def _quantize(module: nn.Module, example: torch.Tensor, scheme: str, calibration
     `eight` stay at 8 bits.
     """
     if scheme == "w8a8":
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-            XNNPACKQuantizer,
-            get_symmetric_quantization_config,
-        )
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
         assert calibration is not None, "w8a8 needs calibration data (checked when the request was planned)"
-        config = get_symmetric_quantization_config(is_per_channel=True)
-        quantizer = XNNPACKQuantizer()
-        for op in (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default):
-            quantizer.set_operator_type(op, config)
-        # The filter sees every node of a matched pattern (weights too); only ops carry a module path.
-        quantizer.set_filter_function(lambda node: node.op != "call_function" or not inside(_module_path(node), keep))
-        prepared = prepare_pt2e(torch.export.export(module, (example,)).module(), quantizer)
-        for i in range(len(calibration)):
-            prepared(torch.from_numpy(calibration[i : i + 1]))
-        return convert_pt2e(prepared)
+        return static_int8(torch.export.export(module, (example,)).module(), calibration, keep)
     if scheme in ("8da8w", "8da4w"):
         from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
         from torchao.quantization.granularity import PerAxis, PerGroup
@@ -67,6 +52,29 @@ def _quantize(module: nn.Module, example: torch.Tensor, scheme: str, calibration
             quantize_(quantized, int4, filter_fn=lambda m, fqn: linear(m, fqn) and f"{fqn}.weight" not in eight)
         return quantized
     return module
+
+
+def static_int8(graph: torch.fx.GraphModule, calibration: np.ndarray, keep: list[str]) -> torch.fx.GraphModule:
+    """XNNPACK static int8 (PT2E) of an exported graph: convs and linears outside `keep`, ranges from `calibration`.
+
+    The graph is prepared in place; `--quant auto` passes copies of one export to score many plans.
+    """
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    config = get_symmetric_quantization_config(is_per_channel=True)
+    quantizer = XNNPACKQuantizer()
+    for op in (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default):
+        quantizer.set_operator_type(op, config)
+    # The filter sees every node of a matched pattern (weights too); only ops carry a module path.
+    quantizer.set_filter_function(lambda node: node.op != "call_function" or not inside(_module_path(node), keep))
+    prepared = prepare_pt2e(graph, quantizer)
+    for i in range(len(calibration)):
+        prepared(torch.from_numpy(calibration[i : i + 1]))
+    return convert_pt2e(prepared)
 
 
 def _partitioner(delegate: str, scheme: str, target: str):
@@ -100,15 +108,20 @@ def delegation_summary(graph_module: torch.fx.GraphModule) -> dict:
 
 
 def export(module: nn.Module, example: torch.Tensor, scheme: str, delegate: str, path: Path,
-           calibration: np.ndarray | None, target: str = "iOS17") -> tuple[dict, object]:
-    """Write the .pte to `path`; return (manifest facts, the lowered edge program for structure checks)."""
+           calibration: np.ndarray | None, target: str = "iOS17",
+           keep: list[str] | None = None) -> tuple[dict, object]:
+    """Write the .pte to `path`; return (manifest facts, the lowered edge program for structure checks).
+
+    `keep`: module paths w8a8 leaves float (a `--quant auto` plan); None keeps sensitive.py's hand-written list.
+    """
     from executorch.exir import to_edge_transform_and_lower
 
     # Every XNNPACK scheme takes the split form, w8a8 too: it keeps depthwise convs float (sensitive.py), and
     # unsplit they ran XNNPACK's multipass 7x7 kernel (S0 image tower, 1 thread: 218 ms unsplit vs 73 ms split
     # vs 79 ms fp32; min cosine 0.77 unsplit vs 0.9997 split on held-out photos).
     split = delegate == "xnnpack"
-    keep = float_modules(module) if scheme in ("w8a8", "8da8w", "8da4w") else []
+    if keep is None or scheme != "w8a8":
+        keep = float_modules(module) if scheme in ("w8a8", "8da8w", "8da4w") else []
     eight = eight_bit_params(module) if scheme == "8da4w" else []
     with torch.no_grad():
         quantized = _quantize(split_depthwise(module) if split else module, example, scheme, calibration,

@@ -34,6 +34,7 @@ from mobileclip_deploy.exporters.wrappers import INPUT_NAME, OUTPUT_NAME, exampl
 from mobileclip_deploy.hashing import sha256_path, size_bytes
 
 DEFAULT_TARGET = "iOS17"
+AUTO_BACKENDS = ("onnx", "executorch-xnnpack")  # the backends with `--quant auto` (and recipes' keep_float)
 PARITY_IMAGES = 8
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
 
@@ -53,7 +54,7 @@ class ExportRequest:
     overwrite: bool = False  # replace artifacts of other weights in output_dir (refused otherwise)
     verify_arm64: str | None = None  # CPU models (comma-separated, "" = defaults) to check artifacts on, or None
     arm64_samples: int = 2
-    keep_float: dict[str, list[str]] = field(default_factory=dict)  # tower -> module paths, for onnx w8a8
+    keep_float: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # backend -> tower -> paths (w8a8)
     min_cos: float = 0.999  # --quant auto targets, on the calibration inputs
     min_agreement: float = 0.99
 
@@ -137,20 +138,25 @@ def plan(request: ExportRequest) -> tuple[list[Job], list[str]]:
 
 
 def _check_auto(request: ExportRequest) -> None:
-    """`--quant auto` targets are in range; `keep_float` only where an exporter honours it (onnx w8a8)."""
+    """`--quant auto` targets are in range; `keep_float` only where an exporter honours it (w8a8 of the backends
+    that have `auto`)."""
     from mobileclip_deploy.exporters.autoquant import check_targets
 
     check_targets(request.min_cos, request.min_agreement)
-    if request.keep_float and not any(b.name == "onnx" and s.name == "w8a8" for b, s in request.pairs):
-        raise UserError("keep_float (a --quant auto recipe) applies to onnx w8a8; add that format and scheme")
-    for tower in request.keep_float:
-        if tower not in TOWERS:
-            raise UserError(f"keep_float: unknown tower {tower!r}; use image or text")
+    for backend, towers in request.keep_float.items():
+        if backend not in AUTO_BACKENDS or not any(b.name == backend and s.name == "w8a8" for b, s in request.pairs):
+            raise UserError(f"keep_float (a --quant auto recipe) for {backend} applies to w8a8 of "
+                            f"{' or '.join(AUTO_BACKENDS)}; add that format and scheme")
+        for tower in towers:
+            if tower not in TOWERS:
+                raise UserError(f"keep_float: unknown tower {tower!r}; use image or text")
 
 
 def _auto_plan(job: Job, ctx: _Context, module: nn.Module, example: torch.Tensor, step) -> Any:
-    """Search the float layers of `job` (onnx auto) on the calibration inputs, with zero-shot anchors."""
+    """Search the float layers of `job` (onnx or executorch-xnnpack auto) on the calibration inputs, with zero-shot
+    anchors."""
     from mobileclip_deploy.exporters.autoquant import check_targets, search_onnx
+    from mobileclip_deploy.exporters.autoquant_xnnpack import search_executorch
 
     if job.tower == "image":
         inputs, anchors = ctx.calibration, ctx.class_embeddings()
@@ -158,8 +164,14 @@ def _auto_plan(job: Job, ctx: _Context, module: nn.Module, example: torch.Tensor
         with torch.no_grad():
             anchors = run_batched(lambda b: ctx.folded.encode_image(torch.from_numpy(b)).numpy(), ctx.calibration)
         inputs = ctx.calibration_tokens
-    return search_onnx(module, example, job.tower, ctx.calibration_for(job.tower), inputs, anchors,
-                       check_targets(ctx.request.min_cos, ctx.request.min_agreement), step)
+    search = search_onnx if job.backend.name == "onnx" else search_executorch
+    return search(module, example, job.tower, ctx.calibration_for(job.tower), inputs, anchors,
+                  check_targets(ctx.request.min_cos, ctx.request.min_agreement), step)
+
+
+def _kept_float(job: Job, request: ExportRequest) -> list[str] | None:
+    """The module paths a recipe's `keep_float` leaves float in this w8a8 job; None: the exporter's own list."""
+    return request.keep_float.get(job.backend.name, {}).get(job.tower) if job.scheme.name == "w8a8" else None
 
 
 def _ios(target: str) -> int:
@@ -298,13 +310,18 @@ def _export(job: Job, ctx: _Context, path: Path, step=lambda _: None) -> tuple[d
                                     keep=plan.keep_float)
             return {**facts, "auto_plan": plan.to_dict()}, plan
         return onnx_exp.export(module, example, job.tower, job.scheme.name, path, calibration, path.parent,
-                               keep=ctx.request.keep_float.get(job.tower)), None
+                               keep=_kept_float(job, ctx.request)), None
     if job.backend.name.startswith("executorch"):
         from mobileclip_deploy.exporters import executorch as et_exp
 
         delegate = job.backend.name.split("-", 1)[1]
+        if job.scheme.name == "auto":
+            plan = _auto_plan(job, ctx, module, example, step)
+            step("exporting the chosen plan")
+            facts, _ = et_exp.export(module, example, "w8a8", delegate, path, calibration, keep=plan.keep_float)
+            return {**facts, "auto_plan": plan.to_dict()}, plan
         facts, edge = et_exp.export(module, example, job.scheme.name, delegate, path, calibration,
-                                    job.target or DEFAULT_TARGET)
+                                    job.target or DEFAULT_TARGET, keep=_kept_float(job, ctx.request))
         if job.target:
             facts["deployment_target"] = job.target
         return facts, edge
@@ -534,8 +551,8 @@ def _run_job(job: Job, ctx: _Context, request: ExportRequest, manifest: dict[str
              "calibration_sha256": ctx.calibration_sha256 if job.scheme.static else None,
              "parity_inputs": ctx.parity_inputs if request.parity and job.tower == "image" else None,
              "tools": mf.tool_versions()}
-    if job.backend.name == "onnx" and job.scheme.name == "w8a8" and job.tower in request.keep_float:
-        facts["keep_float"] = request.keep_float[job.tower]
+    if _kept_float(job, request) is not None:
+        facts["keep_float"] = _kept_float(job, request)
     if job.scheme.name == "auto":
         facts["auto_targets"] = [request.min_cos, request.min_agreement]
     key = mf.cache_key(facts)

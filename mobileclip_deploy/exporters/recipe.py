@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.exporters.schemes import get_backend
 
 _TOP_KEYS = {"description", "tower", "calibration", "calibration_limit", "formats", "thresholds"}
 _FORMAT_KEYS = {"schemes", "deployment_target", "image_input", "ort", "keep_float"}
@@ -22,7 +23,8 @@ class Recipe:
     image_input: bool | None = None
     ort: bool | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
-    keep_float: dict[str, list[str]] = field(default_factory=dict)  # tower -> module paths left float (onnx w8a8)
+    # backend -> tower -> module paths that w8a8 leaves float (written by `--quant auto`)
+    keep_float: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
 
 def load_recipe(path: Path) -> Recipe:
@@ -61,7 +63,7 @@ def load_recipe(path: Path) -> Recipe:
             raise UserError(f"recipe {where} needs `schemes = [...]` (a list of scheme names)")
         recipe.quants += [f"{name}:{s}" for s in schemes]
         if "keep_float" in table:
-            recipe.keep_float = _keep_float(where, table["keep_float"])
+            recipe.keep_float[get_backend(name).name] = _keep_float(where, table["keep_float"])
         for key, kind in (("deployment_target", str), ("image_input", bool), ("ort", bool)):
             if key in table:
                 setattr(recipe, key, _typed(where, table, key, kind))
@@ -69,7 +71,7 @@ def load_recipe(path: Path) -> Recipe:
 
 
 def _keep_float(where: str, table: object) -> dict[str, list[str]]:
-    """`[formats.onnx.keep_float]`: `image = [...]` / `text = [...]`, module paths written by `--quant auto`."""
+    """`[formats.<name>.keep_float]`: `image = [...]` / `text = [...]`, module paths written by `--quant auto`."""
     if not isinstance(table, dict) or not all(
             k in ("image", "text") and isinstance(v, list) and all(isinstance(n, str) for n in v)
             for k, v in table.items()):

@@ -72,6 +72,8 @@ BACKENDS: dict[str, Backend] = {
             Scheme("w8a8", 8, static=True, help="static int8 activations, per-channel int8 weights"),
             Scheme("8da8w", 8, help="dynamic int8 activations, per-channel int8 linear weights"),
             Scheme("8da4w", 4, help="dynamic int8 activations, int4 linear weights in groups of 32"),
+            Scheme("auto", 8, static=True, help="static int8 (w8a8), float layers chosen by measured sensitivity "
+                   "and latency to meet --min-cos/--min-agreement (writes a recipe reproducing the plan)"),
         ), runs_here=True, help="ExecuTorch with the XNNPACK delegate for Android/iOS CPUs"),
         Backend("executorch-coreml", ".pte", (FP32, FP16), runs_here=False,
                 help="ExecuTorch with the Core ML delegate for iPhones"),

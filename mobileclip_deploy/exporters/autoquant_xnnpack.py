@@ -1,0 +1,142 @@
+"""`--quant auto` for ExecuTorch XNNPACK static int8 (w8a8): the search of autoquant.py, scored in PyTorch.
+
+An ExecuTorch export of S0's image tower takes minutes here, most of it lowering, so a search that exported every
+candidate would take hours. PT2E's reference int8 model (prepare, calibrate, convert: the graph the XNNPACK
+lowering consumes) runs in PyTorch in seconds, so each unit's sensitivity and each step of the search are scored
+on it; one export serves every candidate (copied, then quantized). Only the plans that meet the targets are
+exported, timed on the ExecuTorch runtime at 1 thread and scored again on its outputs, which decide.
+Depthwise convs stay float, as in the hand-written w8a8 (sensitive.py): they are split for XNNPACK
+(xnnpack_depthwise.py) and their int8 form was not timed here.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mobileclip_deploy.exporters import executorch as et_exp
+from mobileclip_deploy.exporters.autoquant import (
+    LATENCY_CALLS,
+    LATENCY_ROUNDS,
+    Plan,
+    Targets,
+    cached_search,
+    search_key,
+    unit_of,
+)
+from mobileclip_deploy.exporters.parity import compare, top1_agreement
+from mobileclip_deploy.exporters.sensitive import inside, is_depthwise
+from mobileclip_deploy.exporters.xnnpack_depthwise import split_depthwise
+
+QUANTIZED_OPS = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)  # what executorch.static_int8 takes
+
+
+def _score(reference: np.ndarray, out: np.ndarray, anchors: np.ndarray, on: str) -> dict:
+    return {"min_cosine": round(compare(reference, out)["min_cosine"], 7),
+            "top1_agreement": round(top1_agreement(reference, out, anchors), 4), "on": on}
+
+
+class XnnpackSearch:
+    """One tower's search state: its export, the calibration and scoring inputs, the fp32 reference outputs.
+
+    Nodes are the module paths that own a conv or linear op of the exported graph; a plan keeps float the
+    modules it names and everything below them, as `executorch.static_int8` does.
+    """
+
+    backend = "executorch-xnnpack"
+
+    def __init__(self, module: nn.Module, example: torch.Tensor, tower: str, calibration: np.ndarray,
+                 inputs: np.ndarray, anchors: np.ndarray, work: Path) -> None:
+        self.module, self.example, self.tower, self.work = module, example, tower, work
+        self.calibration, self.inputs, self.anchors = calibration, inputs, anchors
+        with torch.no_grad():
+            self.graph = torch.export.export(split_depthwise(module), (example,)).module()
+            self.reference = np.concatenate([module(torch.from_numpy(inputs[i : i + 1])).numpy()
+                                             for i in range(len(inputs))])
+
+    def units(self) -> tuple[dict[str, list[str]], list[str]]:
+        """Op-owning module paths grouped by unit, and the depthwise ones among them.
+
+        A unit that contains another (ops of a module above a numbered container) absorbs it: keeping the
+        outer one float keeps everything below it float too.
+        """
+        owners = list(dict.fromkeys(et_exp._module_path(n) for n in self.graph.graph.nodes
+                                    if n.op == "call_function" and n.target in QUANTIZED_OPS))
+        grouped: dict[str, list[str]] = {}
+        for owner in owners:
+            grouped.setdefault(unit_of(owner), []).append(owner)
+        units: dict[str, list[str]] = {}
+        for unit, nodes in grouped.items():
+            outer = next((u for u in grouped if u != unit and inside(unit, [u])), unit)
+            units.setdefault(outer, []).extend(nodes)
+        depthwise = [n for n, m in self.module.named_modules() if is_depthwise(m)]
+        return units, [o for o in owners if inside(o, depthwise)]
+
+    def nodes_in(self, modules: list[str]) -> list[str]:
+        return modules  # module paths are this backend's nodes already
+
+    def decide_depthwise(self, depthwise: list[str], step) -> tuple[bool, dict]:
+        return False, {"reason": "kept float as in the hand-written w8a8; their int8 form was not timed"}
+
+    def _reference_int8(self, exclude: list[str]) -> Callable[[torch.Tensor], torch.Tensor]:
+        with torch.no_grad():
+            return et_exp.static_int8(copy.deepcopy(self.graph), self.calibration, exclude)
+
+    def score(self, exclude: list[str]) -> dict:
+        """Output cosine and top-1 agreement of PT2E's reference int8 model with `exclude` left float."""
+        model = self._reference_int8(exclude)
+        with torch.no_grad():
+            out = np.concatenate([model(torch.from_numpy(self.inputs[i : i + 1])).numpy()
+                                  for i in range(len(self.inputs))])
+        return _score(self.reference, out, self.anchors, "pytorch_reference_int8")
+
+    def timed(self, candidates: dict[str, list[str] | None]) -> tuple[dict[str, float], dict[str, dict]]:
+        """Export each candidate (None: fp32), then time them on the ExecuTorch runtime at 1 thread (interleaved
+        rounds) and score the int8 ones on its outputs."""
+        from executorch.extension.pybindings import portable_lib
+        from executorch.runtime import Runtime
+
+        portable_lib._unsafe_reset_threadpool(1)  # process-wide; set before loading, as bench/host.py does
+        methods = {}
+        for name, exclude in candidates.items():
+            path = self.work / f"{name}.pte"
+            with torch.no_grad():
+                et_exp.export(self.module, self.example, "fp32" if exclude is None else "w8a8", "xnnpack", path,
+                              self.calibration, keep=exclude)
+            methods[name] = Runtime.get().load_program(str(path)).load_method("forward")
+
+        def run(name: str, x: np.ndarray) -> np.ndarray:
+            return methods[name].execute((torch.from_numpy(np.ascontiguousarray(x)),))[0].numpy()
+
+        scores = {name: _score(self.reference, np.concatenate([run(name, self.inputs[i : i + 1])
+                                                               for i in range(len(self.inputs))]),
+                               self.anchors, "executorch_runtime")
+                  for name, exclude in candidates.items() if exclude is not None}
+        times: dict[str, list[float]] = {n: [] for n in methods}
+        for _ in range(LATENCY_ROUNDS):
+            for name in methods:
+                run(name, self.inputs[:1])
+                for _ in range(LATENCY_CALLS):
+                    t0 = time.perf_counter()
+                    run(name, self.inputs[:1])
+                    times[name].append((time.perf_counter() - t0) * 1e3)
+        return {n: round(float(np.median(t)), 3) for n, t in times.items()}, scores
+
+
+def search_executorch(module: nn.Module, example: torch.Tensor, tower: str, calibration: np.ndarray,
+                      inputs: np.ndarray, anchors: np.ndarray, targets: Targets,
+                      step: Callable[[str], None] = lambda _: None, use_cache: bool = True) -> Plan:
+    """Find the fastest XNNPACK static-int8 plan of `module` meeting `targets` on `inputs` (cached by content)."""
+
+    def make(work: Path) -> XnnpackSearch:
+        step("auto: exporting the float graph")
+        return XnnpackSearch(module, example, tower, calibration, inputs, anchors, work)
+
+    key = search_key("executorch-xnnpack", module, tower, calibration, inputs, anchors, targets)
+    return cached_search(key, make, targets, step, use_cache)

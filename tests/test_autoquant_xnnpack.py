@@ -1,0 +1,73 @@
+"""`--quant auto` for ExecuTorch XNNPACK (exporters/autoquant_xnnpack.py) on the tiny tower of test_autoquant.py:
+the search keeps float the block made sensitive on purpose (and the depthwise convs, as w8a8 does) and nothing
+else, the runtime confirms the chosen plan, and its recipe rebuilds the same .pte."""
+
+import numpy as np
+import pytest
+import torch
+
+from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.exporters import autoquant
+from mobileclip_deploy.exporters import executorch as et_exp
+from mobileclip_deploy.exporters.autoquant_xnnpack import search_executorch
+from mobileclip_deploy.exporters.recipe import load_recipe
+from mobileclip_deploy.hashing import sha256_path
+from tests.test_autoquant import OUTLIER_BLOCK, TinyTower, _data
+
+
+@pytest.fixture(scope="module")
+def plan():
+    images, anchors = _data()
+    return search_executorch(TinyTower(outliers=True).eval(), torch.rand(1, 3, 16, 16), "image", images, images,
+                             anchors, autoquant.Targets(0.999, 0.9), use_cache=False)
+
+
+def test_search_keeps_only_the_sensitive_block_and_the_depthwise_convs_float(plan):
+    assert plan.backend == "executorch-xnnpack"
+    assert [n for n in plan.keep_float if n.endswith(".mlp")] == [f"blocks.{OUTLIER_BLOCK}.mlp"]
+    assert sorted(n for n in plan.keep_float if n.endswith(".mixer")) == [f"blocks.{i}.mixer" for i in range(4)]
+    assert set(plan.keep_float) == {f"blocks.{OUTLIER_BLOCK}.mlp", *(f"blocks.{i}.mixer" for i in range(4))}
+    units = {u["unit"]: u for u in plan.units}
+    assert set(units) == {"stem", "head", *(f"blocks.{i}.mlp" for i in range(4))}  # depthwise mixers are forced
+    worst = min(units.values(), key=lambda u: u["min_cosine"])
+    assert worst["unit"] == f"blocks.{OUTLIER_BLOCK}.mlp" and worst["min_cosine"] < 0.999
+    assert all(u["min_cosine"] > 0.999 for name, u in units.items() if name != worst["unit"])
+
+
+def test_the_runtime_confirms_the_chosen_plan(plan):
+    chosen = plan.chosen
+    assert chosen["scored_on"] == "executorch_runtime"
+    assert chosen["min_cosine"] >= 0.999 and chosen["top1_agreement"] >= 0.9
+    assert set(chosen["candidates_ms"]) >= {"fp32", "auto"} and chosen["latency_ms"] > 0
+
+
+def test_recipe_rebuilds_the_same_pte(plan, tmp_path):
+    recipe_path = tmp_path / "tiny.recipe.toml"
+    recipe_path.write_text(autoquant.recipe_text(plan, "tiny", tmp_path, 12))
+    recipe = load_recipe(recipe_path)
+    assert recipe.quants == ["executorch-xnnpack:w8a8"]
+    assert recipe.keep_float == {"executorch-xnnpack": {"image": plan.keep_float}}
+    images, _ = _data()
+    tower, example = TinyTower(outliers=True).eval(), torch.rand(1, 3, 16, 16)
+    built = []
+    for name, keep in (("auto", plan.keep_float), ("recipe", recipe.keep_float["executorch-xnnpack"]["image"]),
+                       ("hand", None)):
+        facts, _ = et_exp.export(tower, example, "w8a8", "xnnpack", tmp_path / f"{name}.pte", images, keep=keep)
+        built.append(tmp_path / f"{name}.pte")
+        assert facts["kept_in_float"] == (keep if keep is not None else facts["kept_in_float"])
+    assert sha256_path(built[0]) == sha256_path(built[1])
+    assert sha256_path(built[0]) != sha256_path(built[2])  # the hand-written list keeps other layers float
+    run = et_exp.runner(built[0])
+    reference = tower(torch.from_numpy(images[:1])).detach().numpy()
+    out = run(images[:1])
+    cos = float((reference * out).sum() / np.linalg.norm(reference) / np.linalg.norm(out))
+    assert cos > 0.999
+
+
+def test_unreachable_target_is_refused_and_nothing_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOBILECLIP_DEPLOY_CACHE", str(tmp_path))
+    images, anchors = _data()
+    with pytest.raises(UserError, match="no int8 plan of the image tower meets min cosine 1.0"):
+        search_executorch(TinyTower(outliers=True).eval(), torch.rand(1, 3, 16, 16), "image", images, images,
+                          anchors, autoquant.Targets(1.0, 1.0))
+    assert not list(tmp_path.rglob("*.json"))
