@@ -152,3 +152,42 @@ def test_frontier_draws_the_auto_plan_with_photos_and_says_so_without():
     with pytest.raises(UserError, match="calibration"):
         _frontier_pair("onnx:auto")
     assert "onnx auto" in _int8_note(True) and "8da8w" in _int8_note(False) and "--calibration" in _int8_note(False)
+
+
+class _RuntimeDisagrees:
+    """A search whose runtime loses twice the simulated cosine: the simulation's plan fails there."""
+
+    backend, tower, module = "fake", "image", nn.Module()
+    errors = {"n0": 8e-4, "n1": 4e-4, "n2": 2e-4, "n3": 1e-4}  # cosine each unit costs when quantized
+
+    def __init__(self, runtime_factor: float) -> None:
+        self.runtime_factor = runtime_factor
+
+    def units(self):
+        return {f"u{i}": [f"n{i}"] for i in range(4)}, []
+
+    def nodes_in(self, modules):
+        return modules
+
+    def _cos(self, exclude, factor):
+        return {"min_cosine": 1 - factor * sum(e for n, e in self.errors.items() if n not in exclude),
+                "top1_agreement": 1.0}
+
+    def score(self, exclude):
+        return self._cos(exclude, 1.0)
+
+    def confirm(self, exclude):
+        return {**self._cos(exclude, self.runtime_factor), "on": "fake_runtime"}
+
+    def latency(self, candidates):
+        return {name: 10.0 if nodes is None else 5.0 for name, nodes in candidates.items()}
+
+
+def test_where_the_runtime_misses_the_simulated_plan_more_units_stay_float():
+    # simulated: u0 float is enough (cosine 0.9993); on the runtime it gives 0.9986, u0+u1 give 0.9994
+    plan = autoquant._search(_RuntimeDisagrees(2.0), autoquant.Targets(0.999, 0.9), lambda _: None)
+    assert plan.keep_float == ["u0", "u1"]
+    assert plan.chosen["scored_on"] == "fake_runtime" and plan.chosen["min_cosine"] >= 0.999
+    assert [s["float_units"] for s in plan.steps if s.get("on") == "fake_runtime"] == [2]
+    with pytest.raises(UserError, match="on the fake runtime"):
+        autoquant._search(_RuntimeDisagrees(100.0), autoquant.Targets(0.999, 0.9), lambda _: None)

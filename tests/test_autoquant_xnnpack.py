@@ -11,6 +11,7 @@ from mobileclip_deploy.exporters import autoquant
 from mobileclip_deploy.exporters import executorch as et_exp
 from mobileclip_deploy.exporters.autoquant_xnnpack import search_executorch
 from mobileclip_deploy.exporters.recipe import load_recipe
+from mobileclip_deploy.exporters.sensitive import float_modules
 from mobileclip_deploy.hashing import sha256_path
 from tests.test_autoquant import OUTLIER_BLOCK, TinyTower, _data
 
@@ -54,7 +55,7 @@ def test_recipe_rebuilds_the_same_pte(plan, tmp_path):
                        ("hand", None)):
         facts, _ = et_exp.export(tower, example, "w8a8", "xnnpack", tmp_path / f"{name}.pte", images, keep=keep)
         built.append(tmp_path / f"{name}.pte")
-        assert facts["kept_in_float"] == (keep if keep is not None else facts["kept_in_float"])
+        assert facts["kept_in_float"] == (keep if keep is not None else float_modules(tower))
     assert sha256_path(built[0]) == sha256_path(built[1])
     assert sha256_path(built[0]) != sha256_path(built[2])  # the hand-written list keeps other layers float
     run = et_exp.runner(built[0])

@@ -176,9 +176,9 @@ class _Search:
         ms = self.latency({"fp32": None, "all_int8": [], "depthwise_float": depthwise})
         return ms["all_int8"] <= ms["depthwise_float"], {"latency_ms": ms}
 
-    def timed(self, candidates: dict[str, list[str] | None]) -> tuple[dict[str, float], dict[str, dict]]:
-        """Latency of each candidate, and no runtime scores: ONNX Runtime already ran every scored model."""
-        return self.latency(candidates), {}
+    def confirm(self, exclude: list[str]) -> None:
+        """No second opinion needed: every score above already ran on ONNX Runtime."""
+        return None
 
     def _outputs(self, path: Path) -> np.ndarray:
         run = onnx_exp.runner(path, self.tower)
@@ -300,24 +300,39 @@ def _search(search, targets: Targets, step) -> Plan:
             f"--quant auto: no int8 plan of the {tower} tower meets min cosine {targets.min_cosine} and top-1 "
             f"agreement {targets.min_agreement} on the calibration inputs: even keeping all but one unit float "
             f"gives {best}; lower --min-cos / --min-agreement or use fp32/fp16")
+    def plan_nodes(k: int) -> list[str]:
+        return forced + [n for u in order[:k] for n in live[u["unit"]]]
+
+    def on_runtime(nodes: list[str], simulated: dict) -> dict:
+        confirmed = search.confirm(nodes)  # None: the scores above already come from the runtime
+        return simulated if confirmed is None else confirmed
+
+    scored = {"auto": on_runtime(plan_nodes(high), next(s for s in steps if s["float_units"] == high))}
+    # Where the runtime's numerics miss what the simulation met, keep more units float: 1, 2, 4... more (all of
+    # them float would be no int8 plan at all).
+    more = 1
+    while not targets.met(scored["auto"]) and high < len(order) - 1:
+        high, more = min(len(order) - 1, high + more), more * 2
+        step(f"auto: the runtime missed the targets; whole model with {high} unit(s) float")
+        scored["auto"] = on_runtime(plan_nodes(high), search.score(plan_nodes(high)))
+        steps.append({"float_units": high, **scored["auto"]})
     kept = [s["unit"] for s in order[:high]]
-    candidates = {"auto": forced + [n for u in kept for n in live[u]]}
-    scored = {"auto": next(s for s in steps if s["float_units"] == high)}
+    candidates = {"auto": plan_nodes(high)}
     hand = float_modules(module)
     hand_nodes = search.nodes_in(hand)
-    scored["hand"] = search.score(hand_nodes)
-    steps.append({"float_units": "hand-written sensitive.float_modules", **scored["hand"]})
-    if targets.met(scored["hand"]):
+    hand_score = search.score(hand_nodes)
+    steps.append({"float_units": "hand-written sensitive.float_modules", **hand_score})
+    if targets.met(hand_score):
         candidates["hand"] = hand_nodes
-    step("auto: timing the plans that meet the targets")
-    ms, on_runtime = search.timed({"fp32": None, **candidates})
-    scored.update(on_runtime)  # where the scores above were simulated, the runtime's own outputs decide
+        scored["hand"] = on_runtime(hand_nodes, hand_score)
     passing = [n for n in candidates if targets.met(scored[n])]
     if not passing:
         raise UserError(
-            f"--quant auto: the {tower} tower's plans met min cosine {targets.min_cosine} and top-1 agreement "
-            f"{targets.min_agreement} when simulated but not on the {search.backend} runtime ({on_runtime}); "
-            "lower --min-cos / --min-agreement or use fp32/fp16")
+            f"--quant auto: no int8 plan of the {tower} tower meets min cosine {targets.min_cosine} and top-1 "
+            f"agreement {targets.min_agreement} on the {search.backend} runtime ({scored}); lower --min-cos / "
+            "--min-agreement or use fp32/fp16")
+    step("auto: timing the plans that meet the targets")
+    ms = search.latency({"fp32": None, **{n: candidates[n] for n in passing}})
     pick = min(passing, key=lambda n: ms[n])
     if pick == "hand":
         keep_float = hand

@@ -4,7 +4,8 @@ An ExecuTorch export of S0's image tower takes minutes here, most of it lowering
 candidate would take hours. PT2E's reference int8 model (prepare, calibrate, convert: the graph the XNNPACK
 lowering consumes) runs in PyTorch in seconds, so each unit's sensitivity and each step of the search are scored
 on it; one export serves every candidate (copied, then quantized). Only the plans that meet the targets are
-exported, timed on the ExecuTorch runtime at 1 thread and scored again on its outputs, which decide.
+exported and scored again on the ExecuTorch runtime's outputs, which decide (where XNNPACK's arithmetic misses
+a target the simulation met, more units stay float), then timed on it at 1 thread.
 Depthwise convs stay float, as in the hand-written w8a8 (sensitive.py): they are split for XNNPACK
 (xnnpack_depthwise.py) and their int8 form was not timed here.
 """
@@ -53,8 +54,12 @@ class XnnpackSearch:
 
     def __init__(self, module: nn.Module, example: torch.Tensor, tower: str, calibration: np.ndarray,
                  inputs: np.ndarray, anchors: np.ndarray, work: Path) -> None:
+        from executorch.extension.pybindings import portable_lib
+
+        portable_lib._unsafe_reset_threadpool(1)  # timed at 1 thread; process-wide, set before any method loads
         self.module, self.example, self.tower, self.work = module, example, tower, work
         self.calibration, self.inputs, self.anchors = calibration, inputs, anchors
+        self._methods: dict[tuple[str, ...] | None, object] = {}
         with torch.no_grad():
             self.graph = torch.export.export(split_depthwise(module), (example,)).module()
             self.reference = np.concatenate([module(torch.from_numpy(inputs[i : i + 1])).numpy()
@@ -96,37 +101,41 @@ class XnnpackSearch:
                                   for i in range(len(self.inputs))])
         return _score(self.reference, out, self.anchors, "pytorch_reference_int8")
 
-    def timed(self, candidates: dict[str, list[str] | None]) -> tuple[dict[str, float], dict[str, dict]]:
-        """Export each candidate (None: fp32), then time them on the ExecuTorch runtime at 1 thread (interleaved
-        rounds) and score the int8 ones on its outputs."""
-        from executorch.extension.pybindings import portable_lib
+    def _method(self, exclude: list[str] | None):
+        """The ExecuTorch method of this plan (None: fp32), exported once and kept for scoring and timing."""
         from executorch.runtime import Runtime
 
-        portable_lib._unsafe_reset_threadpool(1)  # process-wide; set before loading, as bench/host.py does
-        methods = {}
-        for name, exclude in candidates.items():
-            path = self.work / f"{name}.pte"
+        key = None if exclude is None else tuple(exclude)
+        if key not in self._methods:
+            path = self.work / f"candidate{len(self._methods)}.pte"
             with torch.no_grad():
                 et_exp.export(self.module, self.example, "fp32" if exclude is None else "w8a8", "xnnpack", path,
                               self.calibration, keep=exclude)
-            methods[name] = Runtime.get().load_program(str(path)).load_method("forward")
+            self._methods[key] = Runtime.get().load_program(str(path)).load_method("forward")
+        return self._methods[key]
 
-        def run(name: str, x: np.ndarray) -> np.ndarray:
-            return methods[name].execute((torch.from_numpy(np.ascontiguousarray(x)),))[0].numpy()
+    @staticmethod
+    def _run(method, x: np.ndarray) -> np.ndarray:
+        return method.execute((torch.from_numpy(np.ascontiguousarray(x)),))[0].numpy()
 
-        scores = {name: _score(self.reference, np.concatenate([run(name, self.inputs[i : i + 1])
-                                                               for i in range(len(self.inputs))]),
-                               self.anchors, "executorch_runtime")
-                  for name, exclude in candidates.items() if exclude is not None}
+    def confirm(self, exclude: list[str]) -> dict:
+        """The plan's score on the ExecuTorch runtime's own outputs (XNNPACK's int8 arithmetic, not PT2E's)."""
+        method = self._method(exclude)
+        out = np.concatenate([self._run(method, self.inputs[i : i + 1]) for i in range(len(self.inputs))])
+        return _score(self.reference, out, self.anchors, "executorch_runtime")
+
+    def latency(self, candidates: dict[str, list[str] | None]) -> dict[str, float]:
+        """Median ms per candidate (None: fp32) on the ExecuTorch runtime at 1 thread, in interleaved rounds."""
+        methods = {name: self._method(exclude) for name, exclude in candidates.items()}
         times: dict[str, list[float]] = {n: [] for n in methods}
         for _ in range(LATENCY_ROUNDS):
-            for name in methods:
-                run(name, self.inputs[:1])
+            for name, method in methods.items():
+                self._run(method, self.inputs[:1])
                 for _ in range(LATENCY_CALLS):
                     t0 = time.perf_counter()
-                    run(name, self.inputs[:1])
+                    self._run(method, self.inputs[:1])
                     times[name].append((time.perf_counter() - t0) * 1e3)
-        return {n: round(float(np.median(t)), 3) for n, t in times.items()}, scores
+        return {n: round(float(np.median(t)), 3) for n, t in times.items()}
 
 
 def search_executorch(module: nn.Module, example: torch.Tensor, tower: str, calibration: np.ndarray,
