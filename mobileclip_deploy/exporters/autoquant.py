@@ -201,15 +201,20 @@ class _Search:
             path = self.raw if exclude is None else self.quantized(exclude)
             sessions[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         feed = {INPUT_NAME[self.tower]: self.inputs[:1]}
-        times: dict[str, list[float]] = {n: [] for n in sessions}
-        for _ in range(LATENCY_ROUNDS):
-            for name, session in sessions.items():
-                session.run(None, feed)
-                for _ in range(LATENCY_CALLS):
-                    t0 = time.perf_counter()
-                    session.run(None, feed)
-                    times[name].append((time.perf_counter() - t0) * 1e3)
-        return {n: round(float(np.median(t)), 3) for n, t in times.items()}
+        return interleaved_ms({name: lambda s=session: s.run(None, feed) for name, session in sessions.items()})
+
+
+def interleaved_ms(calls: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Median ms of each call, timed in interleaved rounds (a warm-up call each) so load drift hits all alike."""
+    times: dict[str, list[float]] = {n: [] for n in calls}
+    for _ in range(LATENCY_ROUNDS):
+        for name, call in calls.items():
+            call()
+            for _ in range(LATENCY_CALLS):
+                t0 = time.perf_counter()
+                call()
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    return {n: round(float(np.median(t)), 3) for n, t in times.items()}
 
 
 def search_key(backend: str, module: nn.Module, tower: str, calibration: np.ndarray, inputs: np.ndarray,

@@ -13,7 +13,6 @@ Depthwise convs stay float, as in the hand-written w8a8 (sensitive.py): they are
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,15 +21,7 @@ import torch
 from torch import nn
 
 from mobileclip_deploy.exporters import executorch as et_exp
-from mobileclip_deploy.exporters.autoquant import (
-    LATENCY_CALLS,
-    LATENCY_ROUNDS,
-    Plan,
-    Targets,
-    cached_search,
-    search_key,
-    unit_of,
-)
+from mobileclip_deploy.exporters.autoquant import Plan, Targets, cached_search, interleaved_ms, search_key, unit_of
 from mobileclip_deploy.exporters.parity import compare, top1_agreement
 from mobileclip_deploy.exporters.sensitive import inside, is_depthwise
 from mobileclip_deploy.exporters.xnnpack_depthwise import split_depthwise
@@ -126,16 +117,9 @@ class XnnpackSearch:
 
     def latency(self, candidates: dict[str, list[str] | None]) -> dict[str, float]:
         """Median ms per candidate (None: fp32) on the ExecuTorch runtime at 1 thread, in interleaved rounds."""
-        methods = {name: self._method(exclude) for name, exclude in candidates.items()}
-        times: dict[str, list[float]] = {n: [] for n in methods}
-        for _ in range(LATENCY_ROUNDS):
-            for name, method in methods.items():
-                self._run(method, self.inputs[:1])
-                for _ in range(LATENCY_CALLS):
-                    t0 = time.perf_counter()
-                    self._run(method, self.inputs[:1])
-                    times[name].append((time.perf_counter() - t0) * 1e3)
-        return {n: round(float(np.median(t)), 3) for n, t in times.items()}
+        first = self.inputs[:1]
+        return interleaved_ms({name: lambda m=self._method(exclude): self._run(m, first)
+                               for name, exclude in candidates.items()})
 
 
 def search_executorch(module: nn.Module, example: torch.Tensor, tower: str, calibration: np.ndarray,
