@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +34,7 @@ from mobileclip_deploy import create_model, reparameterize
 from mobileclip_deploy.atomic import write_text
 from mobileclip_deploy.bench.host import eager_loader, host_device, loader_for, measure, package_version
 from mobileclip_deploy.bench.records import append_records, make_record, now_iso
+from mobileclip_deploy.bench.stats import interleaved_medians
 from mobileclip_deploy.bench.sweep import SweepConfig, build_artifacts
 from mobileclip_deploy.registry import get_variant
 
@@ -68,20 +68,6 @@ def image_flops(name: str) -> float:
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model.encode_image(torch.rand(1, 3, v.image_size, v.image_size))
     return float(counter.get_total_flops())
-
-
-def interleaved_medians(runners: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median ms of each runner, timed in rounds: per round and runner one untimed call (its caches warm again
-    after the others ran), then BLOCK timed ones. Drift in machine load shows in every path, not in one."""
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            run()
-            for _ in range(BLOCK):
-                t0 = time.perf_counter()
-                run()
-                times[name].append((time.perf_counter() - t0) * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def path_name(backend: str, scheme: str) -> str:
@@ -188,7 +174,7 @@ def main() -> None:
     checks, eager_ms, rounds = [], None, max(1, args.iterations // BLOCK)
     if s0_image:
         runners = {path: load() for path, load in s0_image.items()}
-        medians = interleaved_medians(runners, rounds)
+        medians = interleaved_medians(runners, rounds, BLOCK)
         eager_ms = medians.pop("eager train-time")
         checks = [{"path": path, "median_ms": ms, "x_bound": ms / bound_ms, "bound_ok": ms <= BOUND_TARGET * bound_ms,
                    "speedup": eager_ms / ms, "speedup_ok": eager_ms / ms >= SPEEDUP_TARGET}

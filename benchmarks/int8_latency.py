@@ -32,13 +32,14 @@ from mobileclip_deploy.atomic import write_text
 from mobileclip_deploy.bench.artifacts import Artifact
 from mobileclip_deploy.bench.host import host_device, loader_for, package_version
 from mobileclip_deploy.bench.records import now_iso
+from mobileclip_deploy.bench.stats import interleaved_medians
 from mobileclip_deploy.exporters import pipeline
 from mobileclip_deploy.exporters.schemes import get_backend
 from mobileclip_deploy.exporters.wrappers import example_input, tower_module
 from mobileclip_deploy.registry import get_variant
 
 sys.path.insert(0, str(Path(__file__).parent))
-from host_latency import BLOCK, interleaved_medians  # noqa: E402 - the sibling script's timing loop
+from host_latency import BLOCK  # noqa: E402 - the sibling script's calls per round
 
 REPO = Path(__file__).resolve().parents[1]
 PAIRS = [("onnx", "fp32"), ("onnx", "w8a8"), ("onnx", "auto"), ("executorch-xnnpack", "fp32"),
@@ -124,7 +125,7 @@ def measure_model(name: str, args, gops: float) -> list[dict]:
         present = {k: e for k, e in entries.items() if k[0] == tower}
         loaders = {f"{b} {s}": loader_for(Artifact(out / e["file"], name, tower, b, s, e), 1)[0]
                    for (_, b, s), e in present.items()}
-        ms = interleaved_medians({n: load() for n, load in loaders.items()}, args.rounds)
+        ms = interleaved_medians({n: load() for n, load in loaders.items()}, args.rounds, BLOCK)
         for (_, backend, scheme), e in present.items():
             fp32 = ms.get(f"{backend} fp32")
             p = e.get("parity") or {}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import statistics
+import time
+from collections.abc import Callable, Sequence
 
 STAT_KEYS = ("median", "mean", "trimmed_mean", "p90", "min", "max", "stdev")
 
@@ -58,3 +60,17 @@ def summarize(samples: Sequence[float]) -> dict[str, float]:
         "max": max(samples),
         "stdev": stdev(samples),
     }
+
+
+def interleaved_medians(calls: dict[str, Callable[[], object]], rounds: int, block: int) -> dict[str, float]:
+    """Median ms of each call, timed in rounds: per round and call one untimed call (its caches warm again after
+    the others ran), then `block` timed ones. Drift in machine load shows in every path, not in one."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            call()
+            for _ in range(block):
+                t0 = time.perf_counter()
+                call()
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from mobileclip_deploy.atomic import write_text
+from mobileclip_deploy.bench.stats import interleaved_medians
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import onnx as onnx_exp
 from mobileclip_deploy.exporters.parity import compare, top1_agreement
@@ -205,16 +206,8 @@ class _Search:
 
 
 def interleaved_ms(calls: dict[str, Callable[[], object]]) -> dict[str, float]:
-    """Median ms of each call, timed in interleaved rounds (a warm-up call each) so load drift hits all alike."""
-    times: dict[str, list[float]] = {n: [] for n in calls}
-    for _ in range(LATENCY_ROUNDS):
-        for name, call in calls.items():
-            call()
-            for _ in range(LATENCY_CALLS):
-                t0 = time.perf_counter()
-                call()
-                times[name].append((time.perf_counter() - t0) * 1e3)
-    return {n: round(float(np.median(t)), 3) for n, t in times.items()}
+    """Median ms of each candidate's call, timed in interleaved rounds so load drift hits all alike."""
+    return {n: round(ms, 3) for n, ms in interleaved_medians(calls, LATENCY_ROUNDS, LATENCY_CALLS).items()}
 
 
 def search_key(backend: str, module: nn.Module, tower: str, calibration: np.ndarray, inputs: np.ndarray,
@@ -308,18 +301,18 @@ def _search(search, targets: Targets, step) -> Plan:
     def plan_nodes(k: int) -> list[str]:
         return forced + [n for u in order[:k] for n in live[u["unit"]]]
 
-    def on_runtime(nodes: list[str], simulated: dict) -> dict:
-        confirmed = search.confirm(nodes)  # None: the scores above already come from the runtime
-        return simulated if confirmed is None else confirmed
+    def on_runtime(nodes: list[str], simulated: Callable[[], dict]) -> dict:
+        confirmed = search.confirm(nodes)  # None: the runtime is what `score` runs (the simulation is not needed)
+        return simulated() if confirmed is None else confirmed
 
-    scored = {"auto": on_runtime(plan_nodes(high), next(s for s in steps if s["float_units"] == high))}
+    scored = {"auto": on_runtime(plan_nodes(high), lambda: next(s for s in steps if s["float_units"] == high))}
     # Where the runtime's numerics miss what the simulation met, keep more units float: 1, 2, 4... more (all of
     # them float would be no int8 plan at all).
     more = 1
     while not targets.met(scored["auto"]) and high < len(order) - 1:
         high, more = min(len(order) - 1, high + more), more * 2
         step(f"auto: the runtime missed the targets; whole model with {high} unit(s) float")
-        scored["auto"] = on_runtime(plan_nodes(high), search.score(plan_nodes(high)))
+        scored["auto"] = on_runtime(plan_nodes(high), lambda: search.score(plan_nodes(high)))
         steps.append({"float_units": high, **scored["auto"]})
     kept = [s["unit"] for s in order[:high]]
     candidates = {"auto": plan_nodes(high)}
@@ -329,7 +322,7 @@ def _search(search, targets: Targets, step) -> Plan:
     steps.append({"float_units": "hand-written sensitive.float_modules", **hand_score})
     if targets.met(hand_score):
         candidates["hand"] = hand_nodes
-        scored["hand"] = on_runtime(hand_nodes, hand_score)
+        scored["hand"] = on_runtime(hand_nodes, lambda: hand_score)
     passing = [n for n in candidates if targets.met(scored[n])]
     if not passing:
         raise UserError(

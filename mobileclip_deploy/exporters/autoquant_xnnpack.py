@@ -80,14 +80,10 @@ class XnnpackSearch:
     def decide_depthwise(self, depthwise: list[str], step) -> tuple[bool, dict]:
         return False, {"reason": "kept float as in the hand-written w8a8; their int8 form was not timed"}
 
-    def _reference_int8(self, exclude: list[str]) -> Callable[[torch.Tensor], torch.Tensor]:
-        with torch.no_grad():
-            return et_exp.static_int8(copy.deepcopy(self.graph), self.calibration, exclude)
-
     def score(self, exclude: list[str]) -> dict:
         """Output cosine and top-1 agreement of PT2E's reference int8 model with `exclude` left float."""
-        model = self._reference_int8(exclude)
         with torch.no_grad():
+            model = et_exp.static_int8(copy.deepcopy(self.graph), self.calibration, exclude)
             out = np.concatenate([model(torch.from_numpy(self.inputs[i : i + 1])).numpy()
                                   for i in range(len(self.inputs))])
         return _score(self.reference, out, self.anchors, "pytorch_reference_int8")

@@ -551,8 +551,9 @@ def _run_job(job: Job, ctx: _Context, request: ExportRequest, manifest: dict[str
              "calibration_sha256": ctx.calibration_sha256 if job.scheme.static else None,
              "parity_inputs": ctx.parity_inputs if request.parity and job.tower == "image" else None,
              "tools": mf.tool_versions()}
-    if _kept_float(job, request) is not None:
-        facts["keep_float"] = _kept_float(job, request)
+    keep = _kept_float(job, request)
+    if keep is not None:
+        facts["keep_float"] = keep
     if job.scheme.name == "auto":
         facts["auto_targets"] = [request.min_cos, request.min_agreement]
     key = mf.cache_key(facts)
