@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """int8 against fp32, per tower, at 1 thread: ONNX Runtime (static QDQ: the hand-written float list `w8a8` and the
-searched `auto` plan) and ExecuTorch XNNPACK (`w8a8`, `auto`, `8da8w`), with latency, ratio to fp32, ratio to the int8
-compute bound, and the export's parity (min cosine, zero-shot top-1 agreement on held-out photos).
+searched `auto` plan) and ExecuTorch XNNPACK (`w8a8`, `auto`, `8da8w`, `auto-8da8w`), with latency, ratio to fp32,
+ratio to the int8 compute bound, and the export's parity (min cosine, zero-shot top-1 agreement on held-out photos).
 
     python benchmarks/int8_latency.py [--models mobileclip-s0,mobileclip-s2,mobileclip-b] [--rounds 8]
 
@@ -9,7 +9,8 @@ Weights are the golden recipe of ../shared/README.md (tests/goldens.py), so cosi
 real, deterministic model, not of random init. Exports go through the real pipeline into --work-dir (its manifest
 cache reuses an artifact only for the same weights, options and package source). The int8 compute bound is the
 tower's FLOPs / the best single-thread int8 GEMM throughput measured in this run (ONNX Runtime MatMulInteger and
-QLinearMatMul, u8 x s8, on large square matrices). Latencies of one tower's artifacts are interleaved (rounds of a
+QLinearMatMul, u8 x s8, on large square matrices); XNNPACK's own f32 and qs8 GEMM throughput (a 1024^3 Linear
+exported as fp32 and w8a8) is printed beside it. Latencies of one tower's artifacts are interleaved (rounds of a
 few calls of each) so load from other processes hits fp32 and int8 alike. Writes int8_latency.md / .json to
 --results-dir, naming the machine and its load. Models that do not finish are listed as not measured.
 """
@@ -43,7 +44,8 @@ from host_latency import BLOCK  # noqa: E402 - the sibling script's calls per ro
 
 REPO = Path(__file__).resolve().parents[1]
 PAIRS = [("onnx", "fp32"), ("onnx", "w8a8"), ("onnx", "auto"), ("executorch-xnnpack", "fp32"),
-         ("executorch-xnnpack", "w8a8"), ("executorch-xnnpack", "auto"), ("executorch-xnnpack", "8da8w")]
+         ("executorch-xnnpack", "w8a8"), ("executorch-xnnpack", "auto"), ("executorch-xnnpack", "8da8w"),
+         ("executorch-xnnpack", "auto-8da8w")]
 TARGET_RATIO, TARGET_COS, TARGET_AGREE = 0.45, 0.999, 0.99
 
 
@@ -79,6 +81,35 @@ def int8_gemm_gops(seconds: float = 1.5, n: int = 1024) -> dict[str, float]:
             session.run(None, {"a": a})
             top = max(top, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
         best[op] = round(top, 1)
+    return best
+
+
+def xnnpack_gemm_gops(work: Path, seconds: float = 1.5, n: int = 1024) -> dict[str, float]:
+    """Best single-thread GEMM throughput (G(FL)OP/s) of ExecuTorch XNNPACK on an n x n x n Linear, exported by this
+    package as fp32 and as static int8 (`w8a8`, the same quantizer as the towers'): whether XNNPACK's int8 kernels
+    are faster than its fp32 ones on this CPU at all."""
+    from executorch.extension.pybindings import portable_lib
+    from executorch.runtime import Runtime
+
+    from mobileclip_deploy.exporters import executorch as et_exp
+
+    portable_lib._unsafe_reset_threadpool(1)
+    linear = torch.nn.Linear(n, n, bias=False).eval()
+    x = torch.rand(1, n, n, generator=torch.Generator().manual_seed(0))
+    work.mkdir(parents=True, exist_ok=True)
+    best = {}
+    for scheme in ("fp32", "w8a8"):
+        path = work / f"gemm{n}_{scheme}.pte"
+        with torch.no_grad():
+            et_exp.export(linear, x, scheme, "xnnpack", path, x.numpy() if scheme == "w8a8" else None)
+        method = Runtime.get().load_program(str(path)).load_method("forward")
+        method.execute((x,))
+        end, top = time.perf_counter() + seconds, 0.0
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            method.execute((x,))
+            top = max(top, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+        best[f"XNNPACK {'f32' if scheme == 'fp32' else 'qs8'} Linear"] = round(top, 1)
     return best
 
 
@@ -154,6 +185,9 @@ def markdown(summary: dict) -> str:
              f"{summary['load_average'][1]:.2f} (shared machine: above ~1 the figures are pessimistic and noisy)",
              f"- int8 GEMM throughput (ONNX Runtime, 1 thread, u8 x s8 1024^3): {summary['int8_gemm_gops']} GOP/s; "
              "bound = tower FLOPs / the best of them",
+             f"- ExecuTorch XNNPACK GEMM throughput (1 thread, 1024^3 Linear, fp32 and w8a8 exports): "
+             f"{summary['xnnpack_gemm_gops']} G(FL)OP/s: where qs8 is no faster than f32, no choice of int8 layers "
+             "makes an XNNPACK tower faster than fp32",
              "- weights: golden recipe; parity on held-out ImageNet sample photos (image) and prompts (text)", "",
              "| model | tower | runtime | scheme | median ms | x fp32 | x int8 bound | min cos | top-1 agree |"
              " float units |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -177,9 +211,11 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     device = host_device()
     gemm = int8_gemm_gops()
+    xnnpack = xnnpack_gemm_gops(args.work_dir / "gemm")
     print(f"host: {device['soc']} ({device['cpu_count']} cores, {', '.join(device['isa'])}); load {load_start:.2f}; "
-          f"int8 GEMM {gemm} GOP/s", flush=True)
-    summary = {"date": now_iso(), "rounds": args.rounds, "int8_gemm_gops": gemm, "rows": [], "not_measured": [],
+          f"int8 GEMM {gemm} GOP/s; XNNPACK {xnnpack} G(FL)OP/s", flush=True)
+    summary = {"date": now_iso(), "rounds": args.rounds, "int8_gemm_gops": gemm, "xnnpack_gemm_gops": xnnpack,
+               "rows": [], "not_measured": [],
                "machine": {"cpu": device["soc"], "cores": device["cpu_count"], "isa": device["isa"],
                            "os": device["os"]},
                "versions": {k: package_version(k) for k in ("torch", "onnxruntime", "executorch", "mobileclip-deploy")}}

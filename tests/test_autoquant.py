@@ -41,12 +41,12 @@ class Block(nn.Module):
 class TinyTower(nn.Module):
     """pixels (1x3x16x16) -> image_embedding (1x8), blocks named like the MCi towers' (`blocks.N.mlp`)."""
 
-    def __init__(self, outliers: bool) -> None:
+    def __init__(self, outliers: bool, dim: int = 16) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.stem = nn.Conv2d(3, 16, 3, stride=2, padding=1)
-        self.blocks = nn.Sequential(*[Block(16) for _ in range(4)])
-        self.head = nn.Linear(16, 8)
+        self.stem = nn.Conv2d(3, dim, 3, stride=2, padding=1)
+        self.blocks = nn.Sequential(*[Block(dim) for _ in range(4)])
+        self.head = nn.Linear(dim, 8)
         self.proj = nn.Parameter(torch.eye(8) + 0.1 * torch.randn(8, 8))  # an op of the tower itself, like CLIP's
         if outliers:  # one hidden channel 1000x larger, undone by fc2: fp32 output as before, int8 ranges swamped
             mlp = self.blocks[OUTLIER_BLOCK].mlp
@@ -78,7 +78,7 @@ def plan():
 
 
 def test_search_keeps_only_the_layer_with_outliers_float(plan):
-    mlps = [name for name in plan.keep_float if name.endswith(".mlp")]
+    mlps = [name for name in plan.keep if name.endswith(".mlp")]
     assert mlps == [f"blocks.{OUTLIER_BLOCK}.mlp"]
     units = {u["unit"]: u for u in plan.units}
     worst = min(units.values(), key=lambda u: u["min_cosine"])
@@ -102,11 +102,11 @@ def test_recipe_rebuilds_the_same_artifact(plan, tmp_path):
     recipe_path.write_text(autoquant.recipe_text(plan, "tiny", tmp_path, 12))
     recipe = load_recipe(recipe_path)
     assert recipe.quants == ["onnx:w8a8"] and recipe.tower == "image" and recipe.calibration_limit == 12
-    assert recipe.keep_float == {"onnx": {"image": plan.keep_float}}
+    assert recipe.keep == {"onnx": {"image": plan.keep}}
     images, _ = _data()
     example = torch.rand(1, 3, 16, 16)
     built = []
-    for name, keep in (("auto", plan.keep_float), ("recipe", recipe.keep_float["onnx"]["image"])):
+    for name, keep in (("auto", plan.keep), ("recipe", recipe.keep["onnx"]["image"])):
         work = tmp_path / name
         work.mkdir()
         onnx_exp.export(tower, example, "image", "w8a8", work / "m.onnx", images, work, keep=keep)
@@ -137,9 +137,12 @@ def test_cli_refuses_bad_auto_requests_before_any_work(shared_dir, tmp_path):
                                                          "--min-cos", "1.5", "-o", out)
     assert "needs --calibration DIR" in _refusal("-q", "onnx:auto", "-o", out)
     recipe = tmp_path / "r.toml"
-    recipe.write_text('[formats.executorch]\nschemes = ["8da8w"]\n[formats.executorch.keep_float]\nimage = ["x"]\n')
-    assert ("keep_float (a --quant auto recipe) for executorch-xnnpack applies to w8a8 of onnx or "
-            "executorch-xnnpack") in _refusal("--recipe", recipe, "--calibration", photos, "-o", out)
+    recipe.write_text('[formats.executorch]\nschemes = ["8da4w"]\n[formats.executorch.keep_float]\nimage = ["x"]\n')
+    assert ("keep_float (a --quant auto recipe) for executorch-xnnpack applies to its 8da8w or w8a8"
+            ) in _refusal("--recipe", recipe, "--calibration", photos, "-o", out)
+    recipe.write_text('[formats.onnx]\nschemes = ["w8a8"]\n[formats.onnx.keep_8bit]\nimage = ["x"]\n')
+    assert "`keep_8bit` does not apply to onnx; onnx takes `keep_float`" in _refusal(
+        "--recipe", recipe, "--calibration", photos, "-o", out)
     assert not out.exists()
 
 
@@ -158,6 +161,7 @@ class _RuntimeDisagrees:
     """A search whose runtime loses twice the simulated cosine: the simulation's plan fails there."""
 
     backend, tower, module = "fake", "image", nn.Module()
+    scheme, kind, kept_as, baseline, cost_name = "w8a8", "int8", "float", "fp32", "latency_ms"
     errors = {"n0": 8e-4, "n1": 4e-4, "n2": 2e-4, "n3": 1e-4}  # cosine each unit costs when quantized
 
     def __init__(self, runtime_factor: float) -> None:
@@ -179,14 +183,17 @@ class _RuntimeDisagrees:
     def confirm(self, exclude):
         return {**self._cos(exclude, self.runtime_factor), "on": "fake_runtime"}
 
-    def latency(self, candidates):
+    def hand_written(self):
+        return []
+
+    def cost(self, candidates):
         return {name: 10.0 if nodes is None else 5.0 for name, nodes in candidates.items()}
 
 
 def test_where_the_runtime_misses_the_simulated_plan_more_units_stay_float():
     # simulated: u0 float is enough (cosine 0.9993); on the runtime it gives 0.9986, u0+u1 give 0.9994
     plan = autoquant._search(_RuntimeDisagrees(2.0), autoquant.Targets(0.999, 0.9), lambda _: None)
-    assert plan.keep_float == ["u0", "u1"]
+    assert plan.keep == ["u0", "u1"]
     assert plan.chosen["scored_on"] == "fake_runtime" and plan.chosen["min_cosine"] >= 0.999
     assert [s["float_units"] for s in plan.steps if s.get("on") == "fake_runtime"] == [2]
     with pytest.raises(UserError, match="on the fake runtime"):

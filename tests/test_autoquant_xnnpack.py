@@ -5,6 +5,7 @@ else, the runtime confirms the chosen plan, and its recipe rebuilds the same .pt
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import autoquant
@@ -25,9 +26,9 @@ def plan():
 
 def test_search_keeps_only_the_sensitive_block_and_the_depthwise_convs_float(plan):
     assert plan.backend == "executorch-xnnpack"
-    assert [n for n in plan.keep_float if n.endswith(".mlp")] == [f"blocks.{OUTLIER_BLOCK}.mlp"]
-    assert sorted(n for n in plan.keep_float if n.endswith(".mixer")) == [f"blocks.{i}.mixer" for i in range(4)]
-    assert set(plan.keep_float) == {f"blocks.{OUTLIER_BLOCK}.mlp", *(f"blocks.{i}.mixer" for i in range(4))}
+    assert [n for n in plan.keep if n.endswith(".mlp")] == [f"blocks.{OUTLIER_BLOCK}.mlp"]
+    assert sorted(n for n in plan.keep if n.endswith(".mixer")) == [f"blocks.{i}.mixer" for i in range(4)]
+    assert set(plan.keep) == {f"blocks.{OUTLIER_BLOCK}.mlp", *(f"blocks.{i}.mixer" for i in range(4))}
     units = {u["unit"]: u for u in plan.units}
     assert set(units) == {"stem", "head", *(f"blocks.{i}.mlp" for i in range(4))}  # depthwise mixers are forced
     worst = min(units.values(), key=lambda u: u["min_cosine"])
@@ -39,7 +40,7 @@ def test_the_runtime_confirms_the_chosen_plan(plan):
     chosen = plan.chosen
     assert chosen["scored_on"] == "executorch_runtime"
     assert chosen["min_cosine"] >= 0.999 and chosen["top1_agreement"] >= 0.9
-    assert set(chosen["candidates_ms"]) >= {"fp32", "auto"} and chosen["latency_ms"] > 0
+    assert set(chosen["candidates"]) >= {"fp32", "auto"} and chosen["latency_ms"] > 0
 
 
 def test_recipe_rebuilds_the_same_pte(plan, tmp_path):
@@ -47,11 +48,11 @@ def test_recipe_rebuilds_the_same_pte(plan, tmp_path):
     recipe_path.write_text(autoquant.recipe_text(plan, "tiny", tmp_path, 12))
     recipe = load_recipe(recipe_path)
     assert recipe.quants == ["executorch-xnnpack:w8a8"]
-    assert recipe.keep_float == {"executorch-xnnpack": {"image": plan.keep_float}}
+    assert recipe.keep == {"executorch-xnnpack": {"image": plan.keep}}
     images, _ = _data()
     tower, example = TinyTower(outliers=True).eval(), torch.rand(1, 3, 16, 16)
     built = []
-    for name, keep in (("auto", plan.keep_float), ("recipe", recipe.keep_float["executorch-xnnpack"]["image"]),
+    for name, keep in (("auto", plan.keep), ("recipe", recipe.keep["executorch-xnnpack"]["image"]),
                        ("hand", None)):
         facts, _ = et_exp.export(tower, example, "w8a8", "xnnpack", tmp_path / f"{name}.pte", images, keep=keep)
         built.append(tmp_path / f"{name}.pte")
@@ -72,3 +73,67 @@ def test_unreachable_target_is_refused_and_nothing_is_cached(tmp_path, monkeypat
         search_executorch(TinyTower(outliers=True).eval(), torch.rand(1, 3, 16, 16), "image", images, images,
                           anchors, autoquant.Targets(1.0, 1.0))
     assert not list(tmp_path.rglob("*.json"))
+
+
+class LinearTower(nn.Module):
+    """tokens-like input (1x8x32) -> embedding (1x8): MLP blocks of nn.Linear, the only layers 8da8w quantizes; one
+    hidden channel of block OUTLIER_BLOCK is 1000x larger (undone by fc2), which swamps per-token int8 steps."""
+
+    def __init__(self, dim: int = 32) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.blocks = nn.ModuleList(nn.ModuleDict({"fc1": nn.Linear(dim, 2 * dim), "fc2": nn.Linear(2 * dim, dim)})
+                                    for _ in range(4))
+        self.head = nn.Linear(dim, 8)
+        with torch.no_grad():
+            mlp = self.blocks[OUTLIER_BLOCK]
+            mlp["fc1"].weight[0] *= 1000
+            mlp["fc1"].bias[0] *= 1000
+            mlp["fc2"].weight[:, 0] /= 1000
+
+    def forward(self, x):
+        for mlp in self.blocks:
+            x = x + mlp["fc2"](torch.nn.functional.gelu(mlp["fc1"](x)))
+        return self.head(x.mean(dim=1))
+
+
+def test_dynamic_search_keeps_the_sensitive_linear_float_and_its_recipe_rebuilds_the_pte(tmp_path):
+    rng = np.random.default_rng(0)
+    inputs = rng.standard_normal((12, 8, 32)).astype(np.float32)
+    anchors = rng.standard_normal((6, 8)).astype(np.float32)
+    tower, example = LinearTower().eval(), torch.from_numpy(inputs[:1])
+    plan = search_executorch(tower, example, "text", inputs, inputs, anchors, autoquant.Targets(0.999, 0.9),
+                             use_cache=False, scheme="8da8w")
+    # fc2 reads the outlier channel, so it alone loses precision; fc1 (whose weights hold the outlier) does not
+    assert plan.scheme == "8da8w" and plan.keep == [f"blocks.{OUTLIER_BLOCK}.fc2"]
+    units = {u["unit"]: u for u in plan.units}
+    assert set(units) == {"head", *(f"blocks.{i}.fc{j}" for i in range(4) for j in (1, 2))}
+    worst = min(units.values(), key=lambda u: u["min_cosine"])
+    assert worst["unit"] == f"blocks.{OUTLIER_BLOCK}.fc2" and worst["min_cosine"] < 0.999
+    assert plan.chosen["scored_on"] == "executorch_runtime" and plan.chosen["min_cosine"] >= 0.999
+    recipe_path = tmp_path / "tiny.recipe.toml"
+    recipe_path.write_text(autoquant.recipe_text(plan, "tiny", tmp_path, 12))
+    recipe = load_recipe(recipe_path)
+    assert recipe.quants == ["executorch-xnnpack:8da8w"]
+    built = []
+    for name, keep in (("auto", plan.keep), ("recipe", recipe.keep["executorch-xnnpack"]["text"]), ("all", None)):
+        facts, _ = et_exp.export(tower, example, "8da8w", "xnnpack", tmp_path / f"{name}.pte", None, keep=keep)
+        built.append(tmp_path / f"{name}.pte")
+        assert facts["kept_in_float"] == (keep if keep is not None else [])
+    assert sha256_path(built[0]) == sha256_path(built[1]) != sha256_path(built[2])
+
+
+def test_pipeline_writes_the_dynamic_plan_and_its_recipe(shared_dir, tmp_path):
+    from tests.test_export_options import entries, export
+
+    photos = shared_dir / "data" / "imagenet-samples"
+    results = export(tmp_path / "out", ["executorch:auto-8da8w"], towers=("text",), calibration=photos,
+                     calibration_limit=8, min_agreement=0.9)
+    assert [r.status for r in results] == ["ok"], results
+    entry = entries(tmp_path / "out")[results[0].file]
+    plan = entry["details"]["auto_plan"]
+    assert plan["scheme"] == "8da8w" and entry["details"]["kept_in_float"] == plan["keep"]
+    assert plan["chosen"]["scored_on"] == "executorch_runtime" and entry["parity"]["passed"]
+    recipe = load_recipe(tmp_path / "out" / entry["details"]["recipe"])
+    assert recipe.quants == ["executorch-xnnpack:8da8w"] and recipe.calibration == photos.resolve()
+    assert recipe.keep == {"executorch-xnnpack": {"text": plan["keep"]}}

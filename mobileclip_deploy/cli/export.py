@@ -132,7 +132,7 @@ def export(
         deployment_target=deployment_target or spec.deployment_target,
         image_input=bool(image_input if image_input is not None else spec.image_input),
         ort=bool(ort if ort is not None else spec.ort), overwrite=overwrite,
-        verify_arm64=_verify_cpus(verify, verify_cpu, parity), keep_float=spec.keep_float,
+        verify_arm64=_verify_cpus(verify, verify_cpu, parity), keep=spec.keep,
         min_cos=min_cos, min_agreement=min_agreement)
     pipeline.plan(request)  # refuse bad combinations before the model is even loaded
     net, variant, checkpoint_sha = load_model_for_cli(model, checkpoint, random_weights)

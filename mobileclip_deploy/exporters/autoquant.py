@@ -1,5 +1,5 @@
-"""`--quant auto` for static int8 (ONNX Runtime QDQ here, ExecuTorch XNNPACK in autoquant_xnnpack.py): choose which
-layers stay float by measuring, not by a fixed list.
+"""`--quant auto` for static int8 (ONNX Runtime QDQ here, ExecuTorch XNNPACK in autoquant_xnnpack.py) and Core ML
+palettes (autoquant_coreml.py): choose which layers stay float (or at 8 bits) by measuring, not by a fixed list.
 
 Why these steps (op profiles of S0's image tower, ONNX Runtime 1.32, 1 thread, benchmarks/op_profile.py):
 - QLinearConv is fast for dense convs (S0's 50 1x1 convs: 11.4 ms int8 vs 41 ms fp32) but slow for depthwise
@@ -54,12 +54,14 @@ class Targets:
 
 @dataclass
 class Plan:
-    """What the search chose and why; `keep_float` (module paths) reproduces the export as `w8a8`."""
+    """What the search chose and why; `keep` (module paths) reproduces the export as `scheme` (w8a8, 8da8w or pal4):
+    the layers kept float (int8) or at 8-bit palettes (Core ML pal4)."""
 
     backend: str
+    scheme: str
     tower: str
     targets: dict
-    keep_float: list[str]
+    keep: list[str]
     depthwise: dict  # {"quantized": bool, "latency_ms": {...}}
     units: list[dict]  # per unit: name, nodes, min_cosine, top1_agreement (that unit alone quantized)
     steps: list[dict]  # each whole-model candidate measured during the search
@@ -128,7 +130,7 @@ def cache_dir() -> Path:
 class _Search:
     """One tower's search state: the float ONNX model, its calibrated ranges, the reference outputs."""
 
-    backend = "onnx"
+    backend, scheme, kind, kept_as, baseline, cost_name = "onnx", "w8a8", "int8", "float", "fp32", "latency_ms"
 
     def __init__(self, raw: Path, module: nn.Module, tower: str, calibration: np.ndarray, inputs: np.ndarray,
                  anchors: np.ndarray, work: Path) -> None:
@@ -174,12 +176,15 @@ class _Search:
     def decide_depthwise(self, depthwise: list[str], step) -> tuple[bool, dict]:
         """Quantize depthwise convs only if the all-int8 model is at least as fast as with them float (MLAS)."""
         step("auto: timing depthwise convs int8 vs float")
-        ms = self.latency({"fp32": None, "all_int8": [], "depthwise_float": depthwise})
+        ms = self.cost({"fp32": None, "all_int8": [], "depthwise_float": depthwise})
         return ms["all_int8"] <= ms["depthwise_float"], {"latency_ms": ms}
 
     def confirm(self, exclude: list[str]) -> None:
         """No second opinion needed: every score above already ran on ONNX Runtime."""
         return None
+
+    def hand_written(self) -> list[str]:
+        return float_modules(self.module)
 
     def _outputs(self, path: Path) -> np.ndarray:
         run = onnx_exp.runner(path, self.tower)
@@ -191,7 +196,7 @@ class _Search:
         return {"min_cosine": round(cos, 7),
                 "top1_agreement": round(top1_agreement(self.reference, out, self.anchors), 4)}
 
-    def latency(self, candidates: dict[str, list[str] | None]) -> dict[str, float]:
+    def cost(self, candidates: dict[str, list[str] | None]) -> dict[str, float]:
         """Median ms per candidate (None: fp32) at 1 thread, timed in interleaved rounds against load drift."""
         import onnxruntime as ort
 
@@ -254,7 +259,10 @@ def search_onnx(module: nn.Module, example: torch.Tensor, tower: str, calibratio
 
 
 def _search(search, targets: Targets, step) -> Plan:
-    """The search itself, for any backend's search object (units, scores, depthwise choice, timing)."""
+    """The search itself, for any backend's search object (units, scores, depthwise choice, cost: latency or size).
+
+    "Float" below means kept out of the low-bit form: float for int8, 8-bit palettes for Core ML's 4-bit ones.
+    """
     module, tower = search.module, search.tower
     units, depthwise = search.units()
     every = [n for nodes in units.values() for n in nodes]
@@ -295,9 +303,9 @@ def _search(search, targets: Targets, step) -> Plan:
     if high >= len(order):
         best = max(steps, key=lambda s: (s["min_cosine"], s["top1_agreement"]), default=None)
         raise UserError(
-            f"--quant auto: no int8 plan of the {tower} tower meets min cosine {targets.min_cosine} and top-1 "
-            f"agreement {targets.min_agreement} on the calibration inputs: even keeping all but one unit float "
-            f"gives {best}; lower --min-cos / --min-agreement or use fp32/fp16")
+            f"--quant auto: no {search.kind} plan of the {tower} tower meets min cosine {targets.min_cosine} and "
+            f"top-1 agreement {targets.min_agreement} on the calibration inputs: even keeping all but one unit "
+            f"{search.kept_as} gives {best}; lower --min-cos / --min-agreement or use fp32/fp16")
     def plan_nodes(k: int) -> list[str]:
         return forced + [n for u in order[:k] for n in live[u["unit"]]]
 
@@ -316,51 +324,59 @@ def _search(search, targets: Targets, step) -> Plan:
         steps.append({"float_units": high, **scored["auto"]})
     kept = [s["unit"] for s in order[:high]]
     candidates = {"auto": plan_nodes(high)}
-    hand = float_modules(module)
+    hand = search.hand_written()
     hand_nodes = search.nodes_in(hand)
     hand_score = search.score(hand_nodes)
-    steps.append({"float_units": "hand-written sensitive.float_modules", **hand_score})
+    steps.append({"float_units": "hand-written lists (sensitive.py)", **hand_score})
     if targets.met(hand_score):
         candidates["hand"] = hand_nodes
         scored["hand"] = on_runtime(hand_nodes, lambda: hand_score)
     passing = [n for n in candidates if targets.met(scored[n])]
     if not passing:
         raise UserError(
-            f"--quant auto: no int8 plan of the {tower} tower meets min cosine {targets.min_cosine} and top-1 "
-            f"agreement {targets.min_agreement} on the {search.backend} runtime ({scored}); lower --min-cos / "
+            f"--quant auto: no {search.kind} plan of the {tower} tower meets min cosine {targets.min_cosine} and "
+            f"top-1 agreement {targets.min_agreement} on the {search.backend} runtime ({scored}); lower --min-cos / "
             "--min-agreement or use fp32/fp16")
-    step("auto: timing the plans that meet the targets")
-    ms = search.latency({"fp32": None, **{n: candidates[n] for n in passing}})
-    pick = min(passing, key=lambda n: ms[n])
+    step(f"auto: measuring {search.cost_name} of the plans that meet the targets")
+    base, name = search.baseline, search.cost_name
+    cost = search.cost({base: None, **{n: candidates[n] for n in passing}})
+    pick = min(passing, key=lambda n: cost[n])
     if pick == "hand":
-        keep_float = hand
+        keep = hand
     else:
-        keep_float = sorted(kept + ([] if quantize_dw else [n for n, m in module.named_modules() if is_depthwise(m)]))
+        keep = sorted(kept + ([] if quantize_dw else [n for n, m in module.named_modules() if is_depthwise(m)]))
     score = scored[pick]
-    return Plan(backend=search.backend, tower=tower, targets=asdict(targets), keep_float=keep_float,
+    return Plan(backend=search.backend, scheme=search.scheme, tower=tower, targets=asdict(targets), keep=keep,
                 depthwise={"quantized": quantize_dw, **dw_facts}, units=scores, steps=steps,
-                chosen={"from": "search" if pick == "auto" else "hand-written list (faster, also meets targets)",
-                        "float_units": kept if pick == "auto" else hand, "min_cosine": score["min_cosine"],
+                chosen={"from": "search" if pick == "auto" else f"hand-written list (lower {name}, also meets "
+                        "targets)", "float_units": kept if pick == "auto" else hand, "min_cosine": score["min_cosine"],
                         "top1_agreement": score["top1_agreement"], "scored_on": score.get("on", search.backend),
-                        "latency_ms": ms[pick], "fp32_latency_ms": ms["fp32"],
-                        "ratio_to_fp32": round(ms[pick] / ms["fp32"], 3), "candidates_ms": ms})
+                        "cost": name, "baseline": base, name: cost[pick], f"{base}_{name}": cost[base],
+                        f"ratio_to_{base}": round(cost[pick] / cost[base], 3), "candidates": cost})
 
 
-RUNTIME_NAMES = {"onnx": "ONNX static int8", "executorch-xnnpack": "ExecuTorch XNNPACK static int8"}
+RUNTIME_NAMES = {("onnx", "w8a8"): "ONNX static int8", ("executorch-xnnpack", "w8a8"): "ExecuTorch XNNPACK static int8",
+                 ("executorch-xnnpack", "8da8w"): "ExecuTorch XNNPACK dynamic int8",
+                 ("coreml", "pal4"): "Core ML 4-bit palettes"}
 
 
 def recipe_text(plan: Plan, model: str, calibration: Path, calibration_limit: int) -> str:
-    """A recipe (export/*.toml style) that rebuilds the chosen artifact as `w8a8` without searching again."""
+    """A recipe (export/*.toml style) that rebuilds the chosen artifact as `plan.scheme` without searching again."""
+    from mobileclip_deploy.exporters.schemes import BACKENDS
+
+    backend = BACKENDS[plan.backend]
+    base = plan.chosen["baseline"]
     lines = [f"# Written by `--quant auto` for {model} ({plan.tower} tower): reproduces the chosen plan",
              f"# without the search. Plan cache key {plan.cache_key[:16]}; chosen: cosine "
              f"{plan.chosen['min_cosine']}, top-1 agreement {plan.chosen['top1_agreement']}, "
-             f"{plan.chosen['ratio_to_fp32']}x fp32 latency on the search host.",
-             f'description = "{model} {plan.tower}: {RUNTIME_NAMES[plan.backend]}, float layers chosen by '
+             f"{plan.chosen[f'ratio_to_{base}']}x the {base} {plan.chosen['cost']} on the search host.",
+             f'description = "{model} {plan.tower}: {RUNTIME_NAMES[plan.backend, plan.scheme]}, kept layers chosen by '
              '--quant auto"',
-             f'tower = "{plan.tower}"', f"calibration = {json.dumps(str(calibration))}",
-             f"calibration_limit = {calibration_limit}", "", f"[formats.{plan.backend}]", 'schemes = ["w8a8"]',
-             "", f"[formats.{plan.backend}.keep_float]", f"{plan.tower} = ["]
-    lines += [f"  {json.dumps(name)}," for name in plan.keep_float]
+             f'tower = "{plan.tower}"', f"calibration = {json.dumps(str(Path(calibration).resolve()))}",
+             f"calibration_limit = {calibration_limit}", "", f"[formats.{plan.backend}]",
+             f'schemes = ["{plan.scheme}"]', "", f"[formats.{plan.backend}.{backend.keep_key}]",
+             f"{plan.tower} = ["]
+    lines += [f"  {json.dumps(name)}," for name in plan.keep]
     return "\n".join(lines + ["]", ""])
 
 

@@ -1,4 +1,5 @@
-"""`--quant auto` for ExecuTorch XNNPACK static int8 (w8a8): the search of autoquant.py, scored in PyTorch.
+"""`--quant auto` for ExecuTorch XNNPACK static int8 (w8a8) and `auto-8da8w` for its dynamic int8: the search of
+autoquant.py, scored in PyTorch.
 
 An ExecuTorch export of S0's image tower takes minutes here, most of it lowering, so a search that exported every
 candidate would take hours. PT2E's reference int8 model (prepare, calibrate, convert: the graph the XNNPACK
@@ -8,6 +9,7 @@ exported and scored again on the ExecuTorch runtime's outputs, which decide (whe
 a target the simulation met, more units stay float), then timed on it at 1 thread.
 Depthwise convs stay float, as in the hand-written w8a8 (sensitive.py): they are split for XNNPACK
 (xnnpack_depthwise.py) and their int8 form was not timed here.
+Dynamic int8 (8da8w: torchao, linears only) is scored on the torchao-quantized module itself, in eager PyTorch.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch import nn
 from mobileclip_deploy.exporters import executorch as et_exp
 from mobileclip_deploy.exporters.autoquant import Plan, Targets, cached_search, interleaved_ms, search_key, unit_of
 from mobileclip_deploy.exporters.parity import compare, top1_agreement
-from mobileclip_deploy.exporters.sensitive import inside, is_depthwise
+from mobileclip_deploy.exporters.sensitive import float_modules, inside, is_depthwise
 from mobileclip_deploy.exporters.xnnpack_depthwise import split_depthwise
 
 QUANTIZED_OPS = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)  # what executorch.static_int8 takes
@@ -41,20 +43,25 @@ class XnnpackSearch:
     modules it names and everything below them, as `executorch.static_int8` does.
     """
 
-    backend = "executorch-xnnpack"
+    backend, kind, kept_as, baseline, cost_name = "executorch-xnnpack", "int8", "float", "fp32", "latency_ms"
 
     def __init__(self, module: nn.Module, example: torch.Tensor, tower: str, calibration: np.ndarray,
-                 inputs: np.ndarray, anchors: np.ndarray, work: Path) -> None:
+                 inputs: np.ndarray, anchors: np.ndarray, work: Path, scheme: str = "w8a8") -> None:
         from executorch.extension.pybindings import portable_lib
 
         portable_lib._unsafe_reset_threadpool(1)  # timed at 1 thread; process-wide, set before any method loads
-        self.module, self.example, self.tower, self.work = module, example, tower, work
+        self.module, self.example, self.tower, self.work, self.scheme = module, example, tower, work, scheme
         self.calibration, self.inputs, self.anchors = calibration, inputs, anchors
         self._methods: dict[tuple[str, ...] | None, object] = {}
+        self.split = split_depthwise(module)  # the form every XNNPACK export quantizes (module paths kept)
         with torch.no_grad():
-            self.graph = torch.export.export(split_depthwise(module), (example,)).module()
-            self.reference = np.concatenate([module(torch.from_numpy(inputs[i : i + 1])).numpy()
-                                             for i in range(len(inputs))])
+            self.graph = torch.export.export(self.split, (example,)).module() if scheme == "w8a8" else None
+            self.reference = self._outputs(module)
+
+    def _outputs(self, module: nn.Module) -> np.ndarray:
+        with torch.no_grad():
+            return np.concatenate([module(torch.from_numpy(self.inputs[i : i + 1])).numpy()
+                                   for i in range(len(self.inputs))])
 
     def units(self) -> tuple[dict[str, list[str]], list[str]]:
         """Op-owning module paths grouped by unit, and the depthwise ones among them.
@@ -62,8 +69,11 @@ class XnnpackSearch:
         A unit that contains another (ops of a module above a numbered container) absorbs it: keeping the
         outer one float keeps everything below it float too.
         """
-        owners = list(dict.fromkeys(et_exp._module_path(n) for n in self.graph.graph.nodes
-                                    if n.op == "call_function" and n.target in QUANTIZED_OPS))
+        if self.graph is None:  # dynamic int8 quantizes nn.Linear modules only
+            owners = [n for n, m in self.split.named_modules() if isinstance(m, nn.Linear)]
+        else:
+            owners = list(dict.fromkeys(et_exp._module_path(n) for n in self.graph.graph.nodes
+                                        if n.op == "call_function" and n.target in QUANTIZED_OPS))
         grouped: dict[str, list[str]] = {}
         for owner in owners:
             grouped.setdefault(unit_of(owner), []).append(owner)
@@ -81,12 +91,14 @@ class XnnpackSearch:
         return False, {"reason": "kept float as in the hand-written w8a8; their int8 form was not timed"}
 
     def score(self, exclude: list[str]) -> dict:
-        """Output cosine and top-1 agreement of PT2E's reference int8 model with `exclude` left float."""
+        """Output cosine and top-1 agreement of PT2E's reference int8 model (static) or of the torchao-quantized
+        module (dynamic) with `exclude` left float."""
         with torch.no_grad():
-            model = et_exp.static_int8(copy.deepcopy(self.graph), self.calibration, exclude)
-            out = np.concatenate([model(torch.from_numpy(self.inputs[i : i + 1])).numpy()
-                                  for i in range(len(self.inputs))])
-        return _score(self.reference, out, self.anchors, "pytorch_reference_int8")
+            if self.graph is not None:
+                model = et_exp.static_int8(copy.deepcopy(self.graph), self.calibration, exclude)
+            else:
+                model = et_exp._quantize(self.split, self.example, self.scheme, None, exclude, set())
+        return _score(self.reference, self._outputs(model), self.anchors, "pytorch_reference_int8")
 
     def _method(self, exclude: list[str] | None):
         """The ExecuTorch method of this plan (None: fp32), exported once and kept for scoring and timing."""
@@ -96,7 +108,7 @@ class XnnpackSearch:
         if key not in self._methods:
             path = self.work / f"candidate{len(self._methods)}.pte"
             with torch.no_grad():
-                et_exp.export(self.module, self.example, "fp32" if exclude is None else "w8a8", "xnnpack", path,
+                et_exp.export(self.module, self.example, "fp32" if exclude is None else self.scheme, "xnnpack", path,
                               self.calibration, keep=exclude)
             self._methods[key] = Runtime.get().load_program(str(path)).load_method("forward")
         return self._methods[key]
@@ -111,7 +123,10 @@ class XnnpackSearch:
         out = np.concatenate([self._run(method, self.inputs[i : i + 1]) for i in range(len(self.inputs))])
         return _score(self.reference, out, self.anchors, "executorch_runtime")
 
-    def latency(self, candidates: dict[str, list[str] | None]) -> dict[str, float]:
+    def hand_written(self) -> list[str]:
+        return float_modules(self.module)
+
+    def cost(self, candidates: dict[str, list[str] | None]) -> dict[str, float]:
         """Median ms per candidate (None: fp32) on the ExecuTorch runtime at 1 thread, in interleaved rounds."""
         first = self.inputs[:1]
         return interleaved_ms({name: lambda m=self._method(exclude): self._run(m, first)
@@ -120,12 +135,14 @@ class XnnpackSearch:
 
 def search_executorch(module: nn.Module, example: torch.Tensor, tower: str, calibration: np.ndarray,
                       inputs: np.ndarray, anchors: np.ndarray, targets: Targets,
-                      step: Callable[[str], None] = lambda _: None, use_cache: bool = True) -> Plan:
-    """Find the fastest XNNPACK static-int8 plan of `module` meeting `targets` on `inputs` (cached by content)."""
+                      step: Callable[[str], None] = lambda _: None, use_cache: bool = True,
+                      scheme: str = "w8a8") -> Plan:
+    """Find the fastest XNNPACK int8 plan (`scheme`: static w8a8 or dynamic 8da8w) of `module` meeting `targets` on
+    `inputs` (cached by content)."""
 
     def make(work: Path) -> XnnpackSearch:
         step("auto: exporting the float graph")
-        return XnnpackSearch(module, example, tower, calibration, inputs, anchors, work)
+        return XnnpackSearch(module, example, tower, calibration, inputs, anchors, work, scheme)
 
-    key = search_key("executorch-xnnpack", module, tower, calibration, inputs, anchors, targets)
+    key = search_key(f"executorch-xnnpack-{scheme}", module, tower, calibration, inputs, anchors, targets)
     return cached_search(key, make, targets, step, use_cache)

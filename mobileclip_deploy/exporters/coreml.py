@@ -26,55 +26,97 @@ _COMPRESSED_OPS = ("constexpr_lut_to_dense", "constexpr_blockwise_shift_scale", 
 _NAME_SUFFIXES = ("_palettized", "_quantized", "_to_fp16")
 # Converter names of token embeddings and positional tables (from the PyTorch parameter names).
 _TABLE_MARKERS = ("token_embedding", "positional_embedding", "pos_embed")
+GROUP = 16  # output channels sharing one palette (iOS18's per_grouped_channel)
 
 
 def target_at_least(target: str, minimum: str | None) -> bool:
     return minimum is None or int(target.removeprefix("iOS")) >= int(minimum.removeprefix("iOS"))
 
 
-def _compress(ml, scheme: str, target: str, module: nn.Module) -> tuple[object, dict]:
+def _palette(nbits: int, target: str):
+    from coremltools.optimize.coreml import OpPalettizerConfig
+
+    if target_at_least(target, "iOS18"):  # per_grouped_channel is an iOS18 feature
+        return OpPalettizerConfig(mode="kmeans", nbits=nbits, granularity="per_grouped_channel", group_size=GROUP)
+    return OpPalettizerConfig(mode="kmeans", nbits=nbits)
+
+
+def _compressible(ml, module: nn.Module) -> tuple[dict[str, list[str]], dict[str, tuple[str, np.ndarray]]]:
+    """The conv/linear ops consuming each weight constant, and where each tensor of `module` is in `ml`."""
+    from coremltools.optimize.coreml import get_weights_metadata
+
+    metadata = get_weights_metadata(ml, weight_threshold=2)
+    consumers = {_strip(n): [op.name for op in m.child_ops if op.op_type in ("conv", "linear")]
+                 for n, m in metadata.items()}
+    return consumers, _locate(module, {_strip(n): np.asarray(m.val) for n, m in metadata.items()})
+
+
+def _owned(param: str, scopes: list[str]) -> bool:
+    """Whether a plan's list (module paths, or a parameter's own path) covers the parameter `param`."""
+    return inside(param, scopes) or inside(param.rpartition(".")[0], scopes)
+
+
+def _compress(ml, scheme: str, target: str, module: nn.Module,
+              eight_bit: list[str] | None = None) -> tuple[object, dict]:
     """Compress conv and linear weights only (never embeddings or positional tables); returns (model, facts).
 
     The layers in `sensitive.float_modules` stay float; `pal4` keeps `sensitive.eight_bit_params` at 8 bits.
+    `eight_bit` (an `auto` plan or its recipe) replaces both lists: every conv/linear weight is palettized, those
+    it covers at 8 bits.
     """
     from coremltools.optimize.coreml import (
         OpLinearQuantizerConfig,
-        OpPalettizerConfig,
         OptimizationConfig,
-        get_weights_metadata,
         linear_quantize_weights,
         palettize_weights,
     )
 
-    def palette(nbits: int) -> OpPalettizerConfig:
-        if target_at_least(target, "iOS18"):  # per_grouped_channel is an iOS18 feature
-            return OpPalettizerConfig(mode="kmeans", nbits=nbits, granularity="per_grouped_channel", group_size=16)
-        return OpPalettizerConfig(mode="kmeans", nbits=nbits)
-
     config = (OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
-              if scheme == "w8" else palette(int(scheme.removeprefix("pal"))))
-    metadata = get_weights_metadata(ml, weight_threshold=2)
-    consumers = {_strip(n): [op.name for op in m.child_ops if op.op_type in ("conv", "linear")]
-                 for n, m in metadata.items()}
-    located = _locate(module, {_strip(n): np.asarray(m.val) for n, m in metadata.items()})
+              if scheme == "w8" else _palette(int(scheme.removeprefix("pal")), target))
+    consumers, located = _compressible(ml, module)
 
     def ops_of(params: list[str]) -> list[str]:
         return [op for p in params if p in located for op in consumers[located[p][0]]]
 
-    keep = float_modules(module)
-    per_op = {op: None for op in ops_of([p for p, _ in module.named_parameters() if inside(p.rpartition(".")[0], keep)])}
-    facts = {"kept_in_float": keep}
-    if scheme == "pal4":
-        eight = eight_bit_params(module)
-        per_op.update({op: palette(8) for op in ops_of(eight)})
-        facts["kept_at_8_bits"] = eight
-    optimization = OptimizationConfig(op_type_configs={"linear": config, "conv": config}, op_name_configs=per_op)
+    params = [p for p, _ in module.named_parameters()]
+    if eight_bit is not None:
+        per_op = {op: _palette(8, target) for op in ops_of([p for p in params if _owned(p, eight_bit)])}
+        facts = {"kept_in_float": [], "kept_at_8_bits": eight_bit}
+    else:
+        keep = float_modules(module)
+        per_op = {op: None for op in ops_of([p for p in params if inside(p.rpartition(".")[0], keep)])}
+        facts = {"kept_in_float": keep}
+        if scheme == "pal4":
+            eight = eight_bit_params(module)
+            per_op.update({op: _palette(8, target) for op in ops_of(eight)})
+            facts["kept_at_8_bits"] = eight
+    optimization = OptimizationConfig(op_type_configs={"linear": config, "conv": config},
+                                      op_name_configs=_shared_alike(ml, per_op, config))
     return (linear_quantize_weights if scheme == "w8" else palettize_weights)(ml, optimization), facts
 
 
-def export(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, path: Path, target: str,
-           image_input: bool, metadata: dict[str, str]) -> dict:
-    """Write the .mlpackage for `scheme` at deployment `target`; return manifest facts."""
+def _shared_alike(ml, per_op: dict[str, object], default) -> dict[str, object]:
+    """`per_op` plus the same config for every other op reading a constant a configured op reads.
+
+    The converter merges equal constants (a zero bias and a BatchNorm's zero mean become one), and coremltools
+    refuses a constant whose consumers have different configs; the small ones are not compressed anyway.
+    """
+    from coremltools.optimize.coreml import get_weights_metadata
+
+    configured = {"conv", "linear"}
+    out = dict(per_op)
+    for meta in get_weights_metadata(ml, weight_threshold=2).values():
+        ops = meta.child_ops
+        compressed = [op for op in ops if op.name in per_op or op.op_type in configured]
+        if not compressed or len(compressed) == len(ops):
+            continue
+        config = per_op.get(compressed[0].name, default)
+        out.update({op.name: config for op in ops if op not in compressed})
+    return out
+
+
+def convert(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, target: str, image_input: bool):
+    """The uncompressed mlprogram of `module` (fp32 compute for `fp32`, fp16 for every other scheme)."""
     import coremltools as ct
 
     with torch.no_grad():
@@ -86,13 +128,36 @@ def export(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, pa
     else:
         dtype = np.float32 if tower == "image" else np.int32
         inputs = [ct.TensorType(name=INPUT_NAME[tower], shape=tuple(example.shape), dtype=dtype)]
-    ml = ct.convert(program, inputs=inputs, outputs=[ct.TensorType(name=OUTPUT_NAME[tower], dtype=np.float32)],
-                    convert_to="mlprogram", minimum_deployment_target=getattr(ct.target, target),
-                    compute_precision=ct.precision.FLOAT32 if scheme == "fp32" else ct.precision.FLOAT16,
-                    skip_model_load=True)
+    return ct.convert(program, inputs=inputs, outputs=[ct.TensorType(name=OUTPUT_NAME[tower], dtype=np.float32)],
+                      convert_to="mlprogram", minimum_deployment_target=getattr(ct.target, target),
+                      compute_precision=ct.precision.FLOAT32 if scheme == "fp32" else ct.precision.FLOAT16,
+                      skip_model_load=True)
+
+
+def palettized_weights(ml, module: nn.Module, target: str, nbits: int) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Every tensor of `module` as Core ML stores it with all conv/linear weights at `nbits` palettes
+    (decompressed), and the names of the parameters those palettes compress."""
+    from coremltools.optimize.coreml import OptimizationConfig, decompress_weights, palettize_weights
+
+    config = _palette(nbits, target)
+    pal = palettize_weights(ml, OptimizationConfig(op_type_configs={"linear": config, "conv": config},
+                                                   op_name_configs=_shared_alike(ml, {}, config)))
+    consumers, located = _compressible(decompress_weights(pal), module)
+    compressed = [p for p, _ in module.named_parameters()
+                  if p in located and consumers[located[p][0]] and located[p][1].size > config.weight_threshold]
+    return {name: value for name, (_, value) in located.items()}, compressed
+
+
+def export(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, path: Path, target: str,
+           image_input: bool, metadata: dict[str, str], eight_bit: list[str] | None = None) -> dict:
+    """Write the .mlpackage for `scheme` at deployment `target`; return manifest facts.
+
+    `eight_bit`: the layers a `--quant auto` plan keeps at 8 bits (pal4/pal6 only; see `_compress`).
+    """
+    ml = convert(module, example, tower, scheme, target, image_input)
     facts = {}
     if scheme not in ("fp32", "fp16"):
-        ml, facts = _compress(ml, scheme, target, module)
+        ml, facts = _compress(ml, scheme, target, module, eight_bit)
     ml.short_description = metadata.pop("description")
     ml.license = metadata.pop("license")
     ml.author = metadata.pop("author")

@@ -112,7 +112,8 @@ def export(module: nn.Module, example: torch.Tensor, scheme: str, delegate: str,
            keep: list[str] | None = None) -> tuple[dict, object]:
     """Write the .pte to `path`; return (manifest facts, the lowered edge program for structure checks).
 
-    `keep`: module paths w8a8 leaves float (a `--quant auto` plan); None keeps sensitive.py's hand-written list.
+    `keep`: module paths w8a8 or 8da8w leaves float (a `--quant auto` plan); None keeps sensitive.py's hand-written
+    list.
     """
     from executorch.exir import to_edge_transform_and_lower
 
@@ -120,7 +121,7 @@ def export(module: nn.Module, example: torch.Tensor, scheme: str, delegate: str,
     # unsplit they ran XNNPACK's multipass 7x7 kernel (S0 image tower, 1 thread: 218 ms unsplit vs 73 ms split
     # vs 79 ms fp32; min cosine 0.77 unsplit vs 0.9997 split on held-out photos).
     split = delegate == "xnnpack"
-    if keep is None or scheme != "w8a8":
+    if keep is None or scheme not in ("w8a8", "8da8w"):
         keep = float_modules(module) if scheme in ("w8a8", "8da8w", "8da4w") else []
     eight = eight_bit_params(module) if scheme == "8da4w" else []
     with torch.no_grad():

@@ -29,12 +29,11 @@ from mobileclip_deploy.exporters import calibration as calib_mod
 from mobileclip_deploy.exporters import manifest as mf
 from mobileclip_deploy.exporters.fold import fold_affine
 from mobileclip_deploy.exporters.parity import compare, run_batched, top1_agreement
-from mobileclip_deploy.exporters.schemes import IOS_TARGETS, TOWERS, Backend, Scheme, parse_thresholds
+from mobileclip_deploy.exporters.schemes import BACKENDS, IOS_TARGETS, TOWERS, Backend, Scheme, parse_thresholds
 from mobileclip_deploy.exporters.wrappers import INPUT_NAME, OUTPUT_NAME, example_input, tower_module
 from mobileclip_deploy.hashing import sha256_path, size_bytes
 
 DEFAULT_TARGET = "iOS17"
-AUTO_BACKENDS = ("onnx", "executorch-xnnpack")  # the backends with `--quant auto` (and recipes' keep_float)
 PARITY_IMAGES = 8
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
 
@@ -54,7 +53,7 @@ class ExportRequest:
     overwrite: bool = False  # replace artifacts of other weights in output_dir (refused otherwise)
     verify_arm64: str | None = None  # CPU models (comma-separated, "" = defaults) to check artifacts on, or None
     arm64_samples: int = 2
-    keep_float: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # backend -> tower -> paths (w8a8)
+    keep: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # backend -> tower -> paths (Recipe.keep)
     min_cos: float = 0.999  # --quant auto targets, on the calibration inputs
     min_agreement: float = 0.99
 
@@ -138,24 +137,25 @@ def plan(request: ExportRequest) -> tuple[list[Job], list[str]]:
 
 
 def _check_auto(request: ExportRequest) -> None:
-    """`--quant auto` targets are in range; `keep_float` only where an exporter honours it (w8a8 of the backends
-    that have `auto`)."""
+    """`--quant auto` targets are in range; a recipe's kept layers only where an exporter honours them (the scheme
+    an `auto` plan rebuilds as: w8a8, or pal4 for Core ML)."""
     from mobileclip_deploy.exporters.autoquant import check_targets
 
     check_targets(request.min_cos, request.min_agreement)
-    for backend, towers in request.keep_float.items():
-        if backend not in AUTO_BACKENDS or not any(b.name == backend and s.name == "w8a8" for b, s in request.pairs):
-            raise UserError(f"keep_float (a --quant auto recipe) for {backend} applies to w8a8 of "
-                            f"{' or '.join(AUTO_BACKENDS)}; add that format and scheme")
+    for backend, towers in request.keep.items():
+        b = BACKENDS[backend]
+        if not any(p.name == backend and s.name in b.rebuilt for p, s in request.pairs):
+            raise UserError(f"{b.keep_key} (a --quant auto recipe) for {backend} applies to its "
+                            f"{' or '.join(sorted(b.rebuilt))}; add that format and scheme")
         for tower in towers:
             if tower not in TOWERS:
-                raise UserError(f"keep_float: unknown tower {tower!r}; use image or text")
+                raise UserError(f"{b.keep_key}: unknown tower {tower!r}; use image or text")
 
 
 def _auto_plan(job: Job, ctx: _Context, module: nn.Module, example: torch.Tensor, step) -> Any:
-    """Search the float layers of `job` (onnx or executorch-xnnpack auto) on the calibration inputs, with zero-shot
-    anchors."""
+    """Search the kept layers of `job` (an `auto` scheme) on the calibration inputs, with zero-shot anchors."""
     from mobileclip_deploy.exporters.autoquant import check_targets, search_onnx
+    from mobileclip_deploy.exporters.autoquant_coreml import search_coreml
     from mobileclip_deploy.exporters.autoquant_xnnpack import search_executorch
 
     if job.tower == "image":
@@ -164,14 +164,19 @@ def _auto_plan(job: Job, ctx: _Context, module: nn.Module, example: torch.Tensor
         with torch.no_grad():
             anchors = run_batched(lambda b: ctx.folded.encode_image(torch.from_numpy(b)).numpy(), ctx.calibration)
         inputs = ctx.calibration_tokens
-    search = search_onnx if job.backend.name == "onnx" else search_executorch
-    return search(module, example, job.tower, ctx.calibration_for(job.tower), inputs, anchors,
-                  check_targets(ctx.request.min_cos, ctx.request.min_agreement), step)
+    targets = check_targets(ctx.request.min_cos, ctx.request.min_agreement)
+    if job.backend.name == "coreml":
+        return search_coreml(module, example, job.tower, job.target, inputs, anchors, targets, step)
+    if job.backend.name == "onnx":
+        return search_onnx(module, example, job.tower, ctx.calibration_for(job.tower), inputs, anchors, targets, step)
+    return search_executorch(module, example, job.tower, ctx.calibration_for(job.tower), inputs, anchors, targets,
+                             step, scheme=job.scheme.rebuilds_as)
 
 
-def _kept_float(job: Job, request: ExportRequest) -> list[str] | None:
-    """The module paths a recipe's `keep_float` leaves float in this w8a8 job; None: the exporter's own list."""
-    return request.keep_float.get(job.backend.name, {}).get(job.tower) if job.scheme.name == "w8a8" else None
+def _kept(job: Job, request: ExportRequest) -> list[str] | None:
+    """The module paths a recipe keeps out of this job's low-bit form (float for w8a8, 8-bit palettes for pal4),
+    if the job is its backend's `auto` scheme rebuilt; None: the exporter's own lists."""
+    return request.keep.get(job.backend.name, {}).get(job.tower) if job.scheme.name in job.backend.rebuilt else None
 
 
 def _ios(target: str) -> int:
@@ -303,25 +308,26 @@ def _export(job: Job, ctx: _Context, path: Path, step=lambda _: None) -> tuple[d
     if job.backend.name == "onnx":
         from mobileclip_deploy.exporters import onnx as onnx_exp
 
-        if job.scheme.name == "auto":
+        if job.scheme.rebuilds_as:
             plan = _auto_plan(job, ctx, module, example, step)
             step("exporting the chosen plan")
             facts = onnx_exp.export(module, example, job.tower, "w8a8", path, calibration, path.parent,
-                                    keep=plan.keep_float)
+                                    keep=plan.keep)
             return {**facts, "auto_plan": plan.to_dict()}, plan
         return onnx_exp.export(module, example, job.tower, job.scheme.name, path, calibration, path.parent,
-                               keep=_kept_float(job, ctx.request)), None
+                               keep=_kept(job, ctx.request)), None
     if job.backend.name.startswith("executorch"):
         from mobileclip_deploy.exporters import executorch as et_exp
 
         delegate = job.backend.name.split("-", 1)[1]
-        if job.scheme.name == "auto":
+        if job.scheme.rebuilds_as:
             plan = _auto_plan(job, ctx, module, example, step)
             step("exporting the chosen plan")
-            facts, _ = et_exp.export(module, example, "w8a8", delegate, path, calibration, keep=plan.keep_float)
+            facts, _ = et_exp.export(module, example, job.scheme.rebuilds_as, delegate, path, calibration,
+                                     keep=plan.keep)
             return {**facts, "auto_plan": plan.to_dict()}, plan
         facts, edge = et_exp.export(module, example, job.scheme.name, delegate, path, calibration,
-                                    job.target or DEFAULT_TARGET, keep=_kept_float(job, ctx.request))
+                                    job.target or DEFAULT_TARGET, keep=_kept(job, ctx.request))
         if job.target:
             facts["deployment_target"] = job.target
         return facts, edge
@@ -329,8 +335,14 @@ def _export(job: Job, ctx: _Context, path: Path, step=lambda _: None) -> tuple[d
     from mobileclip_deploy.exporters import coreml as coreml_exp
 
     meta = coreml_exp.metadata_for(ctx.variant, job.tower, job.scheme.name, mf.preprocessing(ctx.variant), __version__)
+    if job.scheme.rebuilds_as:
+        plan = _auto_plan(job, ctx, module, example, step)
+        step("exporting the chosen plan")
+        facts = coreml_exp.export(module, example, job.tower, job.scheme.rebuilds_as, path, job.target,
+                                  ctx.request.image_input, meta, eight_bit=plan.keep)
+        return {**facts, "auto_plan": plan.to_dict()}, plan
     return coreml_exp.export(module, example, job.tower, job.scheme.name, path, job.target,
-                             ctx.request.image_input, meta), None
+                             ctx.request.image_input, meta, eight_bit=_kept(job, ctx.request)), None
 
 
 def _check(job: Job, ctx: _Context, path: Path, handle: Any, threshold: float) -> dict[str, Any]:
@@ -551,10 +563,10 @@ def _run_job(job: Job, ctx: _Context, request: ExportRequest, manifest: dict[str
              "calibration_sha256": ctx.calibration_sha256 if job.scheme.static else None,
              "parity_inputs": ctx.parity_inputs if request.parity and job.tower == "image" else None,
              "tools": mf.tool_versions()}
-    keep = _kept_float(job, request)
+    keep = _kept(job, request)
     if keep is not None:
-        facts["keep_float"] = keep
-    if job.scheme.name == "auto":
+        facts[job.backend.keep_key] = keep
+    if job.scheme.rebuilds_as:
         facts["auto_targets"] = [request.min_cos, request.min_agreement]
     key = mf.cache_key(facts)
     files = [job.filename(variant.name)] + ([job.filename(variant.name, ".ort")] if facts["ort"] else [])
@@ -594,7 +606,7 @@ def _run_job(job: Job, ctx: _Context, request: ExportRequest, manifest: dict[str
             step("writing")
             for file in files:  # no entry may describe a file that is about to be replaced
                 mf.drop(out_dir, manifest, file)
-        if job.scheme.name == "auto":
+        if job.scheme.rebuilds_as:
             _write_auto_recipe(job, ctx, handle, entries[0])
         for entry in entries:
             mf.put(out_dir, manifest, entry)
@@ -614,7 +626,7 @@ def _run_job(job: Job, ctx: _Context, request: ExportRequest, manifest: dict[str
 
 
 def _write_auto_recipe(job: Job, ctx: _Context, plan, entry: dict[str, Any]) -> None:
-    """Write the recipe that rebuilds an `auto` artifact as w8a8 without the search; the manifest names it."""
+    """Write the recipe that rebuilds an `auto` artifact without the search; the manifest names it."""
     from mobileclip_deploy.atomic import write_text
     from mobileclip_deploy.exporters.autoquant import recipe_text
 

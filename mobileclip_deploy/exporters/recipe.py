@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mobileclip_deploy.errors import UserError
-from mobileclip_deploy.exporters.schemes import get_backend
+from mobileclip_deploy.exporters.schemes import BACKENDS, get_backend
 
 _TOP_KEYS = {"description", "tower", "calibration", "calibration_limit", "formats", "thresholds"}
-_FORMAT_KEYS = {"schemes", "deployment_target", "image_input", "ort", "keep_float"}
+_KEEP_KEYS = {b.keep_key for b in BACKENDS.values() if b.keep_key}
+_FORMAT_KEYS = {"schemes", "deployment_target", "image_input", "ort", *_KEEP_KEYS}
 
 
 @dataclass
@@ -23,8 +24,9 @@ class Recipe:
     image_input: bool | None = None
     ort: bool | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
-    # backend -> tower -> module paths that w8a8 leaves float (written by `--quant auto`)
-    keep_float: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    # backend -> tower -> module paths a `--quant auto` plan keeps out of the low-bit form (`keep_float` of w8a8,
+    # `keep_8bit` of Core ML pal4: the backend's keep_key)
+    keep: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
 
 def load_recipe(path: Path) -> Recipe:
@@ -62,20 +64,24 @@ def load_recipe(path: Path) -> Recipe:
         if not schemes or not isinstance(schemes, list) or not all(isinstance(s, str) for s in schemes):
             raise UserError(f"recipe {where} needs `schemes = [...]` (a list of scheme names)")
         recipe.quants += [f"{name}:{s}" for s in schemes]
-        if "keep_float" in table:
-            recipe.keep_float[get_backend(name).name] = _keep_float(where, table["keep_float"])
+        for key in _KEEP_KEYS & set(table):
+            backend = get_backend(name)
+            if key != backend.keep_key:
+                raise UserError(f"recipe {where}: `{key}` does not apply to {backend.name}"
+                                + (f"; {backend.name} takes `{backend.keep_key}`" if backend.keep_key else ""))
+            recipe.keep[backend.name] = _keep(where, key, table[key])
         for key, kind in (("deployment_target", str), ("image_input", bool), ("ort", bool)):
             if key in table:
                 setattr(recipe, key, _typed(where, table, key, kind))
     return recipe
 
 
-def _keep_float(where: str, table: object) -> dict[str, list[str]]:
-    """`[formats.<name>.keep_float]`: `image = [...]` / `text = [...]`, module paths written by `--quant auto`."""
+def _keep(where: str, key: str, table: object) -> dict[str, list[str]]:
+    """`[formats.<name>.<key>]`: `image = [...]` / `text = [...]`, module paths written by `--quant auto`."""
     if not isinstance(table, dict) or not all(
             k in ("image", "text") and isinstance(v, list) and all(isinstance(n, str) for n in v)
             for k, v in table.items()):
-        raise UserError(f"recipe {where}: `keep_float` must be a table of image/text = [module paths]")
+        raise UserError(f"recipe {where}: `{key}` must be a table of image/text = [module paths]")
     return {k: list(v) for k, v in table.items()}
 
 

@@ -22,6 +22,7 @@ class Scheme:
     static: bool = False  # static activation quantization: needs calibration images
     min_target: str | None = None  # lowest CoreML deployment target that can express it
     help: str = ""
+    rebuilds_as: str | None = None  # an `auto` scheme: the scheme its plan (and recipe) rebuilds the artifact as
 
     @property
     def threshold_class(self) -> str:
@@ -39,6 +40,9 @@ class Backend:
     schemes: tuple[Scheme, ...]
     runs_here: bool  # can its runtime execute the artifact on this (Linux) machine
     help: str
+    # The recipe key listing the layers an `auto` plan keeps out of the low-bit form (float for int8, 8-bit
+    # palettes for pal4); None: no `auto` scheme.
+    keep_key: str | None = None
 
     def scheme(self, name: str) -> Scheme:
         for scheme in self.schemes:
@@ -53,6 +57,11 @@ class Backend:
     def scheme_names(self) -> list[str]:
         return [s.name for s in self.schemes]
 
+    @property
+    def rebuilt(self) -> set[str]:
+        """The schemes `auto` plans rebuild as: the ones a recipe's `keep_key` list applies to."""
+        return {s.rebuilds_as for s in self.schemes if s.rebuilds_as}
+
 
 FP32 = Scheme("fp32", 32, help="float32 weights and compute")
 FP16 = Scheme("fp16", 16, help="float16 weights and compute")
@@ -66,15 +75,22 @@ BACKENDS: dict[str, Backend] = {
             Scheme("pal8", 8, help="8-bit k-means palettized weights (grouped per-channel on iOS18)"),
             Scheme("pal6", 6, help="6-bit k-means palettized weights (grouped per-channel on iOS18)"),
             Scheme("pal4", 4, min_target="iOS18", help="4-bit palettized weights, grouped per-channel (iOS18)"),
-        ), runs_here=False, help="Core ML mlprogram for iPhone/iPad/Mac (Neural Engine)"),
+            Scheme("auto", 4, static=True, min_target="iOS18", help="4-bit palettes (iOS18) with the layers that "
+                   "need it at 8 bits, chosen by measured sensitivity to meet --min-cos/--min-agreement with the "
+                   "smallest weights (writes a recipe reproducing the plan)", rebuilds_as="pal4"),
+        ), runs_here=False, help="Core ML mlprogram for iPhone/iPad/Mac (Neural Engine)", keep_key="keep_8bit"),
         Backend("executorch-xnnpack", ".pte", (
             FP32,
             Scheme("w8a8", 8, static=True, help="static int8 activations, per-channel int8 weights"),
             Scheme("8da8w", 8, help="dynamic int8 activations, per-channel int8 linear weights"),
             Scheme("8da4w", 4, help="dynamic int8 activations, int4 linear weights in groups of 32"),
             Scheme("auto", 8, static=True, help="static int8 (w8a8), float layers chosen by measured sensitivity "
-                   "and latency to meet --min-cos/--min-agreement (writes a recipe reproducing the plan)"),
-        ), runs_here=True, help="ExecuTorch with the XNNPACK delegate for Android/iOS CPUs"),
+                   "and latency to meet --min-cos/--min-agreement (writes a recipe reproducing the plan)",
+                   rebuilds_as="w8a8"),
+            Scheme("auto-8da8w", 8, static=True, help="dynamic int8 (8da8w), float linears chosen by measured "
+                   "sensitivity and latency to meet --min-cos/--min-agreement (writes a recipe reproducing the "
+                   "plan; the photos score the plan)", rebuilds_as="8da8w"),
+        ), runs_here=True, help="ExecuTorch with the XNNPACK delegate for Android/iOS CPUs", keep_key="keep_float"),
         Backend("executorch-coreml", ".pte", (FP32, FP16), runs_here=False,
                 help="ExecuTorch with the Core ML delegate for iPhones"),
         Backend("onnx", ".onnx", (
@@ -82,8 +98,9 @@ BACKENDS: dict[str, Backend] = {
             Scheme("8da8w", 8, help="dynamic int8 (ORT quantize_dynamic) of MatMul/Gemm; convs stay float"),
             Scheme("w8a8", 8, static=True, help="static int8 QDQ with calibration"),
             Scheme("auto", 8, static=True, help="static int8 QDQ, float layers chosen by measured sensitivity "
-                   "and latency to meet --min-cos/--min-agreement (writes a recipe reproducing the plan)"),
-        ), runs_here=True, help="one-file ONNX for ONNX Runtime (desktop, server, ORT Mobile)"),
+                   "and latency to meet --min-cos/--min-agreement (writes a recipe reproducing the plan)",
+                   rebuilds_as="w8a8"),
+        ), runs_here=True, help="one-file ONNX for ONNX Runtime (desktop, server, ORT Mobile)", keep_key="keep_float"),
     )
 }
 
