@@ -137,8 +137,8 @@ def plan(request: ExportRequest) -> tuple[list[Job], list[str]]:
 
 
 def _check_auto(request: ExportRequest) -> None:
-    """`--quant auto` targets are in range; a recipe's kept layers only where an exporter honours them (the scheme
-    an `auto` plan rebuilds as: w8a8, or pal4 for Core ML)."""
+    """`--quant auto` targets are in range; a recipe's kept layers only where an exporter honours them (the schemes
+    `auto` plans rebuild as: w8a8, 8da8w, or pal4 for Core ML)."""
     from mobileclip_deploy.exporters.autoquant import check_targets
 
     check_targets(request.min_cos, request.min_agreement)
@@ -174,8 +174,8 @@ def _auto_plan(job: Job, ctx: _Context, module: nn.Module, example: torch.Tensor
 
 
 def _kept(job: Job, request: ExportRequest) -> list[str] | None:
-    """The module paths a recipe keeps out of this job's low-bit form (float for w8a8, 8-bit palettes for pal4),
-    if the job is its backend's `auto` scheme rebuilt; None: the exporter's own lists."""
+    """The module paths a recipe keeps out of this job's low-bit form (float for int8, 8-bit palettes for pal4),
+    if the job's scheme is one `auto` plans rebuild as; None: the exporter's own lists."""
     return request.keep.get(job.backend.name, {}).get(job.tower) if job.scheme.name in job.backend.rebuilt else None
 
 
