@@ -74,14 +74,19 @@ def int8_gemm_gops(seconds: float = 1.5, n: int = 1024) -> dict[str, float]:
                                   [helper.make_tensor_value_info("y", out_type, [n, n])], [b, *scalars])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        session.run(None, {"a": a})
-        end, top = time.perf_counter() + seconds, 0.0
-        while time.perf_counter() < end:
-            t0 = time.perf_counter()
-            session.run(None, {"a": a})
-            top = max(top, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
-        best[op] = round(top, 1)
+        best[op] = _best_gops(lambda: session.run(None, {"a": a}), 2 * n**3, seconds)
     return best
+
+
+def _best_gops(call, ops: int, seconds: float) -> float:
+    """The best throughput (G ops/s) of `call` over `seconds` of repeated calls, after one warm-up call."""
+    call()
+    end, top = time.perf_counter() + seconds, 0.0
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        call()
+        top = max(top, ops / (time.perf_counter() - t0) / 1e9)
+    return round(top, 1)
 
 
 def xnnpack_gemm_gops(work: Path, seconds: float = 1.5, n: int = 1024) -> dict[str, float]:
@@ -103,13 +108,8 @@ def xnnpack_gemm_gops(work: Path, seconds: float = 1.5, n: int = 1024) -> dict[s
         with torch.no_grad():
             et_exp.export(linear, x, scheme, "xnnpack", path, x.numpy() if scheme == "w8a8" else None)
         method = Runtime.get().load_program(str(path)).load_method("forward")
-        method.execute((x,))
-        end, top = time.perf_counter() + seconds, 0.0
-        while time.perf_counter() < end:
-            t0 = time.perf_counter()
-            method.execute((x,))
-            top = max(top, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
-        best[f"XNNPACK {'f32' if scheme == 'fp32' else 'qs8'} Linear"] = round(top, 1)
+        best[f"XNNPACK {'f32' if scheme == 'fp32' else 'qs8'} Linear"] = _best_gops(lambda: method.execute((x,)),
+                                                                                   2 * n**3, seconds)
     return best
 
 

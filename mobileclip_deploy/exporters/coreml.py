@@ -277,12 +277,10 @@ def _locate(module: nn.Module, consts: dict[str, np.ndarray]) -> dict[str, tuple
 def decompressed_tower(path: Path, tower_module: nn.Module) -> tuple[nn.Module, dict]:
     """The PyTorch tower with every weight replaced by its decompressed Core ML value (weights-only proxy)."""
     import coremltools as ct
-    from coremltools.optimize.coreml import decompress_weights, get_weights_metadata
+    from coremltools.optimize.coreml import decompress_weights
 
-    ml = decompress_weights(ct.models.MLModel(str(path), skip_model_load=True))
-    consts = {_strip(name): np.asarray(meta.val) for name, meta in get_weights_metadata(ml, weight_threshold=2).items()}
     proxy = copy.deepcopy(tower_module).float()
-    located = _locate(proxy, consts)
+    _, located = _compressible(decompress_weights(ct.models.MLModel(str(path), skip_model_load=True)), proxy)
     tensors = dict(proxy.named_parameters()) | {n: t for n, t in proxy.named_buffers() if t.is_floating_point()}
     with torch.no_grad():
         for name, (_, value) in located.items():
