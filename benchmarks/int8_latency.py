@@ -3,16 +3,21 @@
 searched `auto` plan) and ExecuTorch XNNPACK (`w8a8`, `auto`, `8da8w`, `auto-8da8w`), with latency, ratio to fp32,
 ratio to the int8 compute bound, and the export's parity (min cosine, zero-shot top-1 agreement on held-out photos).
 
-    python benchmarks/int8_latency.py [--models mobileclip-s0,mobileclip-s2,mobileclip-b] [--rounds 8]
+    python benchmarks/int8_latency.py [--models mobileclip-s0,mobileclip-s2,mobileclip-b] [--rounds 8] [--cached-only]
 
 Weights are the golden recipe of ../shared/README.md (tests/goldens.py), so cosine and agreement are those of a
 real, deterministic model, not of random init. Exports go through the real pipeline into --work-dir (its manifest
 cache reuses an artifact only for the same weights, options and package source). The int8 compute bound is the
 tower's FLOPs / the best single-thread int8 GEMM throughput measured in this run (ONNX Runtime MatMulInteger and
-QLinearMatMul, u8 x s8, on large square matrices); XNNPACK's own f32 and qs8 GEMM throughput (a 1024^3 Linear
+QLinearMatMul, u8 x s8, on large square matrices); ONNX Runtime's fp32 MatMul on the same shape gives the lowest
+int8/fp32 ratio a GEMM-bound tower can reach, and XNNPACK's own f32 and qs8 GEMM throughput (a 1024^3 Linear
 exported as fp32 and w8a8) is printed beside it. Latencies of one tower's artifacts are interleaved (rounds of a
-few calls of each) so load from other processes hits fp32 and int8 alike. Writes int8_latency.md / .json to
---results-dir, naming the machine and its load. Models that do not finish are listed as not measured.
+few calls of each) so load from other processes hits fp32 and int8 alike. Exports and searches use every core
+(S0, S2 and B take hours here), only the timing is single-threaded; a second run over the same --work-dir reuses
+every export and times all rows in minutes, and the results say how many artifacts each run exported itself
+(--cached-only times what is there and exports nothing).
+Writes int8_latency.md / .json to --results-dir, naming the machine and its load, with the issue's targets checked
+on the rows. Models that do not finish are listed as not measured.
 """
 
 from __future__ import annotations
@@ -47,34 +52,39 @@ PAIRS = [("onnx", "fp32"), ("onnx", "w8a8"), ("onnx", "auto"), ("executorch-xnnp
          ("executorch-xnnpack", "w8a8"), ("executorch-xnnpack", "auto"), ("executorch-xnnpack", "8da8w"),
          ("executorch-xnnpack", "auto-8da8w")]
 TARGET_RATIO, TARGET_COS, TARGET_AGREE = 0.45, 0.999, 0.99
+TEXT_PROMPTS = 32  # held-out prompts whose top-1 held-out photo gives a text tower's agreement
 
 
-def int8_gemm_gops(seconds: float = 1.5, n: int = 1024) -> dict[str, float]:
-    """Best single-thread u8 x s8 GEMM throughput (GOP/s, multiply-add = 2) of ONNX Runtime's int8 MatMul ops."""
-    import onnx
+def ort_gemm_gops(seconds: float = 1.5, n: int = 1024) -> dict[str, float]:
+    """Best single-thread GEMM throughput (G(FL)OP/s, multiply-add = 2) of ONNX Runtime's int8 MatMul ops (u8 x s8)
+    and of its fp32 MatMul: their ratio is the lowest int8/fp32 latency ratio a GEMM-bound tower can reach."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     a = rng.integers(0, 255, (n, n), dtype=np.uint8)
-    b = numpy_helper.from_array(rng.integers(-127, 127, (n, n), dtype=np.int8), "b")
+    b = rng.integers(-127, 127, (n, n), dtype=np.int8)
+    weights = [numpy_helper.from_array(b, "b"), numpy_helper.from_array(b.astype(np.float32), "bf")]
     scalars = [numpy_helper.from_array(np.array(v, dtype=t), name) for name, v, t in
                (("sa", 0.02, np.float32), ("za", 128, np.uint8), ("sb", 0.01, np.float32), ("zb", 0, np.int8),
                 ("sy", 0.5, np.float32), ("zy", 128, np.uint8))]
-    graphs = {
-        "MatMulInteger": ([helper.make_node("MatMulInteger", ["a", "b", "za", "zb"], ["y"])], TensorProto.INT32),
+    graphs = {  # op: (nodes, input type, output type, input)
+        "MatMulInteger": ([helper.make_node("MatMulInteger", ["a", "b", "za", "zb"], ["y"])], TensorProto.UINT8,
+                          TensorProto.INT32, a),
         "QLinearMatMul": ([helper.make_node("QLinearMatMul", ["a", "sa", "za", "b", "sb", "zb", "sy", "zy"], ["y"])],
-                          TensorProto.UINT8),
+                          TensorProto.UINT8, TensorProto.UINT8, a),
+        "MatMul f32": ([helper.make_node("MatMul", ["a", "bf"], ["y"])], TensorProto.FLOAT, TensorProto.FLOAT,
+                       a.astype(np.float32)),
     }
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.log_severity_level = 1, 3
     best = {}
-    for op, (nodes, out_type) in graphs.items():
-        graph = helper.make_graph(nodes, op, [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])],
-                                  [helper.make_tensor_value_info("y", out_type, [n, n])], [b, *scalars])
+    for op, (nodes, in_type, out_type, feed) in graphs.items():
+        graph = helper.make_graph(nodes, op, [helper.make_tensor_value_info("a", in_type, [n, n])],
+                                  [helper.make_tensor_value_info("y", out_type, [n, n])], [*weights, *scalars])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        best[op] = _best_gops(lambda: session.run(None, {"a": a}), 2 * n**3, seconds)
+        best[op] = _best_gops(lambda s=session, x=feed: s.run(None, {"a": x}), 2 * n**3, seconds)
     return best
 
 
@@ -113,6 +123,33 @@ def xnnpack_gemm_gops(work: Path, seconds: float = 1.5, n: int = 1024) -> dict[s
     return best
 
 
+def text_agreements(folded: torch.nn.Module, v, request, out: Path, entries: dict) -> dict[tuple[str, str], float]:
+    """Top-1 agreement of each text artifact with fp32: the share of TEXT_PROMPTS ImageNet prompts (none of the
+    export's calibration or parity prompts) whose nearest held-out photo (the export's parity photos, fp32 image
+    embeddings) is the same with the artifact's and the fp32 tower's text embeddings, as `--quant auto` scores it."""
+    from mobileclip_deploy.exporters import executorch as et_exp
+    from mobileclip_deploy.exporters import onnx as onnx_exp
+    from mobileclip_deploy.exporters.parity import run_batched, top1_agreement
+    from mobileclip_deploy.tokenizer import tokenize
+    from mobileclip_deploy.zeroshot import imagenet_classnames, openai_templates
+
+    names, templates = imagenet_classnames(), openai_templates()
+    prompts = [templates[(3 * i + 5) % len(templates)].replace("{}", names[(i * 613 + 211) % len(names)])
+               for i in range(TEXT_PROMPTS)]
+    tokens = tokenize(prompts, v.context_length).to(torch.int32).numpy()
+    photos = pipeline.context(folded, v, request).reference("image")
+    text = tower_module(folded, "text", v.image_size, v.context_length)
+    with torch.no_grad():
+        reference = run_batched(lambda b: text(torch.from_numpy(b)).numpy(), tokens)
+    agreement = {}
+    for (tower, backend, scheme), e in entries.items():
+        if tower == "text" and scheme != "fp32":
+            path = out / e["file"]
+            run = onnx_exp.runner(path, "text") if backend == "onnx" else et_exp.runner(path)
+            agreement[(backend, scheme)] = round(top1_agreement(reference, run_batched(run, tokens), photos), 4)
+    return agreement
+
+
 def tower_gflop(model: torch.nn.Module, v, tower: str) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -134,22 +171,41 @@ def golden_model(name: str) -> tuple[torch.nn.Module, Path]:
     return create_model(name, path), path
 
 
-def measure_model(name: str, args, gops: float) -> list[dict]:
+def measure_model(name: str, args, gops: float) -> tuple[list[dict], dict[str, int]]:
+    """Rows of every tower x runtime x scheme of `name` (timed in this run), and how many of its artifacts were
+    exported in this run or reused from an earlier run's export in --work-dir."""
     from mobileclip_deploy.hashing import sha256_path
 
     v = get_variant(name)
     model, ckpt = golden_model(name)
     out = args.work_dir / name
-    pairs = [(get_backend(b), get_backend(b).scheme(s)) for b, s in PAIRS]
+    wanted = PAIRS
+    if args.cached_only:
+        manifest = out / "manifest.json"
+        done = json.loads(manifest.read_text())["artifacts"] if manifest.is_file() else []
+        towers = {(e["backend"], e["scheme"]): set() for e in done}
+        for e in done:
+            towers[(e["backend"], e["scheme"])].add(e["tower"])
+        wanted = [p for p in PAIRS if towers.get(p) == {"image", "text"}]
+        if not wanted:
+            raise RuntimeError(f"--cached-only: nothing exported in {out}")
+    pairs = [(get_backend(b), get_backend(b).scheme(s)) for b, s in wanted]
     request = pipeline.ExportRequest(pairs=pairs, output_dir=out, calibration=args.calibration, ort=False)
     print(f"{v.display_name}: exporting (cached in {out})", flush=True)
+    torch.set_num_threads(os.cpu_count() or 1)  # searches and references: every core
     results = pipeline.run(request, model, v, sha256_path(ckpt))
+    torch.set_num_threads(1)  # nothing of PyTorch's may spin beside the 1-thread timing below
     for r in results:
         if r.status == "failed":
             print(f"  not exported: {r.message[:300]}", flush=True)
+    reused = sum(r.status == "cached" for r in results)
+    exports = {"this_run": len(results) - reused, "reused": reused,
+               "not_exported": [f"{b} {s}" for b, s in PAIRS if (b, s) not in wanted]}
+    print(f"  {exports['this_run']} artifact(s) exported in this run, {reused} reused from {out}", flush=True)
     manifest = json.loads((out / "manifest.json").read_text())
     entries = {(e["tower"], e["backend"], e["scheme"]): e for e in manifest["artifacts"]}
     folded = reparameterize(model).eval()
+    text_agreement = text_agreements(folded, v, request, out, entries)
     rows = []
     for tower in ("image", "text"):
         gflop = tower_gflop(folded, v, tower)
@@ -166,13 +222,33 @@ def measure_model(name: str, args, gops: float) -> list[dict]:
                          "int8_bound_ms": round(gflop / gops * 1e3, 2),
                          "ratio_to_int8_bound": round(ms[f"{backend} {scheme}"] / (gflop / gops * 1e3), 2),
                          "gflop": round(gflop, 3), "min_cosine": p.get("min_cosine"),
-                         "top1_agreement": p.get("zero_shot_top1_agreement"),
+                         "top1_agreement": p.get("zero_shot_top1_agreement") if tower == "image"
+                         else text_agreement.get((backend, scheme)),
                          "kept_in_float": len(e["details"].get("kept_in_float", [])) if scheme != "fp32" else None})
             r = rows[-1]
             print(f"  {tower:5s} {backend:18s} {scheme:5s} {r['median_ms']:8.2f} ms  x fp32 {r['ratio_to_fp32']}  "
                   f"x int8 bound {r['ratio_to_int8_bound']}  cos {r['min_cosine']}  top-1 {r['top1_agreement']}",
                   flush=True)
-    return rows
+    return rows, exports
+
+
+def targets(rows: list[dict]) -> list[str]:
+    """Issue 13's targets, checked on this run's rows: S0's image tower int8 at most TARGET_RATIO x fp32 while
+    faithful (cosine, top-1 agreement) in at least one runtime, and every int8 tower faster than its fp32 form."""
+    int8 = [r for r in rows if r["scheme"] != "fp32" and r["ratio_to_fp32"] is not None]
+    faithful = [r for r in int8 if r["model"] == "MobileCLIP-S0" and r["tower"] == "image"
+                and (r["min_cosine"] or 0) >= TARGET_COS and (r["top1_agreement"] or 0) >= TARGET_AGREE]
+    lines = []
+    if faithful:
+        best = min(faithful, key=lambda r: r["ratio_to_fp32"])
+        verdict = "met" if best["ratio_to_fp32"] <= TARGET_RATIO else "not met"
+        lines.append(f"- target S0 image int8 <= {TARGET_RATIO}x fp32 with min cos >= {TARGET_COS} and top-1 agreement "
+                     f">= {TARGET_AGREE}: {verdict} (fastest such row: {best['backend']} {best['scheme']} "
+                     f"{best['ratio_to_fp32']}x)")
+    slower = [f"{r['model']} {r['tower']} {r['backend']} {r['scheme']} {r['ratio_to_fp32']}x" for r in int8
+              if r["ratio_to_fp32"] >= 1]
+    lines.append("- int8 rows not faster than fp32: " + (", ".join(slower) if slower else "none"))
+    return lines
 
 
 def markdown(summary: dict) -> str:
@@ -185,17 +261,25 @@ def markdown(summary: dict) -> str:
              f"{summary['load_average'][1]:.2f} (shared machine: above ~1 the figures are pessimistic and noisy)",
              f"- int8 GEMM throughput (ONNX Runtime, 1 thread, u8 x s8 1024^3): {summary['int8_gemm_gops']} GOP/s; "
              "bound = tower FLOPs / the best of them",
+             f"- fp32 GEMM throughput (ONNX Runtime MatMul, 1 thread, 1024^3): {summary['fp32_gemm_gflops']} GFLOP/s; "
+             f"fp32 / best int8 = {summary['fp32_gemm_gflops'] / max(summary['int8_gemm_gops'].values()):.2f}: "
+             "the lowest int8 / fp32 latency ratio a tower whose time is all GEMM can reach on ONNX Runtime here",
              f"- ExecuTorch XNNPACK GEMM throughput (1 thread, 1024^3 Linear, fp32 and w8a8 exports): "
              f"{summary['xnnpack_gemm_gops']} G(FL)OP/s: where qs8 is no faster than f32, no choice of int8 layers "
              "makes an XNNPACK tower faster than fp32",
-             "- weights: golden recipe; parity on held-out ImageNet sample photos (image) and prompts (text)", "",
+             "- weights: golden recipe; min cos on held-out ImageNet sample photos (image) and prompts (text); "
+             "top-1 agree: zero-shot ImageNet class of the held-out photos (image), nearest held-out photo of "
+             f"{TEXT_PROMPTS} held-out prompts (text)",
+             "- artifacts exported in this run / reused from an earlier run's export in the work folder (same weights, "
+             "options and package source; their searches and parity are that export's, every timing is this run's): "
+             + ", ".join(f"{k} {e['this_run']} / {e['reused']}" for k, e in summary["exports"].items()), "",
              "| model | tower | runtime | scheme | median ms | x fp32 | x int8 bound | min cos | top-1 agree |"
              " float units |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in summary["rows"]:
         lines.append(f"| {r['model']} | {r['tower']} | {r['backend']} | {r['scheme']} | {r['median_ms']:.2f} | "
                      f"{r['ratio_to_fp32']} | {r['ratio_to_int8_bound']} | {r['min_cosine']} | "
                      f"{r['top1_agreement']} | {r['kept_in_float']} |")
-    lines += [f"- not measured: {x}" for x in summary["not_measured"]]
+    lines += [""] + targets(summary["rows"]) + [f"- not measured: {x}" for x in summary["not_measured"]]
     return "\n".join(lines) + "\n"
 
 
@@ -206,22 +290,31 @@ def main() -> None:
     ap.add_argument("--calibration", type=Path, default=REPO.parent / "shared" / "data" / "imagenet-samples")
     ap.add_argument("--work-dir", type=Path, default=Path.home() / ".cache/mobileclip-deploy/int8_latency")
     ap.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--cached-only", action="store_true",
+                    help="time only what an earlier run exported into --work-dir (both towers of a runtime and "
+                         "scheme) and list the rest as not measured, instead of exporting it")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # measure_model lends PyTorch every core for the exports only
     load_start = os.getloadavg()[0]
     device = host_device()
-    gemm = int8_gemm_gops()
+    gemm = ort_gemm_gops()
+    fp32_gemm = gemm.pop("MatMul f32")
     xnnpack = xnnpack_gemm_gops(args.work_dir / "gemm")
     print(f"host: {device['soc']} ({device['cpu_count']} cores, {', '.join(device['isa'])}); load {load_start:.2f}; "
-          f"int8 GEMM {gemm} GOP/s; XNNPACK {xnnpack} G(FL)OP/s", flush=True)
-    summary = {"date": now_iso(), "rounds": args.rounds, "int8_gemm_gops": gemm, "xnnpack_gemm_gops": xnnpack,
-               "rows": [], "not_measured": [],
+          f"int8 GEMM {gemm} GOP/s; fp32 GEMM {fp32_gemm} GFLOP/s; XNNPACK {xnnpack} G(FL)OP/s", flush=True)
+    summary = {"date": now_iso(), "rounds": args.rounds, "int8_gemm_gops": gemm, "fp32_gemm_gflops": fp32_gemm,
+               "xnnpack_gemm_gops": xnnpack,
+               "rows": [], "exports": {}, "not_measured": [],
                "machine": {"cpu": device["soc"], "cores": device["cpu_count"], "isa": device["isa"],
                            "os": device["os"]},
                "versions": {k: package_version(k) for k in ("torch", "onnxruntime", "executorch", "mobileclip-deploy")}}
     for name in args.models.split(","):
         try:
-            summary["rows"] += measure_model(name, args, max(gemm.values()))
+            rows, summary["exports"][name] = measure_model(name, args, max(gemm.values()))
+            summary["rows"] += rows
+            if summary["exports"][name]["not_exported"]:
+                summary["not_measured"].append(f"{name}: " + ", ".join(summary["exports"][name]["not_exported"])
+                                               + " (not exported before this --cached-only run)")
         except Exception as exc:  # noqa: BLE001 - record what finished, name what did not
             summary["not_measured"].append(f"{name}: {type(exc).__name__}: {str(exc)[:200]}")
         summary["load_average"] = [load_start, os.getloadavg()[0]]
