@@ -171,9 +171,10 @@ def golden_model(name: str) -> tuple[torch.nn.Module, Path]:
     return create_model(name, path), path
 
 
-def measure_model(name: str, args, gops: float) -> tuple[list[dict], dict[str, int]]:
+def measure_model(name: str, args, gops: float) -> tuple[list[dict], dict]:
     """Rows of every tower x runtime x scheme of `name` (timed in this run), and how many of its artifacts were
-    exported in this run or reused from an earlier run's export in --work-dir."""
+    exported in this run or reused from an earlier run's export in --work-dir (and, with --cached-only, which
+    runtime/scheme pairs had no export to time)."""
     from mobileclip_deploy.hashing import sha256_path
 
     v = get_variant(name)
@@ -233,7 +234,7 @@ def measure_model(name: str, args, gops: float) -> tuple[list[dict], dict[str, i
 
 
 def targets(rows: list[dict]) -> list[str]:
-    """Issue 13's targets, checked on this run's rows: S0's image tower int8 at most TARGET_RATIO x fp32 while
+    """The int8 targets, checked on this run's rows: S0's image tower int8 at most TARGET_RATIO x fp32 while
     faithful (cosine, top-1 agreement) in at least one runtime, and every int8 tower faster than its fp32 form."""
     int8 = [r for r in rows if r["scheme"] != "fp32" and r["ratio_to_fp32"] is not None]
     faithful = [r for r in int8 if r["model"] == "MobileCLIP-S0" and r["tower"] == "image"
