@@ -183,11 +183,9 @@ def measure_model(name: str, args, gops: float) -> tuple[list[dict], dict]:
     wanted = PAIRS
     if args.cached_only:
         manifest = out / "manifest.json"
-        done = json.loads(manifest.read_text())["artifacts"] if manifest.is_file() else []
-        towers = {(e["backend"], e["scheme"]): set() for e in done}
-        for e in done:
-            towers[(e["backend"], e["scheme"])].add(e["tower"])
-        wanted = [p for p in PAIRS if towers.get(p) == {"image", "text"}]
+        done = {(e["tower"], e["backend"], e["scheme"])
+                for e in (json.loads(manifest.read_text())["artifacts"] if manifest.is_file() else [])}
+        wanted = [p for p in PAIRS if {("image", *p), ("text", *p)} <= done]
         if not wanted:
             raise RuntimeError(f"--cached-only: nothing exported in {out}")
     pairs = [(get_backend(b), get_backend(b).scheme(s)) for b, s in wanted]
