@@ -2,6 +2,10 @@
 the search keeps float the block made sensitive on purpose (and the depthwise convs, as w8a8 does) and nothing
 else, the runtime confirms the chosen plan, and its recipe rebuilds the same .pte."""
 
+import copy
+import gc
+import weakref
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +14,7 @@ from torch import nn
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import autoquant
 from mobileclip_deploy.exporters import executorch as et_exp
-from mobileclip_deploy.exporters.autoquant_xnnpack import search_executorch
+from mobileclip_deploy.exporters.autoquant_xnnpack import search_and_export, search_executorch
 from mobileclip_deploy.exporters.recipe import load_recipe
 from mobileclip_deploy.exporters.sensitive import float_modules
 from mobileclip_deploy.hashing import sha256_path
@@ -18,10 +22,18 @@ from tests.test_autoquant import OUTLIER_BLOCK, TinyTower, _data
 
 
 @pytest.fixture(scope="module")
-def plan():
+def searched(tmp_path_factory):
+    """The plan, the .pte the search left for it and that .pte's export facts."""
     images, anchors = _data()
-    return search_executorch(TinyTower(outliers=True).eval(), torch.rand(1, 3, 16, 16), "image", images, images,
-                             anchors, autoquant.Targets(0.999, 0.9), use_cache=False)
+    pte = tmp_path_factory.mktemp("search") / "chosen.pte"
+    plan, facts = search_and_export(TinyTower(outliers=True).eval(), torch.rand(1, 3, 16, 16), "image", images,
+                                    images, anchors, autoquant.Targets(0.999, 0.9), pte, use_cache=False)
+    return plan, pte, facts
+
+
+@pytest.fixture(scope="module")
+def plan(searched):
+    return searched[0]
 
 
 def test_search_keeps_only_the_sensitive_block_and_the_depthwise_convs_float(plan):
@@ -43,7 +55,9 @@ def test_the_runtime_confirms_the_chosen_plan(plan):
     assert set(chosen["candidates"]) >= {"fp32", "auto"} and chosen["latency_ms"] > 0
 
 
-def test_recipe_rebuilds_the_same_pte(plan, tmp_path):
+def test_recipe_rebuilds_the_same_pte(searched, tmp_path):
+    """...and the same .pte as the search exported, confirmed and handed to the pipeline."""
+    plan, searched_pte, searched_facts = searched
     recipe_path = tmp_path / "tiny.recipe.toml"
     recipe_path.write_text(autoquant.recipe_text(plan, "tiny", tmp_path, 12))
     recipe = load_recipe(recipe_path)
@@ -57,13 +71,43 @@ def test_recipe_rebuilds_the_same_pte(plan, tmp_path):
         facts, _ = et_exp.export(tower, example, "w8a8", "xnnpack", tmp_path / f"{name}.pte", images, keep=keep)
         built.append(tmp_path / f"{name}.pte")
         assert facts["kept_in_float"] == (keep if keep is not None else float_modules(tower))
-    assert sha256_path(built[0]) == sha256_path(built[1])
+    assert sha256_path(built[0]) == sha256_path(built[1]) == sha256_path(searched_pte)
     assert sha256_path(built[0]) != sha256_path(built[2])  # the hand-written list keeps other layers float
+    assert searched_facts["kept_in_float"] == plan.keep and searched_facts["delegation"]["partitions"] > 0
     run = et_exp.runner(built[0])
     reference = tower(torch.from_numpy(images[:1])).detach().numpy()
     out = run(images[:1])
     cos = float((reference * out).sum() / np.linalg.norm(reference) / np.linalg.norm(out))
     assert cos > 0.999
+
+
+def test_a_quantized_copy_is_freed_with_its_last_reference():
+    """The search quantizes dozens of copies of one export; PT2E's caches once kept every one alive (~55 MB each
+    for S0's image tower)."""
+    images, _ = _data()
+    graph = torch.export.export(TinyTower(outliers=True).eval(), (torch.rand(1, 3, 16, 16),)).module()
+    given = copy.deepcopy(graph)
+    quantized = et_exp.static_int8(given, images[:2], [])
+    assert any("quantize" in str(n.target) for n in quantized.graph.nodes)
+    refs = [weakref.ref(given), weakref.ref(quantized)]
+    del given, quantized
+    gc.collect()
+    assert [r() for r in refs] == [None, None]
+
+
+@pytest.mark.parametrize("keep", [[], [f"blocks.{OUTLIER_BLOCK}.mlp"], ["stem", "blocks.0", "head"]])
+def test_ranges_calibrated_once_give_each_plan_the_model_its_own_calibration_gives(keep):
+    images, _ = _data()
+    graph = torch.export.export(TinyTower(outliers=True).eval(), (torch.rand(1, 3, 16, 16),)).module()
+    ranges = et_exp.calibrated_ranges(copy.deepcopy(graph), images)
+    assert et_exp._fill_ranges(et_exp._prepared(copy.deepcopy(graph), keep), ranges)  # the copy, not a fallback
+    x = torch.from_numpy(images[:1])
+    own = et_exp.static_int8(copy.deepcopy(graph), images, keep)(x)
+    # Given the ranges, the plan's calibration inputs go unused: one photo gives the 12 photos' model...
+    copied = et_exp.static_int8(copy.deepcopy(graph), images[:1], keep, ranges)(x)
+    torch.testing.assert_close(copied, own, rtol=0, atol=0)
+    # ...which calibrating on that photo alone does not.
+    assert not torch.equal(et_exp.static_int8(copy.deepcopy(graph), images[:1], keep)(x), own)
 
 
 def test_unreachable_target_is_refused_and_nothing_is_cached(tmp_path, monkeypatch):
@@ -97,13 +141,20 @@ class LinearTower(nn.Module):
         return self.head(x.mean(dim=1))
 
 
-def test_dynamic_search_keeps_the_sensitive_linear_float_and_its_recipe_rebuilds_the_pte(tmp_path):
+def test_dynamic_search_keeps_the_sensitive_linear_float_and_its_recipe_rebuilds_the_pte(tmp_path, monkeypatch):
+    """Also: the .pte the search hands over and the one a cached plan is exported again as are the recipe's."""
+    monkeypatch.setenv("MOBILECLIP_DEPLOY_CACHE", str(tmp_path / "cache"))
     rng = np.random.default_rng(0)
     inputs = rng.standard_normal((12, 8, 32)).astype(np.float32)
     anchors = rng.standard_normal((6, 8)).astype(np.float32)
     tower, example = LinearTower().eval(), torch.from_numpy(inputs[:1])
-    plan = search_executorch(tower, example, "text", inputs, inputs, anchors, autoquant.Targets(0.999, 0.9),
-                             use_cache=False, scheme="8da8w")
+    steps: list[str] = []
+    handed = [tmp_path / "searched.pte", tmp_path / "from_cache.pte"]
+    for pte in handed:
+        plan, _ = search_and_export(tower, example, "text", inputs, inputs, anchors, autoquant.Targets(0.999, 0.9),
+                                    pte, steps.append, scheme="8da8w")
+    assert steps.count("auto: reusing the cached search") == 1 and steps[-1] == "exporting the chosen plan"
+    assert "exporting the chosen plan" not in steps[:-1]
     # fc2 reads the outlier channel, so it alone loses precision; fc1 (whose weights hold the outlier) does not
     assert plan.scheme == "8da8w" and plan.keep == [f"blocks.{OUTLIER_BLOCK}.fc2"]
     units = {u["unit"]: u for u in plan.units}
@@ -121,6 +172,7 @@ def test_dynamic_search_keeps_the_sensitive_linear_float_and_its_recipe_rebuilds
         built.append(tmp_path / f"{name}.pte")
         assert facts["kept_in_float"] == (keep if keep is not None else [])
     assert sha256_path(built[0]) == sha256_path(built[1]) != sha256_path(built[2])
+    assert [sha256_path(p) for p in handed] == [sha256_path(built[0])] * 2
 
 
 def test_pipeline_writes_the_dynamic_plan_and_its_recipe(shared_dir, tmp_path):

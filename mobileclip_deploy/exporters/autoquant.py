@@ -225,8 +225,11 @@ def search_key(backend: str, module: nn.Module, tower: str, calibration: np.ndar
 
 
 def cached_search(key: str, make_search: Callable[[Path], object], targets: Targets, step: Callable[[str], None],
-                  use_cache: bool) -> Plan:
-    """The cached plan for `key`, or a new search (`make_search(work folder)`) whose plan is then cached."""
+                  use_cache: bool, searched: Callable[[object, Plan], None] = lambda search, plan: None) -> Plan:
+    """The cached plan for `key`, or a new search (`make_search(work folder)`) whose plan is then cached.
+
+    `searched(search, plan)` runs after a new search, while its work folder (the candidates it exported) exists.
+    """
     cached = cache_dir() / f"{key}.json"
     if use_cache and cached.is_file():
         try:
@@ -237,10 +240,12 @@ def cached_search(key: str, make_search: Callable[[Path], object], targets: Targ
             pass  # a damaged cache entry is searched again and overwritten
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="autoquant.") as tmp:
-        plan = _search(make_search(Path(tmp)), targets, step)
-    plan.cache_key, plan.seconds = key, round(time.perf_counter() - start, 1)
-    if use_cache:
-        write_text(cached, json.dumps(plan.to_dict(), indent=1), replace=True)
+        search = make_search(Path(tmp))
+        plan = _search(search, targets, step)
+        plan.cache_key, plan.seconds = key, round(time.perf_counter() - start, 1)
+        if use_cache:
+            write_text(cached, json.dumps(plan.to_dict(), indent=1), replace=True)
+        searched(search, plan)
     return plan
 
 

@@ -4,17 +4,20 @@ autoquant.py, scored in PyTorch.
 An ExecuTorch export of S0's image tower takes minutes here, most of it lowering, so a search that exported every
 candidate would take hours. PT2E's reference int8 model (prepare, calibrate, convert: the graph the XNNPACK
 lowering consumes) runs in PyTorch in seconds, so each unit's sensitivity and each step of the search are scored
-on it; one export serves every candidate (copied, then quantized). Only the plans that meet the targets are
-exported and scored again on the ExecuTorch runtime's outputs, which decide (where XNNPACK's arithmetic misses
-a target the simulation met, more units stay float), then timed on it at 1 thread.
+on it; one export and one calibration serve every candidate (copied, then quantized). Only the plans that meet
+the targets are exported and scored again on the ExecuTorch runtime's outputs, which decide (where XNNPACK's
+arithmetic misses a target the simulation met, more units stay float), then timed on it at 1 thread; the chosen
+one's .pte is the artifact the pipeline writes.
 Depthwise convs stay float, as in the hand-written w8a8 (sensitive.py): they are split for XNNPACK
-(xnnpack_depthwise.py) and their int8 form was not timed here.
+(xnnpack_depthwise.py), and their int8 form runs 1.5-2.6x slower than that on an avx2 host
+(benchmarks/depthwise_xnnpack.py).
 Dynamic int8 (8da8w: torchao, linears only) is scored on the torchao-quantized module itself, in eager PyTorch.
 """
 
 from __future__ import annotations
 
 import copy
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,10 +56,20 @@ class XnnpackSearch:
         self.module, self.example, self.tower, self.work, self.scheme = module, example, tower, work, scheme
         self.calibration, self.inputs, self.anchors = calibration, inputs, anchors
         self._methods: dict[tuple[str, ...] | None, object] = {}
+        self._exported: dict[tuple[str, ...], tuple[Path, dict]] = {}  # each int8 candidate's .pte and export facts
         self.split = split_depthwise(module)  # the form every XNNPACK export quantizes (module paths kept)
         with torch.no_grad():
             self.graph = torch.export.export(self.split, (example,)).module() if scheme == "w8a8" else None
             self.reference = self._outputs(module)
+            # Calibrated once: every plan's observers are among these (S0 image, 16 photos: 6.8 s per scored
+            # plan instead of 14.5 here).
+            self.ranges = None if self.graph is None else et_exp.calibrated_ranges(copy.deepcopy(self.graph),
+                                                                                   calibration)
+        if self.graph is None:  # dynamic int8 quantizes nn.Linear modules only
+            self.owners = [n for n, m in self.split.named_modules() if isinstance(m, nn.Linear)]
+        else:
+            self.owners = list(dict.fromkeys(et_exp._module_path(n) for n in self.graph.graph.nodes
+                                             if n.op == "call_function" and n.target in QUANTIZED_OPS))
 
     def _outputs(self, module: nn.Module) -> np.ndarray:
         with torch.no_grad():
@@ -69,11 +82,7 @@ class XnnpackSearch:
         A unit that contains another (ops of a module above a numbered container) absorbs it: keeping the
         outer one float keeps everything below it float too.
         """
-        if self.graph is None:  # dynamic int8 quantizes nn.Linear modules only
-            owners = [n for n, m in self.split.named_modules() if isinstance(m, nn.Linear)]
-        else:
-            owners = list(dict.fromkeys(et_exp._module_path(n) for n in self.graph.graph.nodes
-                                        if n.op == "call_function" and n.target in QUANTIZED_OPS))
+        owners = self.owners
         grouped: dict[str, list[str]] = {}
         for owner in owners:
             grouped.setdefault(unit_of(owner), []).append(owner)
@@ -88,14 +97,15 @@ class XnnpackSearch:
         return modules  # module paths are this backend's nodes already
 
     def decide_depthwise(self, depthwise: list[str], step) -> tuple[bool, dict]:
-        return False, {"reason": "kept float as in the hand-written w8a8; their int8 form was not timed"}
+        return False, {"reason": "kept float as in the hand-written w8a8; their int8 form is slower on avx2 "
+                                 "(benchmarks/depthwise_xnnpack.py)"}
 
     def score(self, exclude: list[str]) -> dict:
         """Output cosine and top-1 agreement of PT2E's reference int8 model (static) or of the torchao-quantized
         module (dynamic) with `exclude` left float."""
         with torch.no_grad():
             if self.graph is not None:
-                model = et_exp.static_int8(copy.deepcopy(self.graph), self.calibration, exclude)
+                model = et_exp.static_int8(copy.deepcopy(self.graph), self.calibration, exclude, self.ranges)
             else:
                 model = et_exp._quantize(self.split, self.example, self.scheme, None, exclude, set())
         return _score(self.reference, self._outputs(model), self.anchors, "pytorch_reference_int8")
@@ -108,10 +118,27 @@ class XnnpackSearch:
         if key not in self._methods:
             path = self.work / f"candidate{len(self._methods)}.pte"
             with torch.no_grad():
-                et_exp.export(self.module, self.example, "fp32" if exclude is None else self.scheme, "xnnpack", path,
-                              self.calibration, keep=exclude)
+                facts, _ = et_exp.export(self.module, self.example, "fp32" if exclude is None else self.scheme,
+                                         "xnnpack", path, self.calibration, keep=exclude)
+            if key is not None:
+                self._exported[key] = path, facts
             self._methods[key] = Runtime.get().load_program(str(path)).load_method("forward")
         return self._methods[key]
+
+    def write_chosen(self, plan: Plan, path: Path) -> dict | None:
+        """Copy the .pte this search exported for `plan` to `path` and return its export facts (None: not exported).
+
+        A candidate is `plan` when it leaves the same convs and linears float: the search names op-owning
+        modules, the plan their units.
+        """
+        def kept(names) -> list[str]:
+            return [o for o in self.owners if inside(o, list(names))]
+
+        for key, (pte, facts) in self._exported.items():
+            if kept(key) == kept(plan.keep):
+                shutil.copyfile(pte, path)
+                return {**facts, "kept_in_float": plan.keep}
+        return None
 
     @staticmethod
     def _run(method, x: np.ndarray) -> np.ndarray:
@@ -136,13 +163,37 @@ class XnnpackSearch:
 def search_executorch(module: nn.Module, example: torch.Tensor, tower: str, calibration: np.ndarray,
                       inputs: np.ndarray, anchors: np.ndarray, targets: Targets,
                       step: Callable[[str], None] = lambda _: None, use_cache: bool = True,
-                      scheme: str = "w8a8") -> Plan:
+                      scheme: str = "w8a8", searched: Callable[[XnnpackSearch, Plan], None] = lambda s, p: None
+                      ) -> Plan:
     """Find the fastest XNNPACK int8 plan (`scheme`: static w8a8 or dynamic 8da8w) of `module` meeting `targets` on
-    `inputs` (cached by content)."""
+    `inputs` (cached by content); `searched` as in `cached_search`."""
 
     def make(work: Path) -> XnnpackSearch:
         step("auto: exporting the float graph")
         return XnnpackSearch(module, example, tower, calibration, inputs, anchors, work, scheme)
 
     key = search_key(f"executorch-xnnpack-{scheme}", module, tower, calibration, inputs, anchors, targets)
-    return cached_search(key, make, targets, step, use_cache)
+    return cached_search(key, make, targets, step, use_cache, searched)
+
+
+def search_and_export(module: nn.Module, example: torch.Tensor, tower: str, calibration: np.ndarray,
+                      inputs: np.ndarray, anchors: np.ndarray, targets: Targets, path: Path,
+                      step: Callable[[str], None] = lambda _: None, use_cache: bool = True,
+                      scheme: str = "w8a8") -> tuple[Plan, dict]:
+    """`search_executorch`, and the chosen plan's .pte at `path` with its export facts.
+
+    A search that runs has exported and confirmed the chosen plan already (minutes for S0's image tower), so
+    that .pte is copied; a cached plan is exported again.
+    """
+    written: dict = {}
+
+    def keep_chosen(search: XnnpackSearch, plan: Plan) -> None:
+        written.update(search.write_chosen(plan, path) or {})
+
+    plan = search_executorch(module, example, tower, calibration, inputs, anchors, targets, step, use_cache, scheme,
+                             searched=keep_chosen)
+    if written:
+        return plan, written
+    step("exporting the chosen plan")
+    facts, _ = et_exp.export(module, example, scheme, "xnnpack", path, calibration, keep=plan.keep)
+    return plan, facts

@@ -6,7 +6,9 @@ it (the stock SDPA lowering leaves a "safe softmax" of portable ops that cost ~4
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -54,16 +56,13 @@ def _quantize(module: nn.Module, example: torch.Tensor, scheme: str, calibration
     return module
 
 
-def static_int8(graph: torch.fx.GraphModule, calibration: np.ndarray, keep: list[str]) -> torch.fx.GraphModule:
-    """XNNPACK static int8 (PT2E) of an exported graph: convs and linears outside `keep`, ranges from `calibration`.
-
-    The graph is prepared in place; `--quant auto` passes copies of one export to score many plans.
-    """
+def _prepared(graph: torch.fx.GraphModule, keep: list[str]) -> torch.fx.GraphModule:
+    """PT2E's observed float model for XNNPACK static int8 of the convs and linears outside `keep`."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
     config = get_symmetric_quantization_config(is_per_channel=True)
     quantizer = XNNPACKQuantizer()
@@ -71,10 +70,90 @@ def static_int8(graph: torch.fx.GraphModule, calibration: np.ndarray, keep: list
         quantizer.set_operator_type(op, config)
     # The filter sees every node of a matched pattern (weights too); only ops carry a module path.
     quantizer.set_filter_function(lambda node: node.op != "call_function" or not inside(_module_path(node), keep))
-    prepared = prepare_pt2e(graph, quantizer)
-    for i in range(len(calibration)):
-        prepared(torch.from_numpy(calibration[i : i + 1]))
-    return convert_pt2e(prepared)
+    return prepare_pt2e(graph, quantizer)
+
+
+def _observers(prepared: torch.fx.GraphModule) -> dict[str, list[nn.Module]]:
+    """The observers of a prepared graph by the node whose output they observe (names survive prepare)."""
+    found: dict[str, list[nn.Module]] = {}
+    for node in prepared.graph.nodes:
+        if node.op == "call_module" and node.target.startswith("activation_post_process"):
+            found.setdefault(node.args[0].name, []).append(prepared.get_submodule(node.target))
+    return found
+
+
+def calibrated_ranges(graph: torch.fx.GraphModule, calibration: np.ndarray) -> dict[str, nn.Module]:
+    """Every conv's and linear's observers of `graph` after `calibration`, by observed node, for `static_int8`.
+
+    A prepared model runs in float, so what an observer sees does not depend on which other layers are quantized:
+    the observers of a plan that keeps layers float are a subset of these, with the same readings.
+    """
+    with _released_graphs():
+        prepared = _prepared(graph, [])
+        for i in range(len(calibration)):
+            prepared(torch.from_numpy(calibration[i : i + 1]))
+        return {name: found[0] for name, found in _observers(prepared).items() if len(found) == 1}
+
+
+def _setting(observer: nn.Module | None) -> tuple:
+    """What an observer measures (its type and int8 format), not what it has seen."""
+    values = (getattr(observer, a, None) for a in ("dtype", "qscheme", "quant_min", "quant_max", "ch_axis",
+                                                   "reduce_range", "eps"))
+    return type(observer), *(v.tolist() if isinstance(v, torch.Tensor) else v for v in values)
+
+
+def _fill_ranges(prepared: torch.fx.GraphModule, ranges: dict[str, nn.Module]) -> bool:
+    """Put copies of the matching calibrated observers in `prepared`; False (nothing changed) unless all match."""
+    found = _observers(prepared)
+    matched = {name: ranges.get(name) for name in found}
+    if any(len(observers) != 1 or _setting(observers[0]) != _setting(matched[name])
+           for name, observers in found.items()):
+        return False
+    for node in prepared.graph.nodes:
+        if node.op == "call_module" and node.target.startswith("activation_post_process"):
+            setattr(prepared, node.target, copy.deepcopy(ranges[node.args[0].name]))
+    return True
+
+
+def static_int8(graph: torch.fx.GraphModule, calibration: np.ndarray, keep: list[str],
+                ranges: dict[str, nn.Module] | None = None) -> torch.fx.GraphModule:
+    """XNNPACK static int8 (PT2E) of an exported graph: convs and linears outside `keep`, ranges from `calibration`.
+
+    The graph is prepared in place; `--quant auto` passes copies of one export to score many plans, with the
+    `calibrated_ranges` of that export so that each plan is not calibrated again.
+    """
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    with _released_graphs():
+        prepared = _prepared(graph, keep)
+        if ranges is None or not _fill_ranges(prepared, ranges):
+            for i in range(len(calibration)):
+                prepared(torch.from_numpy(calibration[i : i + 1]))
+        return convert_pt2e(prepared)
+
+
+@contextlib.contextmanager
+def _released_graphs() -> Iterator[None]:
+    """Let go of the graphs PT2E keeps alive once it is done with them.
+
+    torch 2.13 and torchao cache a module's device with an unbounded `functools.cache` keyed on the module, and
+    dynamo's strict export of each quantization pattern leaves a compiled function in a module's globals. Every
+    quantized copy stayed in memory: `--quant auto` grew ~55 MB per scored S0 image plan, and B's search ran
+    out of memory here.
+    """
+    import torch._dynamo.functional_export as dynamo_export
+    import torch.ao.quantization.fx.utils as ao_fx_utils
+    import torchao.utils
+
+    before = set(vars(dynamo_export))
+    try:
+        yield
+    finally:
+        for name in set(vars(dynamo_export)) - before:
+            if name.startswith("__compiled_fn_"):
+                delattr(dynamo_export, name)
+        torchao.utils._assert_and_get_unique_device.cache_clear()
+        ao_fx_utils.assert_and_get_unique_device.cache_clear()
 
 
 def _partitioner(delegate: str, scheme: str, target: str):

@@ -152,11 +152,15 @@ def _check_auto(request: ExportRequest) -> None:
                 raise UserError(f"{b.keep_key}: unknown tower {tower!r}; use image or text")
 
 
-def _auto_plan(job: Job, ctx: _Context, module: nn.Module, example: torch.Tensor, step) -> Any:
-    """Search the kept layers of `job` (an `auto` scheme) on the calibration inputs, with zero-shot anchors."""
+def _auto_plan(job: Job, ctx: _Context, module: nn.Module, example: torch.Tensor, step,
+               path: Path | None = None) -> Any:
+    """Search the kept layers of `job` (an `auto` scheme) on the calibration inputs, with zero-shot anchors.
+
+    ExecuTorch's search also writes the chosen .pte to `path`: it returns (plan, export facts).
+    """
     from mobileclip_deploy.exporters.autoquant import check_targets, search_onnx
     from mobileclip_deploy.exporters.autoquant_coreml import search_coreml
-    from mobileclip_deploy.exporters.autoquant_xnnpack import search_executorch
+    from mobileclip_deploy.exporters.autoquant_xnnpack import search_and_export
 
     if job.tower == "image":
         inputs, anchors = ctx.calibration, ctx.class_embeddings()
@@ -169,8 +173,9 @@ def _auto_plan(job: Job, ctx: _Context, module: nn.Module, example: torch.Tensor
         return search_coreml(module, example, job.tower, job.target, inputs, anchors, targets, step)
     if job.backend.name == "onnx":
         return search_onnx(module, example, job.tower, ctx.calibration_for(job.tower), inputs, anchors, targets, step)
-    return search_executorch(module, example, job.tower, ctx.calibration_for(job.tower), inputs, anchors, targets,
-                             step, scheme=job.scheme.rebuilds_as)
+    assert path is not None, "the ExecuTorch search writes the chosen .pte"
+    return search_and_export(module, example, job.tower, ctx.calibration_for(job.tower), inputs, anchors, targets,
+                             path, step, scheme=job.scheme.rebuilds_as)
 
 
 def _kept(job: Job, request: ExportRequest) -> list[str] | None:
@@ -321,10 +326,7 @@ def _export(job: Job, ctx: _Context, path: Path, step=lambda _: None) -> tuple[d
 
         delegate = job.backend.name.split("-", 1)[1]
         if job.scheme.rebuilds_as:
-            plan = _auto_plan(job, ctx, module, example, step)
-            step("exporting the chosen plan")
-            facts, _ = et_exp.export(module, example, job.scheme.rebuilds_as, delegate, path, calibration,
-                                     keep=plan.keep)
+            plan, facts = _auto_plan(job, ctx, module, example, step, path)
             return {**facts, "auto_plan": plan.to_dict()}, plan
         facts, edge = et_exp.export(module, example, job.scheme.name, delegate, path, calibration,
                                     job.target or DEFAULT_TARGET, keep=_kept(job, ctx.request))
