@@ -134,8 +134,9 @@ class XnnpackSearch:
         def kept(names) -> list[str]:
             return [o for o in self.owners if inside(o, list(names))]
 
+        wanted = kept(plan.keep)
         for key, (pte, facts) in self._exported.items():
-            if kept(key) == kept(plan.keep):
+            if kept(key) == wanted:
                 shutil.copyfile(pte, path)
                 return {**facts, "kept_in_float": plan.keep}
         return None

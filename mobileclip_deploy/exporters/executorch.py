@@ -73,13 +73,22 @@ def _prepared(graph: torch.fx.GraphModule, keep: list[str]) -> torch.fx.GraphMod
     return prepare_pt2e(graph, quantizer)
 
 
+def _observer_nodes(prepared: torch.fx.GraphModule) -> list[torch.fx.Node]:
+    """The observer calls of a prepared graph; each one's first argument is the node it observes."""
+    return [n for n in prepared.graph.nodes if n.op == "call_module" and n.target.startswith("activation_post_process")]
+
+
 def _observers(prepared: torch.fx.GraphModule) -> dict[str, list[nn.Module]]:
     """The observers of a prepared graph by the node whose output they observe (names survive prepare)."""
     found: dict[str, list[nn.Module]] = {}
-    for node in prepared.graph.nodes:
-        if node.op == "call_module" and node.target.startswith("activation_post_process"):
-            found.setdefault(node.args[0].name, []).append(prepared.get_submodule(node.target))
+    for node in _observer_nodes(prepared):
+        found.setdefault(node.args[0].name, []).append(prepared.get_submodule(node.target))
     return found
+
+
+def _calibrate(prepared: torch.fx.GraphModule, calibration: np.ndarray) -> None:
+    for i in range(len(calibration)):
+        prepared(torch.from_numpy(calibration[i : i + 1]))
 
 
 def calibrated_ranges(graph: torch.fx.GraphModule, calibration: np.ndarray) -> dict[str, nn.Module]:
@@ -90,8 +99,7 @@ def calibrated_ranges(graph: torch.fx.GraphModule, calibration: np.ndarray) -> d
     """
     with _released_graphs():
         prepared = _prepared(graph, [])
-        for i in range(len(calibration)):
-            prepared(torch.from_numpy(calibration[i : i + 1]))
+        _calibrate(prepared, calibration)
         return {name: found[0] for name, found in _observers(prepared).items() if len(found) == 1}
 
 
@@ -109,9 +117,8 @@ def _fill_ranges(prepared: torch.fx.GraphModule, ranges: dict[str, nn.Module]) -
     if any(len(observers) != 1 or _setting(observers[0]) != _setting(matched[name])
            for name, observers in found.items()):
         return False
-    for node in prepared.graph.nodes:
-        if node.op == "call_module" and node.target.startswith("activation_post_process"):
-            setattr(prepared, node.target, copy.deepcopy(ranges[node.args[0].name]))
+    for node in _observer_nodes(prepared):
+        setattr(prepared, node.target, copy.deepcopy(ranges[node.args[0].name]))
     return True
 
 
@@ -127,8 +134,7 @@ def static_int8(graph: torch.fx.GraphModule, calibration: np.ndarray, keep: list
     with _released_graphs():
         prepared = _prepared(graph, keep)
         if ranges is None or not _fill_ranges(prepared, ranges):
-            for i in range(len(calibration)):
-                prepared(torch.from_numpy(calibration[i : i + 1]))
+            _calibrate(prepared, calibration)
         return convert_pt2e(prepared)
 
 

@@ -152,15 +152,9 @@ def _check_auto(request: ExportRequest) -> None:
                 raise UserError(f"{b.keep_key}: unknown tower {tower!r}; use image or text")
 
 
-def _auto_plan(job: Job, ctx: _Context, module: nn.Module, example: torch.Tensor, step,
-               path: Path | None = None) -> Any:
-    """Search the kept layers of `job` (an `auto` scheme) on the calibration inputs, with zero-shot anchors.
-
-    ExecuTorch's search also writes the chosen .pte to `path`: it returns (plan, export facts).
-    """
-    from mobileclip_deploy.exporters.autoquant import check_targets, search_onnx
-    from mobileclip_deploy.exporters.autoquant_coreml import search_coreml
-    from mobileclip_deploy.exporters.autoquant_xnnpack import search_and_export
+def _search_inputs(job: Job, ctx: _Context) -> tuple[np.ndarray, np.ndarray, Any]:
+    """What `--quant auto` scores `job` on: calibration inputs, zero-shot anchors, the targets."""
+    from mobileclip_deploy.exporters.autoquant import check_targets
 
     if job.tower == "image":
         inputs, anchors = ctx.calibration, ctx.class_embeddings()
@@ -168,14 +162,18 @@ def _auto_plan(job: Job, ctx: _Context, module: nn.Module, example: torch.Tensor
         with torch.no_grad():
             anchors = run_batched(lambda b: ctx.folded.encode_image(torch.from_numpy(b)).numpy(), ctx.calibration)
         inputs = ctx.calibration_tokens
-    targets = check_targets(ctx.request.min_cos, ctx.request.min_agreement)
+    return inputs, anchors, check_targets(ctx.request.min_cos, ctx.request.min_agreement)
+
+
+def _auto_plan(job: Job, ctx: _Context, module: nn.Module, example: torch.Tensor, step) -> Any:
+    """Search the kept layers of `job` (an ONNX or Core ML `auto` scheme)."""
+    from mobileclip_deploy.exporters.autoquant import search_onnx
+    from mobileclip_deploy.exporters.autoquant_coreml import search_coreml
+
+    inputs, anchors, targets = _search_inputs(job, ctx)
     if job.backend.name == "coreml":
         return search_coreml(module, example, job.tower, job.target, inputs, anchors, targets, step)
-    if job.backend.name == "onnx":
-        return search_onnx(module, example, job.tower, ctx.calibration_for(job.tower), inputs, anchors, targets, step)
-    assert path is not None, "the ExecuTorch search writes the chosen .pte"
-    return search_and_export(module, example, job.tower, ctx.calibration_for(job.tower), inputs, anchors, targets,
-                             path, step, scheme=job.scheme.rebuilds_as)
+    return search_onnx(module, example, job.tower, ctx.calibration_for(job.tower), inputs, anchors, targets, step)
 
 
 def _kept(job: Job, request: ExportRequest) -> list[str] | None:
@@ -325,8 +323,12 @@ def _export(job: Job, ctx: _Context, path: Path, step=lambda _: None) -> tuple[d
         from mobileclip_deploy.exporters import executorch as et_exp
 
         delegate = job.backend.name.split("-", 1)[1]
-        if job.scheme.rebuilds_as:
-            plan, facts = _auto_plan(job, ctx, module, example, step, path)
+        if job.scheme.rebuilds_as:  # the search writes the chosen .pte (XNNPACK is the only ExecuTorch auto)
+            from mobileclip_deploy.exporters.autoquant_xnnpack import search_and_export
+
+            inputs, anchors, targets = _search_inputs(job, ctx)
+            plan, facts = search_and_export(module, example, job.tower, ctx.calibration_for(job.tower), inputs,
+                                            anchors, targets, path, step, scheme=job.scheme.rebuilds_as)
             return {**facts, "auto_plan": plan.to_dict()}, plan
         facts, edge = et_exp.export(module, example, job.scheme.name, delegate, path, calibration,
                                     job.target or DEFAULT_TARGET, keep=_kept(job, ctx.request))
