@@ -96,6 +96,16 @@ def test_unreachable_target_is_refused_and_nothing_is_cached(tmp_path, monkeypat
     assert not list(tmp_path.rglob("*.json"))
 
 
+def test_the_summary_says_when_int8_does_not_pay_on_this_host(plan):
+    from dataclasses import replace
+
+    for ratio, pays in ((0.5, True), (0.96, False), (1.02, False)):
+        line = autoquant.plan_summary(replace(plan, chosen={**plan.chosen, "ratio_to_fp32": ratio}))
+        assert f"keeps {len(plan.keep)} modules float" in line and f"{ratio}x the fp32 latency on this host" in line
+        assert f"min cosine {plan.chosen['min_cosine']:.5f}" in line
+        assert ("buys size, not speed" not in line) == pays, line
+
+
 def test_recipe_rebuilds_the_same_artifact(plan, tmp_path):
     tower = TinyTower(outliers=True).eval()
     recipe_path = tmp_path / "tiny.recipe.toml"

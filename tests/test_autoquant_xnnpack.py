@@ -186,6 +186,8 @@ def test_pipeline_writes_the_dynamic_plan_and_its_recipe(shared_dir, tmp_path):
     plan = entry["details"]["auto_plan"]
     assert plan["scheme"] == "8da8w" and entry["details"]["kept_in_float"] == plan["keep"]
     assert plan["chosen"]["scored_on"] == "executorch_runtime" and entry["parity"]["passed"]
+    assert f"keeps {len(plan['keep'])} modules float" in results[0].message
+    assert f"{plan['chosen']['ratio_to_fp32']}x the fp32 latency on this host" in results[0].message
     recipe = load_recipe(tmp_path / "out" / entry["details"]["recipe"])
     assert recipe.quants == ["executorch-xnnpack:8da8w"] and recipe.calibration == photos.resolve()
     assert recipe.keep == {"executorch-xnnpack": {"text": plan["keep"]}}

@@ -145,6 +145,9 @@ def export(
         style = {"ok": "green", "cached": "cyan"}.get(r.status, "red")
         table.add_row(r.file, _fmt_size(r.size_bytes), _fmt_parity(r.parity), f"[{style}]{r.status}[/]")
     console.print(table)
+    for r in results:
+        if r.status == "ok" and r.message:
+            console.print(f"{r.file}: {r.message}")
     failed = [r for r in results if r.status == "failed"]
     for r in failed:
         console.print(f"[red]{r.message}[/]")

@@ -384,6 +384,26 @@ def recipe_text(plan: Plan, model: str, calibration: Path, calibration_limit: in
     return "\n".join(lines + ["]", ""])
 
 
+PAYS_BELOW = 0.95  # an int8 plan within 5% of fp32 latency buys size, not speed
+
+
+def plan_summary(plan: Plan) -> str:
+    """One line for the user: what the plan keeps, how it scored, and whether it pays on this host.
+
+    Whether int8 is faster depends on the CPU (XNNPACK's int8 GEMM is no faster than its fp32 one on avx2-only
+    x86), so a plan that is not faster says so instead of leaving the user to assume it.
+    """
+    chosen, base = plan.chosen, plan.chosen["baseline"]
+    ratio, agreement = chosen[f"ratio_to_{base}"], chosen["top1_agreement"]
+    kept = "at 8 bits" if plan.backend == "coreml" else "float"
+    what = "latency on this host" if chosen["cost"] == "latency_ms" else "weight size"
+    line = (f"--quant auto keeps {len(plan.keep)} modules {kept}; min cosine {chosen['min_cosine']:.5f}, top-1 "
+            f"agreement {agreement:.0%} on the calibration inputs; {ratio}x the {base} {what}")
+    if chosen["cost"] == "latency_ms" and ratio >= PAYS_BELOW:
+        line += (": int8 buys size, not speed, on this CPU (the target device may differ: time it there with "
+                 "`mobileclip-deploy bench`)")
+    return line
+
 def check_targets(min_cos: float, min_agreement: float) -> Targets:
     for name, value in (("--min-cos", min_cos), ("--min-agreement", min_agreement)):
         if not 0.0 < value <= 1.0:

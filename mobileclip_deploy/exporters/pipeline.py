@@ -79,7 +79,7 @@ class ArtifactResult:
     size_bytes: int | None = None
     parity: dict[str, Any] | None = None
     seconds: float = 0.0
-    message: str = ""
+    message: str = ""  # why it failed, or for an `auto` artifact what its plan keeps and what it buys
 
 
 class ParityFailure(Exception):
@@ -625,8 +625,13 @@ def _run_job(job: Job, ctx: _Context, request: ExportRequest, manifest: dict[str
                                seconds=time.perf_counter() - start,
                                message=f"{files[0]}: export failed: {type(exc).__name__}: {exc}")]
     seconds = time.perf_counter() - start
+    summary = ""
+    if job.scheme.rebuilds_as:
+        from mobileclip_deploy.exporters.autoquant import plan_summary
+
+        summary = plan_summary(handle)
     return [ArtifactResult(e["file"], job.tower, job.backend.name, job.scheme.name, "ok", e["size_bytes"],
-                           e["parity"], seconds) for e in entries]
+                           e["parity"], seconds, summary) for e in entries]
 
 
 def _write_auto_recipe(job: Job, ctx: _Context, plan, entry: dict[str, Any]) -> None:
