@@ -78,6 +78,9 @@ def test_recipe_rebuilds_the_same_weights_through_the_pipeline(shared_dir, tmp_p
     details = entry["details"]
     assert entry["deployment_target"] == "iOS18" and entry["parity"]["passed"]
     assert details["auto_plan"]["backend"] == "coreml" and details["kept_at_8_bits"] == details["auto_plan"]["keep"]
+    ratio = details["auto_plan"]["chosen"]["ratio_to_fp16"]
+    assert f"keeps {len(details['kept_at_8_bits'])} modules at 8 bits" in first[0].message
+    assert f"{ratio}x the fp16 weight size" in first[0].message and "not speed" not in first[0].message
     recipe = load_recipe(tmp_path / "auto" / details["recipe"])
     assert recipe.quants == ["coreml:pal4"]
     assert recipe.keep == {"coreml": {"image": details["auto_plan"]["keep"]}}

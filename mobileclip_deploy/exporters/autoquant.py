@@ -355,8 +355,9 @@ def _search(search, targets: Targets, step) -> Plan:
                 chosen={"from": "search" if pick == "auto" else f"hand-written list (lower {name}, also meets "
                         "targets)", "float_units": kept if pick == "auto" else hand, "min_cosine": score["min_cosine"],
                         "top1_agreement": score["top1_agreement"], "scored_on": score.get("on", search.backend),
-                        "cost": name, "baseline": base, name: cost[pick], f"{base}_{name}": cost[base],
-                        f"ratio_to_{base}": round(cost[pick] / cost[base], 3), "candidates": cost})
+                        "kept_as": search.kept_as, "cost": name, "baseline": base, name: cost[pick],
+                        f"{base}_{name}": cost[base], f"ratio_to_{base}": round(cost[pick] / cost[base], 3),
+                        "candidates": cost})
 
 
 RUNTIME_NAMES = {("onnx", "w8a8"): "ONNX static int8", ("executorch-xnnpack", "w8a8"): "ExecuTorch XNNPACK static int8",
@@ -395,14 +396,14 @@ def plan_summary(plan: Plan) -> str:
     """
     chosen, base = plan.chosen, plan.chosen["baseline"]
     ratio, agreement = chosen[f"ratio_to_{base}"], chosen["top1_agreement"]
-    kept = "at 8 bits" if plan.backend == "coreml" else "float"
     what = "latency on this host" if chosen["cost"] == "latency_ms" else "weight size"
-    line = (f"--quant auto keeps {len(plan.keep)} modules {kept}; min cosine {chosen['min_cosine']:.5f}, top-1 "
-            f"agreement {agreement:.0%} on the calibration inputs; {ratio}x the {base} {what}")
+    line = (f"--quant auto keeps {len(plan.keep)} modules {chosen['kept_as']}; min cosine {chosen['min_cosine']:.5f}, "
+            f"top-1 agreement {agreement:.0%} on the calibration inputs; {ratio}x the {base} {what}")
     if chosen["cost"] == "latency_ms" and ratio >= PAYS_BELOW:
         line += (": int8 buys size, not speed, on this CPU (the target device may differ: time it there with "
                  "`mobileclip-deploy bench`)")
     return line
+
 
 def check_targets(min_cos: float, min_agreement: float) -> Targets:
     for name, value in (("--min-cos", min_cos), ("--min-agreement", min_agreement)):
