@@ -104,7 +104,9 @@ def test_thresholds_per_scheme(export) -> None:
 def test_quantized_image_encoders_report_zero_shot_agreement(export) -> None:
     for entry in _manifest(export[0])["artifacts"]:
         if entry["tower"] == "image" and entry["scheme"] != "fp32":
-            assert 0.5 <= entry["parity"]["zero_shot_top1_agreement"] <= 1.0, entry["file"]
+            # 8 photos: agreement moves in steps of 1/8; int8 keeps at least 7 of 8 top-1 classes on these weights
+            agreement = entry["parity"]["zero_shot_top1_agreement"]
+            assert agreement >= 0.875 and (agreement * 8).is_integer(), entry["file"]
 
 
 def test_parity_used_real_images_and_prompts(export) -> None:
