@@ -1,7 +1,7 @@
 """Reinforced-data fixtures for tests: public DataCompDR-12M shards in their v1 layout, made from the sample photos.
 
 `write_datacompdr_v1` writes what the public dataset holds after the join with the DataComp images (jpg, txt,
-url.txt, syn.json, paug.json as a JSON string like the HF export, npz with `image_emb` (n_aug, 1536) and
+url.txt, syn.json, paug.json `{"param_aug": [...]}` as the released writer emits it, npz with `image_emb` (n_aug, 1536) and
 `text_emb` (1 + n_syn, 1536), json with uid and sha256), and no manifest. The toy teachers embed the view they saw
 (a fixed random projection of a 16x16 thumbnail of the replayed augmentation), so a student that learns from it
 must look at the stored crop; caption embeddings are one random unit vector per class and teacher.
@@ -14,7 +14,6 @@ must look at the stored crop; caption embeddings are one random unit vector per 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +65,6 @@ def write_datacompdr_v1(folder: Path, files: list[Path], n_aug: int = 2, n_syn: 
             uid = hashlib.sha256(data).hexdigest()[:32]
             record = encode_sample(uid, data, "jpg", params, image_emb, bank[[k, *syn]], [names[k]],
                                    [names[j] for j in syn])
-            record["paug.json"] = json.dumps(json.dumps({"param_aug": params})).encode()  # the HF string form
             record["url.txt"] = f"https://example.invalid/{files[k].name}".encode()
             writer.write(record)
             uids.append(uid)

@@ -12,7 +12,9 @@ import pytest
 from PIL import Image
 
 from mobileclip_deploy.errors import UserError
-from mobileclip_deploy.training.records import ShardWriter, encode_sample, open_reinforced
+from mobileclip_deploy.registry import get_variant
+from mobileclip_deploy.training.records import (DATACOMPDR_TEACHERS, DEFAULT_TEACHER_SCALE, ShardWriter,
+                                                encode_sample, open_reinforced)
 from reinforced_fixtures import photos, write_datacompdr_v1
 
 
@@ -40,6 +42,38 @@ def test_datacompdr_v1_layout_reads(v1) -> None:
     assert np.allclose(s.text_emb[1], samples[2].text_emb[0])
     names = open_reinforced(folder, ["a", "b", "c", "d"]).teachers
     assert [t.dim for t in names] == [384] * 4 and names[0].name == "a"
+
+
+def test_datacompdr_teachers_are_the_released_config_order() -> None:
+    """datacompdr12m.json: OpenAI ViT-L/14 (QuickGELU) first, then DataComp-XL ViT-L/14 (GELU), 768-D, scale 100."""
+    (openai, openai_dim), (datacomp, datacomp_dim) = DATACOMPDR_TEACHERS
+    assert get_variant(openai).text.quick_gelu and not get_variant(datacomp).text.quick_gelu
+    assert openai_dim == datacomp_dim == get_variant(openai).embed_dim == get_variant(datacomp).embed_dim == 768
+    assert DEFAULT_TEACHER_SCALE == 100.0
+
+
+@pytest.mark.parametrize("form", ["released", "hf_string", "double_encoded"])
+def test_every_paug_form_reads_the_same(v1, tmp_path: Path, form: str) -> None:
+    """The released writer's `{"param_aug": [...]}` (the fixture's), the HF viewer's `{"param_aug": "<json>"}`,
+    and a whole member encoded twice all give the same entries."""
+    folder, uids, _ = v1
+
+    def change(name: str, data: bytes) -> bytes:
+        if not name.endswith(".paug.json"):
+            return data
+        value = json.loads(data)
+        assert isinstance(value, dict) and isinstance(value["param_aug"], list)  # the fixture is the released form
+        if form == "hf_string":
+            return json.dumps({"param_aug": json.dumps(value["param_aug"])}).encode()
+        if form == "double_encoded":
+            return json.dumps(json.dumps(value)).encode()
+        return data
+
+    for shard in ("00000000.tar", "00000001.tar"):
+        _rewrite(folder / shard, tmp_path / shard, change)
+    want = [s.param_aug for s in open_reinforced(folder).samples()]
+    assert [s.param_aug for s in open_reinforced(tmp_path).samples()] == want
+    assert all(len(p) == 3 and len(p[0][0]) == 4 and len(p[0][1]) == 2 for p in want)
 
 
 def _rewrite(src: Path, dst: Path, change) -> None:

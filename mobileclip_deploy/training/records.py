@@ -31,8 +31,8 @@ from mobileclip_deploy.errors import UserError
 MANIFEST, PLAN, SENTENCES = "manifest.json", "plan.json", "sentences.npz"
 FORMAT = "mobileclip-deploy reinforced v1"
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
-# DataCompDR-12M/-1B: OpenAI ViT-L/14 and DataComp-XL ViT-L/14, 768-D each, teacher scale 100 (training.md 1.1,
-# 2.3); the order inside the 1536-D vector is unconfirmed (config order: openai first).
+# DataCompDR-12M/-1B: OpenAI ViT-L/14 first, then DataComp-XL ViT-L/14, 768-D each, teacher scale 100 each, as the
+# released generation config lists them (`datacompdr12m.json`; training.md 1.1, 2.3).
 DATACOMPDR_TEACHERS = (("openclip-vit-l-14-quickgelu", 768), ("openclip-vit-l-14", 768))
 DEFAULT_TEACHER_SCALE = 100.0
 UNIT_NORM_TOLERANCE = 2e-2  # bf16 storage keeps slice norms within ~1e-2 of 1
