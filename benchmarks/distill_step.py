@@ -94,8 +94,8 @@ class OnlineTrainer(Trainer):
         pos = self.positions_of(micro_step)
         chosen = [self.samples[self.train_idx[i]] for _, i in pos]
         t = self.teacher.variant
-        views = collate(chosen, [e for e, _ in pos], self.cfg.seed, t.image_size, t.interpolation,
-                        t.context_length, list(stored.tokens))
+        views = collate(chosen, [e for e, _ in pos], self.cfg.seed, t.image_size, t.context_length,
+                        list(stored.tokens))
         with torch.no_grad():  # every member costs one forward: the (random-weight) teacher runs once per member
             images = [F.normalize(self.teacher.encode_image(views.images), dim=-1) for _ in range(self.members)]
             texts = {k: [F.normalize(self.teacher.encode_text(v), dim=-1) for _ in range(self.members)]

@@ -151,3 +151,48 @@ def test_our_manifest_checks_teachers_and_image_hash(tmp_path: Path, shared_dir:
     writer.close()
     with pytest.raises(UserError, match="p0 in shard .*sha256"):
         list(open_reinforced(tmp_path).samples())
+
+
+def _two_key_shard(folder: Path, shared_dir: Path, layout: str) -> np.ndarray:
+    """One sample with a gt caption and two synthetic keys (DataCompDR's `syn_text`, DFNDR's fine-tuned one),
+    embeddings in the v1 (`text_emb` rows) or v2 (`<key>_emb`) layout; returns the 5 text rows in syn.json order."""
+    data = photos(shared_dir, 1)[0].read_bytes()
+    rng = np.random.default_rng(3)
+    unit = rng.standard_normal((5, 8)).astype(np.float32)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    param = [[[0, 0, 10, 10], None]]
+    record = encode_sample("p0", data, "jpg", param, unit[:1], unit if layout == "v1" else unit[:1], ["gt"], [])
+    syn = {"syn_text": ["coca 0", "coca 1"], "syn_text_dfn_mscoco38k": ["dfn 0", "dfn 1"]}
+    record["syn.json"] = json.dumps(syn).encode()
+    if layout == "v2":
+        buf = io.BytesIO()
+        np.savez(buf, image_emb=unit[:1], text_emb=unit[:1], syn_text_emb=unit[1:3],
+                 syn_text_dfn_mscoco38k_emb=unit[3:5])
+        record["npz"] = buf.getvalue()
+    writer = ShardWriter(folder / "00000000.tar")
+    writer.write(record)
+    writer.close()
+    return unit
+
+
+@pytest.mark.parametrize("layout", ["v1", "v2"])
+def test_syn_text_key_regex(layout: str, tmp_path: Path, shared_dir: Path) -> None:
+    """`--syn-text-key` as the released trainer: every matching key (default ^syn_text.*$), one drawn per sample."""
+    from mobileclip_deploy.training.batches import collate
+
+    rows = _two_key_shard(tmp_path, shared_dir, layout)
+    (both,) = open_reinforced(tmp_path, ["t"]).samples()
+    assert both.synthetic == ["coca 0", "coca 1", "dfn 0", "dfn 1"] and both.synthetic_counts == [2, 2]
+    assert np.array_equal(both.text_emb, rows)
+    drawn = set()
+    for epoch in range(40):
+        batch = collate([both], [epoch], 0, 16, 77, ["synthetic"])
+        drawn.add(int(np.argmax(rows @ batch.teacher_text["synthetic"][0].numpy())))
+    assert drawn == {1, 2, 3, 4}  # both keys, every caption, each with its own embedding row
+    (dfn,) = open_reinforced(tmp_path, ["t"], r"^syn_text_dfn").samples()
+    assert dfn.synthetic == ["dfn 0", "dfn 1"] and np.array_equal(dfn.text_emb, rows[[0, 3, 4]])
+    with pytest.raises(UserError, match=r"no synthetic-caption key matches --syn-text-key '\^caption' "
+                                        r"\(syn.json has syn_text, syn_text_dfn_mscoco38k\)"):
+        list(open_reinforced(tmp_path, ["t"], "^caption").samples())
+    with pytest.raises(UserError, match="is not a regular expression"):
+        open_reinforced(tmp_path, ["t"], "syn_text(")
