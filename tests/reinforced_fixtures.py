@@ -27,11 +27,11 @@ from mobileclip_deploy.training.records import ShardWriter, encode_sample, unit_
 DIMS = (768, 768)
 
 
-def tiny_teacher(quick: bool, width: int = 32) -> Variant:
+def tiny_teacher(quick: bool, width: int = 32, image_size: int = 32) -> Variant:
     """A 2-block open_clip CLIP ViT in the native layout (what the full-size teachers are, scaled down)."""
-    image = ViTConfig(width, 2, 2, 32, 8, conv_stem=False, eps=1e-5, pos_embed_has_cls=True, norm_pre=True,
+    image = ViTConfig(width, 2, 2, image_size, 8, conv_stem=False, eps=1e-5, pos_embed_has_cls=True, norm_pre=True,
                       quick_gelu=quick)
-    return Variant("tiny-clip", "tiny", image, TextConfig(24, 2, 2, causal=True, quick_gelu=quick), 16, 32,
+    return Variant("tiny-clip", "tiny", image, TextConfig(24, 2, 2, causal=True, quick_gelu=quick), 16, image_size,
                    "openclip-native", "", OPENAI_MEAN, OPENAI_STD, "bicubic")
 
 
