@@ -1,10 +1,11 @@
 """Reinforced-data fixtures for tests: public DataCompDR-12M shards in their v1 layout, made from the sample photos.
 
 `write_datacompdr_v1` writes what the public dataset holds after the join with the DataComp images (jpg, txt,
-url.txt, syn.json, paug.json `{"param_aug": [...]}` as the released writer emits it, npz with `image_emb` (n_aug, 1536) and
-`text_emb` (1 + n_syn, 1536), json with uid and sha256), and no manifest. The toy teachers embed the view they saw
-(a fixed random projection of a 16x16 thumbnail of the replayed augmentation), so a student that learns from it
-must look at the stored crop; caption embeddings are one random unit vector per class and teacher.
+url.txt, syn.json, paug.json `{"param_aug": [...]}` as the released writer emits it, npz with `image_emb`
+(n_aug, 1536) and `text_emb` (1 + n_syn, 1536), json with uid and sha256), and no manifest. The toy teachers
+embed the view they saw (a fixed random projection of a 16x16 thumbnail of the replayed augmentation), so a
+student that learns from it must look at the stored crop; caption embeddings are one random unit vector per
+class and teacher.
 
 `tiny_teacher` is the test-only way to a small teacher: a 2-block open_clip CLIP ViT in the native layout (what
 `openclip-vit-b-16` / `openclip-vit-l-14` are, scaled down), built with `CLIP(variant)` and handed to

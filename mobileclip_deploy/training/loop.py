@@ -345,9 +345,9 @@ def check_inputs(cfg: DistillConfig, data, variant, n_train: int, global_batch: 
         raise UserError(f"DIME-FM compares the student's image embeddings with the teacher's (PVL uses the "
                         f"teacher's image embeddings as pseudo-texts), so the student must embed in the teachers' "
                         f"space: {variant.name} is {variant.embed_dim}-D, the teachers "
-                        f"({', '.join(t.name for t in data.teachers)}) are {', '.join(str(t.dim) for t in data.teachers)}"
-                        f"-D. Reinforce with teachers of the student's width (openclip-vit-b-16 for 512-D students) "
-                        "or use --loss mobileclip.")
+                        f"({', '.join(t.name for t in data.teachers)}) are "
+                        f"{', '.join(str(t.dim) for t in data.teachers)}-D. Reinforce with teachers of the student's "
+                        "width (openclip-vit-b-16 for 512-D students) or use --loss mobileclip.")
     if data.context_length != variant.context_length:
         raise UserError(f"the student {variant.name} tokenizes to {variant.context_length} tokens but the data "
                         f"was made with a {data.context_length}-token context; its teacher text embeddings are of "

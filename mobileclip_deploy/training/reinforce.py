@@ -2,7 +2,8 @@
 
 Per photo: K augmentations drawn in DataCompDR's encoding (augment.py), each teacher's image embedding of every
 stored view (one view per augmentation at the largest teacher's size, bicubic-resized for smaller teachers, as
-the released generator makes them), and each teacher's text embedding of the ground-truth and synthetic captions; optionally a sentence bank embedded once.
+the released generator makes them), and each teacher's text embedding of the ground-truth and synthetic
+captions; optionally a sentence bank embedded once.
 The unit of work is a shard: written as `.partial`, renamed when whole and then listed in `done.jsonl`, so an
 interrupted run redoes only unfinished shards and never shows one as finished. Under `torchrun` rank r takes
 shards r, r + world, ...; rank 0 writes the sentence bank and, once every rank is done, `manifest.json`.
