@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -74,6 +76,30 @@ def test_resume_continues_exactly(data, tmp_path: Path) -> None:
     assert resumed.step == 4
     losses = [h["loss"] for h in resumed.run()]
     assert losses == pytest.approx(reference, rel=1e-6, abs=1e-7)
+
+
+def _some_without_synthetic(data):
+    """The data as reinforce writes it when the synthetic-caption file names only some photos (every other one)."""
+    partial = copy.copy(data)
+    partial.records = [s if k % 2 else dataclasses.replace(s, synthetic=[], text_emb=s.text_emb[:len(s.captions)])
+                       for k, s in enumerate(data.records)]
+    return partial
+
+
+def test_photos_without_synthetic_captions_train_on_the_captions_they_have(photos: Path, data,
+                                                                          tmp_path: Path) -> None:
+    partial = _some_without_synthetic(data)
+    trainer = Trainer(config(tmp_path, steps=2), partial, tiny_student(), CPU)
+    batch = trainer.batch(0)
+    by_uid = {s.uid: s for s in partial.records}
+    norms = batch.teacher_text["synthetic"].norm(dim=-1)
+    assert [float(n) for n in norms] == pytest.approx([math.sqrt(2) if by_uid[u].synthetic else 0.0 for u in batch.uids],
+                                                      abs=1e-6)  # two unit-norm teacher slices, or none
+    assert all(math.isfinite(h["loss"]) and h["loss"] > 0 for h in trainer.run())
+    # Without ground-truth captions, retrieval agreement is among the synthetic captions that exist.
+    only_synthetic = _some_without_synthetic(make_data(photos, captions=False))
+    result = agreement(tiny_student(), only_synthetic.records, only_synthetic, [100.0, 100.0], torch.device("cpu"))
+    assert result["retrieval_chance"] == 1 / 4 and "retrieval_agreement" in result  # 4 of the 8 photos have one
 
 
 @pytest.mark.parametrize("vl_form", ["image", "both"])

@@ -76,6 +76,33 @@ def test_mobileclip_loss_is_eq3_up_to_the_teacher_entropy(lam: float) -> None:
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
+def test_samples_without_a_synthetic_caption_are_left_out_of_the_synthetic_term() -> None:
+    """Reinforce may give synthetic captions to some photos only (their teacher row is zero in the batch): the
+    synthetic term is then Eq. 2 over the pairs that exist, the real term over the whole batch, and the placeholder
+    captions get no gradient."""
+    img = unit(B, D_STUDENT, seed=1).requires_grad_()
+    texts = [unit(B, D_STUDENT, seed=2).requires_grad_(), unit(B, D_STUDENT, seed=3).requires_grad_()]
+    t_img, t_texts = teacher(10), [teacher(20), teacher(30)]
+    has = torch.tensor([True, False, True, True, False])
+    t_texts[1][~has] = 0
+    scale = torch.tensor(1 / 0.07, dtype=torch.float64)
+
+    out = MobileCLIPLoss(DIMS, SCALES)(img, texts, t_img, t_texts, scale)
+    real = paper_terms(img, texts[0], t_img, t_texts[0], scale)
+    synthetic = paper_terms(img[has], texts[1][has], t_img[has], t_texts[1][has], scale)
+    torch.testing.assert_close(out["contrastive"], (real[0] + synthetic[0]).detach(), rtol=1e-10, atol=1e-10)
+    paper = real[1] + synthetic[1]
+    torch.testing.assert_close(out["distill"], (paper + real[2] + synthetic[2]).detach(), rtol=1e-10, atol=1e-10)
+    ours = torch.autograd.grad(out["loss"], [img, *texts])
+    theirs = torch.autograd.grad(paper, [img, *texts])
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert not ours[2][~has].any()  # the placeholder captions of the photos without one do not train
+    none = [t_texts[0], torch.zeros_like(t_texts[1])]  # no synthetic caption in the batch: the term is zero
+    alone = MobileCLIPLoss(DIMS, SCALES)(img, texts, t_img, none, scale)
+    torch.testing.assert_close(alone["contrastive"], real[0].detach(), rtol=1e-10, atol=1e-10)
+
+
 def test_mobileclip_loss_averages_members_after_softmax() -> None:
     """One softmax over the summed cosines of the whole 16-D vector is a different (wrong) target."""
     img, txt = unit(B, D_STUDENT, seed=1), unit(B, D_STUDENT, seed=2)

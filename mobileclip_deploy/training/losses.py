@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobileclip_deploy.training.distributed import gather_features, rank
+from mobileclip_deploy.training.batches import has_text
+from mobileclip_deploy.training.distributed import gather_features, rank, world_size
 
 
 def ensemble_probs(rows: torch.Tensor, cols: torch.Tensor, dims: Sequence[int], scales: Sequence[float],
@@ -28,8 +29,9 @@ def ensemble_probs(rows: torch.Tensor, cols: torch.Tensor, dims: Sequence[int], 
 
 
 def soft_cross_entropy(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """-mean_rows sum_cols P log softmax(logits): the code form of the KD term (a CE, not a KL; pitfall 6)."""
-    return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+    """-sum_rows sum_cols P log softmax(logits): the code form of the KD term (a CE, not a KL; pitfall 6), summed
+    over rows so that the caller can divide by the rows of the global batch."""
+    return -(target * F.log_softmax(logits, dim=-1)).sum()
 
 
 def kl_batchmean(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -45,6 +47,9 @@ class MobileCLIPLoss(nn.Module):
     """sum over caption sets (real, synthetic) of (1 - lambda) CLIP + lambda distillation, both directions.
 
     `distill_weight` is lambda (1.0 for MobileCLIP-S*, 0.75 for B); `teacher_scales` one fixed scale per member.
+    A caption set's batch holds the pairs that exist: a sample whose teacher row of the set is zero (no caption of
+    that set, see `batches.has_text`) is neither a row nor a column of that set's terms, and the terms average over
+    the global batch's captioned rows (the released trainer assumes every sample has every set).
     """
 
     def __init__(self, teacher_dims: Sequence[int], teacher_scales: Sequence[float], distill_weight: float = 1.0):
@@ -59,13 +64,18 @@ class MobileCLIPLoss(nn.Module):
                  t_image: tuple[torch.Tensor, torch.Tensor], t_text: tuple[torch.Tensor, torch.Tensor],
                  scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(contrastive, distill) for one caption set; each pair is (local rows, global columns)."""
-        labels = torch.arange(image[0].shape[0], device=image[0].device) + rank() * image[0].shape[0]
-        i2t, t2i = scale * image[0] @ text[1].T, scale * text[0] @ image[1].T
-        contrastive = (F.cross_entropy(i2t, labels) + F.cross_entropy(t2i, labels)) / 2
-        p_i2t = ensemble_probs(t_image[0], t_text[1], self.teacher_dims, self.teacher_scales)
-        p_t2i = ensemble_probs(t_text[0], t_image[1], self.teacher_dims, self.teacher_scales)
-        distill = (soft_cross_entropy(p_i2t, i2t) + soft_cross_entropy(p_t2i, t2i)) / 2
-        return contrastive, distill
+        rows, cols = has_text(t_text[0]), has_text(t_text[1])
+        n = image[0].shape[0]
+        # each local captioned row's column among the global captioned ones
+        labels = (cols.cumsum(0) - 1)[rank() * n:(rank() + 1) * n][rows]
+        i2t, t2i = scale * image[0][rows] @ text[1][cols].T, scale * text[0][rows] @ image[1][cols].T
+        p_i2t = ensemble_probs(t_image[0][rows], t_text[1][cols], self.teacher_dims, self.teacher_scales)
+        p_t2i = ensemble_probs(t_text[0][rows], t_image[1][cols], self.teacher_dims, self.teacher_scales)
+        # sums over the local rows, scaled so that averaged over ranks they are the global batch's means
+        share = world_size() / max(int(cols.sum()), 1)
+        contrastive = F.cross_entropy(i2t, labels, reduction="sum") + F.cross_entropy(t2i, labels, reduction="sum")
+        distill = soft_cross_entropy(p_i2t, i2t) + soft_cross_entropy(p_t2i, t2i)
+        return contrastive * share / 2, distill * share / 2
 
     def forward(self, image: torch.Tensor, texts: Sequence[torch.Tensor], teacher_image: torch.Tensor,
                 teacher_texts: Sequence[torch.Tensor], scale: torch.Tensor) -> dict[str, torch.Tensor]:
