@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill_fakes import make_data, tiny_student
+from distill_fakes import make_data, tiny_student, without_synthetic_every_other
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.training import distributed
 from mobileclip_deploy.training.agreement import agreement
@@ -78,17 +77,9 @@ def test_resume_continues_exactly(data, tmp_path: Path) -> None:
     assert losses == pytest.approx(reference, rel=1e-6, abs=1e-7)
 
 
-def _some_without_synthetic(data):
-    """The data as reinforce writes it when the synthetic-caption file names only some photos (every other one)."""
-    partial = copy.copy(data)
-    partial.records = [s if k % 2 else dataclasses.replace(s, synthetic=[], text_emb=s.text_emb[:len(s.captions)])
-                       for k, s in enumerate(data.records)]
-    return partial
-
-
 def test_photos_without_synthetic_captions_train_on_the_captions_they_have(photos: Path, data,
                                                                           tmp_path: Path) -> None:
-    partial = _some_without_synthetic(data)
+    partial = without_synthetic_every_other(data)
     trainer = Trainer(config(tmp_path, steps=2), partial, tiny_student(), CPU)
     batch = trainer.batch(0)
     by_uid = {s.uid: s for s in partial.records}
@@ -97,7 +88,7 @@ def test_photos_without_synthetic_captions_train_on_the_captions_they_have(photo
                                                       abs=1e-6)  # two unit-norm teacher slices, or none
     assert all(math.isfinite(h["loss"]) and h["loss"] > 0 for h in trainer.run())
     # Without ground-truth captions, retrieval agreement is among the synthetic captions that exist.
-    only_synthetic = _some_without_synthetic(make_data(photos, captions=False))
+    only_synthetic = without_synthetic_every_other(make_data(photos, captions=False))
     result = agreement(tiny_student(), only_synthetic.records, only_synthetic, [100.0, 100.0], torch.device("cpu"))
     assert result["retrieval_chance"] == 1 / 4 and "retrieval_agreement" in result  # 4 of the 8 photos have one
 
