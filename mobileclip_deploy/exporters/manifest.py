@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,20 @@ def tool_versions() -> dict[str, str]:
 
                 versions[tool] = __version__
     return versions
+
+
+# `<model>_<tower>_<backend>_<scheme><suffix>`: the one rule for artifact file names, written and parsed here.
+_NAME = re.compile(r"^(?P<model>.+?)_(?P<tower>image|text)_(?P<backend>[a-z0-9-]+)_(?P<scheme>[A-Za-z0-9-]+)$")
+
+
+def artifact_name(model: str, tower: str, backend: str, scheme: str, suffix: str) -> str:
+    return f"{model}_{tower}_{backend}_{scheme}{suffix}"
+
+
+def parse_artifact_name(stem: str) -> dict[str, str] | None:
+    """model, tower, backend and scheme of a file name without its suffix, or None if it does not follow the rule."""
+    m = _NAME.match(stem)
+    return m.groupdict() if m else None
 
 
 def cache_key(facts: dict[str, Any]) -> str:
