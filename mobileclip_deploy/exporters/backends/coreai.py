@@ -6,16 +6,21 @@ Flow (coreai-torch 0.4.3, coreai-core 1.0.0b3, coreai-opt 0.4.0): compression th
 weights: a dynamic batch converts but fails at run time in 1.0.0b3) -> `run_decompositions(get_decomp_table())`
 (fp16: the tower in half precision inside float32 I/O, int32 tokens) -> `TorchConverter` -> `save_asset`.
 
-Assets are made byte-reproducible, so the manifest's sha256 caching stays exact: the converter names deferred graphs
-with a random 8-letter suffix (`coreai.authoring.graph_builder._randomize_fn_name`, `secrets.choice`), which is
-seeded here, and `save_asset` writes the creation time and the custom entries in hash-map order, so `metadata.json`
-is rewritten with sorted keys and a fixed creation date (`SOURCE_DATE_EPOCH`, default 1970-01-01).
+Byte-reproducible assets (so a re-export proves itself by its sha256) need three things, two done here: the
+converter names deferred graphs with a random 8-letter suffix (`coreai.authoring.graph_builder._randomize_fn_name`,
+`secrets.choice`), seeded here; `save_asset` writes the creation time and custom entries in hash-map order, so
+`metadata.json` is rewritten with sorted keys and a fixed date (`SOURCE_DATE_EPOCH`, default 1970-01-01). The third
+is outside Python: MLIR names each weight blob `resource_<hash>` with LLVM's `hash_value`, whose per-execution
+seed is an address in the converter's C++ library, i.e. random under address-space layout randomization. Run the
+export without it (Linux: `setarch "$(uname -m)" -R mobileclip-deploy export ...`) and two conversions are
+identical (tested); otherwise the weights and graph are the same but the blob names differ. The manifest records
+which (`byte_reproducible`); caching is unaffected (a reused file is checked against its recorded sha256).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import ctypes
 import json
 import os
 import random
@@ -23,6 +28,7 @@ import time
 from collections.abc import Iterator, Sequence
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import numpy as np
@@ -30,12 +36,15 @@ import torch
 from torch import nn
 
 from mobileclip_deploy.exporters.backends import Backend, Build, register
+from mobileclip_deploy.exporters.context import inputs_sha256
 from mobileclip_deploy.exporters.schemes import FP16, FP32, Scheme
 from mobileclip_deploy.exporters.wrappers import INPUT_NAME, OUTPUT_NAME, Float16Compute
 
 FUNCTION = "main"
 PALETTE_GROUP = 16  # output channels per palette (grouped-channel palettization)
 PALETTE_BITS = {"pal8": 8, "pal6": 6, "pal4": 4}
+# Parity inputs per check, by (fp32 program?, tower): see `parity_count`.
+PARITY_INPUTS = {(True, "image"): 8, (True, "text"): 8, (False, "image"): 2, (False, "text"): 1}
 CALIBRATION_LIMIT = 8  # inputs observed for w8a8 activation ranges (each a full forward pass with observers)
 SCHEMES = (
     FP32,
@@ -152,10 +161,19 @@ def read_metadata(path: Path) -> dict:
             **meta.creator_defined_metadata}
 
 
-def inputs_sha256(inputs: np.ndarray) -> str:
-    """What the parity check ran on: dtype, shape and bytes of the inputs."""
-    array = np.ascontiguousarray(inputs)
-    return hashlib.sha256(f"{array.dtype.str}{array.shape}".encode() + array.tobytes()).hexdigest()
+def parity_count(tower: str, scheme: str, available: int) -> int:
+    """How many parity inputs a check runs: all in fp32; fp16-compute programs (every scheme but fp32) run slowly on
+    the reference runtime (S0, measured: image ~30 s, text ~150 s per input), so fewer."""
+    return min(available, PARITY_INPUTS[scheme == "fp32", tower])
+
+
+def aslr_disabled() -> bool:
+    """Whether this process runs without address randomization (Linux `personality` ADDR_NO_RANDOMIZE), which the
+    converter's weight-blob names need to be reproducible."""
+    try:
+        return bool(ctypes.CDLL(None).personality(0xFFFFFFFF) & 0x0040000)
+    except (OSError, AttributeError):  # not Linux
+        return False
 
 
 def export_asset(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, path: Path, metadata: dict,
@@ -169,6 +187,7 @@ def export_asset(module: nn.Module, example: torch.Tensor, tower: str, scheme: s
         save(prog, path, {**metadata, "scheme": scheme})
     return {"entrypoints": [FUNCTION, *(f"{FUNCTION}_b{b}" for b in sorted(set(batch_sizes) - {1}))],
             "compute_precision": "fp32" if scheme == "fp32" else "fp16", "minimum_os": "iOS 27 / macOS 27",
+            "byte_reproducible": aslr_disabled(),
             "tool_versions": {p: version(p) for p in ("coreai-torch", "coreai-core", "coreai-opt")}}
 
 
@@ -177,15 +196,36 @@ class CoreAI(Backend):
     name = "coreai"
     suffix = ".aimodel"
     schemes = SCHEMES
-    help = "Core AI asset for iOS/macOS 27, checked on Core AI's Linux reference runtime"
+    help = "Core AI asset for iOS/macOS 27 (.aimodel), checked on Core AI's Linux reference runtime"
     runtime = "coreai"
+    runtime_target = "iOS27"
     platform = "ios"
     extra = "coreai"
     requires = ("coreai_torch", "coreai", "coreai_opt")
+    tools = ("coreai-torch", "coreai-core", "coreai-opt")
+    # batch_sizes: entrypoints beside batch 1; parity_inputs: how many parity inputs the check runs (None: as
+    # PARITY_INPUTS says), for a longer check in a benchmark.
+    option_defaults = {"batch_sizes": [1], "parity_inputs": None}
 
-    def export(self, build: Build) -> tuple[dict, object]:
+    def export(self, build: Build) -> tuple[dict[str, Any], Any]:
+        from mobileclip_deploy import __version__
+        from mobileclip_deploy.exporters.coreml import metadata_for
+
         build.step(f"converting with coreai-torch ({build.scheme.name})")
-        metadata = {**build.metadata, "inputs_sha256": inputs_sha256(build.inputs)}
+        shown = metadata_for(build.variant, build.tower, build.scheme.name, build.metadata["preprocessing"],
+                             __version__)  # the description, license note and author Core ML models carry
+        metadata = {**{k: shown[k] for k in ("author", "license", "description", "version")}, **build.metadata,
+                    "inputs_sha256": inputs_sha256(build.inputs)}
         facts = export_asset(build.module, build.example, build.tower, build.scheme.name, build.path, metadata,
-                             build.calibration, build.keep or (), build.options.get("batch_sizes", (1,)))
-        return {**facts, "parity_inputs": len(build.inputs)}, None
+                             build.calibration, build.keep or (), build.options["batch_sizes"])
+        return facts, None
+
+    def check(self, build: Build, path: Path, handle: Any) -> tuple[str, np.ndarray, dict[str, Any]]:
+        """Run the first `parity_count` parity inputs on the reference runtime (the gate judges those rows)."""
+        from mobileclip_deploy import runtimes
+
+        count = build.options.get("parity_inputs") or parity_count(build.tower, build.scheme.name, len(build.inputs))
+        runner = runtimes.load(path, threads=1, runtime=self.runtime)
+        build.step(f"running {count} of {len(build.inputs)} parity inputs on Core AI's Linux reference runtime")
+        return "coreai_reference_runtime", runner.batched(build.inputs[:count]), {
+            "runtime": runner.info, "parity_inputs_used": count, "parity_inputs_available": len(build.inputs)}
