@@ -175,3 +175,24 @@ def test_s0_fp32_and_pal4_pass_on_the_reference_runtime(s0) -> None:
     pal4, fp32 = found["mobileclip-s0_image_coreai_pal4.aimodel"], found["mobileclip-s0_image_coreai_fp32.aimodel"]
     assert pal4["size_bytes"] < fp32["size_bytes"] / 5  # the palettes stay compressed in the asset
     assert np.isfinite(pal4["parity"]["zero_shot_top1_agreement"])
+
+
+def test_bundle_ios_copies_the_assets(tiny, tmp_path: Path) -> None:
+    from mobileclip_deploy.bundle import bundle_ios
+
+    out, _ = tiny
+    report = bundle_ios(out, tmp_path / "app")
+    assert sorted(a.file for a in report.artifacts) == sorted(entries(out))
+    for name, entry in entries(out).items():
+        assert sha256_path(tmp_path / "app" / name) == entry["sha256"]
+    bundled = json.loads((tmp_path / "app" / "manifest.json").read_text())
+    assert {a["backend"] for a in bundled["artifacts"]} == {"coreai"}
+
+
+def test_bench_host_refuses_reference_runtime_timings(tiny, tmp_path: Path) -> None:
+    out, _ = tiny
+    records = tmp_path / "r.jsonl"
+    res = CliRunner().invoke(app, ["bench", str(out / "tiny-s0_text_coreai_fp32.aimodel"), "--no-eager",
+                                   "--threads", "1", "--warmup", "0", "--iterations", "1", "-o", str(records)])
+    assert res.exit_code == 2 and not records.exists()
+    assert "its host timings are not iPhone latency" in " ".join(res.stderr.split())

@@ -50,4 +50,6 @@ def _close(loop: asyncio.AbstractEventLoop, context) -> None:
     loop.close()
 
 
-register(Runtime("coreai", (".aimodel",), load, extra="coreai"))
+register(Runtime("coreai", (".aimodel",), load, extra="coreai", not_latency=(
+    "Core AI's Linux reference runtime checks a program's arithmetic; its host timings are not iPhone latency "
+    "(no Neural Engine, no compiled-model fusions)")))
