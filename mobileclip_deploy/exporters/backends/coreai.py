@@ -20,6 +20,7 @@ which (`byte_reproducible`); caching is unaffected (a reused file is checked aga
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import json
 import os
@@ -74,11 +75,13 @@ def palette_config(nbits: int, keep: Sequence[str] = ()):
 
 def compress(module: nn.Module, scheme: str, example: torch.Tensor, calibration: np.ndarray | None = None,
              keep: Sequence[str] = ()) -> nn.Module:
-    """The tower with coreai-opt's compression ops in place of its weights (fp32/fp16: the tower itself).
+    """A copy of the tower with coreai-opt's compression ops in place of its weights (fp32/fp16: the tower itself);
+    coreai-opt rewrites the module it is given, and the pipeline shares one tower between jobs.
 
     One k-means worker: a forked pool hung for over ten minutes on this stack."""
     if scheme in ("fp32", "fp16"):
         return module
+    module = copy.deepcopy(module)
     from coreai_opt import ExportBackend
     from coreai_opt.palettization import KMeansPalettizer
     from coreai_opt.quantization import ExecutionMode, Quantizer, QuantizerConfig
