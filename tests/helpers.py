@@ -1,5 +1,6 @@
-"""A backend that exists only in the tests: it joins the registry like a real one and runs through plan, export,
-parity, manifest, bench and eval without any other module naming it."""
+"""What several test modules share: the CLI refusal check, and a backend that exists only in the tests (it joins the
+registry like a real one and runs through plan, export, parity, manifest, bench and eval without any other module
+naming it)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from typer.testing import CliRunner
 
 from mobileclip_deploy import runtimes
+from mobileclip_deploy.cli import app
+from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import backends
 from mobileclip_deploy.exporters.backends import Backend, Build
 from mobileclip_deploy.exporters.schemes import FP16, FP32, Scheme
+
+
+def refusal(*args: object) -> str:
+    """Run the CLI in-process and return its refusal, one line unwrapped: a UserError, exit code 2, `error:` on
+    stderr, no traceback."""
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert isinstance(result.exception, UserError), result.output
+    assert result.exit_code == 2 and "error:" in result.stderr and "Traceback" not in result.output
+    return " ".join(str(result.exception).split())
 
 
 class Recording(Backend):

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import helpers
 import pytest
 from rich.console import Console
-from typer.testing import CliRunner
 
 from mobileclip_deploy import create_model
-from mobileclip_deploy.cli import app
-from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import pipeline
 from mobileclip_deploy.exporters.recipe import load_recipe
 from mobileclip_deploy.exporters.backends import resolve_pairs
@@ -21,10 +19,8 @@ RECIPES = sorted((REPO / "export").glob("*.toml"))
 
 
 def refusal(*args: str | Path) -> str:
-    """Run `mobileclip-deploy export ...` in-process and return the UserError message (one line, unwrapped)."""
-    result = CliRunner().invoke(app, ["export", *map(str, args)])
-    assert isinstance(result.exception, UserError), result.output
-    return " ".join(str(result.exception).split())
+    """`mobileclip-deploy export ...`'s refusal (one line, unwrapped)."""
+    return helpers.refusal("export", *args)
 
 
 @pytest.fixture

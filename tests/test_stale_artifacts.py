@@ -14,15 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import refusal as refused
 from PIL import Image
 from test_bench_host import export_folder
 from test_export_options import entries, export
 from tiny_artifacts import tiny_onnx, tiny_text_onnx
-from typer.testing import CliRunner
 
 from mobileclip_deploy.atomic import locked_folder
 from mobileclip_deploy.bench import artifacts, sweep
-from mobileclip_deploy.cli import app
 from mobileclip_deploy.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -36,13 +35,6 @@ def photos(folder: Path, seed: int, n: int = 4) -> Path:
     for i in range(n):
         Image.fromarray(rng.integers(0, 256, (72, 72, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     return folder
-
-
-def refused(*args: str | Path) -> str:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert isinstance(result.exception, UserError), result.output
-    assert result.exit_code == 2 and "error:" in result.stderr and "Traceback" not in result.output
-    return " ".join(str(result.exception).split())
 
 
 # ------------------------------------------------------------------------------------ export caches

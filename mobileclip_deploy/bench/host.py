@@ -160,12 +160,9 @@ def _guess_tower(shape: list[int]) -> str:
 
 
 def package_version(dist: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
+    from mobileclip_deploy.exporters.manifest import package_versions
 
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return None
+    return package_versions([dist]).get(dist)
 
 
 def host_device() -> dict[str, Any]:

@@ -16,7 +16,6 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from mobileclip_deploy.atomic import write_text
@@ -116,13 +115,9 @@ def debian_mirror() -> str:
 
 def host_versions() -> dict[str, str]:
     """The runtime versions the host exported and checked with; the guest gets the same ones."""
-    out = {}
-    for name in ("onnxruntime", "numpy", "executorch", "torch"):
-        try:
-            out[name] = metadata.version(name).split("+")[0]
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    from mobileclip_deploy.exporters.manifest import package_versions
+
+    return {name: v.split("+")[0] for name, v in package_versions(["onnxruntime", "numpy", "executorch", "torch"]).items()}
 
 
 class Arm64Env:

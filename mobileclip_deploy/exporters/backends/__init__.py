@@ -57,6 +57,7 @@ class Backend:
     arm64_guest: ClassVar[str | None] = None  # guest_runner runtime that runs it on emulated ARM64 CPUs
     extra: ClassVar[str | None] = None  # the pip extra that installs its converter
     requires: ClassVar[tuple[str, ...]] = ()  # modules its export needs, checked before any work
+    tools: ClassVar[tuple[str, ...]] = ()  # distributions whose versions shape its artifacts (manifest, cache key)
     keep_key: ClassVar[str | None] = None  # recipe key of the modules an `auto` plan keeps out of the low-bit form
     option_defaults: ClassVar[dict[str, Any]] = {}  # per-format options it honours (recipe table keys, CLI flags)
     option_refusals: ClassVar[dict[str, str]] = {}  # what to say when an option is given but no format honours it

@@ -78,6 +78,7 @@ class CoreML(CoreMLTarget):
     )
     help = "Core ML mlprogram for iPhone/iPad/Mac (Neural Engine)"
     keep_key = "keep_8bit"
+    tools = ("coremltools",)
     auto_titles = {"pal4": "Core ML 4-bit palettes"}
     option_defaults = {**CoreMLTarget.option_defaults, "image_input": False}
     option_refusals = {**CoreMLTarget.option_refusals, "image_input": "--image-input applies to Core ML image "

@@ -18,6 +18,7 @@ class ExecutorchCoreML(CoreMLTarget):
     suffix = ".pte"
     schemes = (FP32, FP16)
     help = "ExecuTorch with the Core ML delegate for iPhones"
+    tools = ("executorch", "coremltools")
 
     def export(self, build: Build) -> tuple[dict[str, Any], Any]:
         from mobileclip_deploy.exporters import executorch as et_exp

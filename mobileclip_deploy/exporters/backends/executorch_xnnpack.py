@@ -32,6 +32,7 @@ class ExecutorchXnnpack(Backend):
     platform = "android"
     arm64_guest = "executorch"
     keep_key = "keep_float"
+    tools = ("executorch", "torchao")
     auto_titles = {"w8a8": "ExecuTorch XNNPACK static int8", "8da8w": "ExecuTorch XNNPACK dynamic int8"}
 
     def export(self, build: Build) -> tuple[dict[str, Any], Any]:

@@ -27,6 +27,7 @@ class Onnx(Backend):
     platform = "android"
     arm64_guest = "onnxruntime"
     keep_key = "keep_float"
+    tools = ("onnx", "onnxruntime", "onnxscript")
     auto_titles = {"w8a8": "ONNX static int8"}
     option_defaults = {"ort": False}
     option_refusals = {"ort": "--ort converts ONNX artifacts; add --format onnx"}
