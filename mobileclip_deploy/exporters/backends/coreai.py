@@ -61,9 +61,17 @@ SCHEMES = (
 
 def palette_config(nbits: int, keep: Sequence[str] = ()):
     """coreai-opt k-means palettes of `nbits` per group of output channels; `keep` modules stay in float."""
-    from coreai_opt.palettization import KMeansPalettizerConfig, ModuleKMeansPalettizerConfig
-    from coreai_opt.palettization.config.palettization_config import OpKMeansPalettizerConfig
-    from coreai_opt.palettization.spec import PalettizationSpec, PerGroupedChannelGranularity
+    from coreai_opt.palettization import (
+        KMeansPalettizerConfig,
+        ModuleKMeansPalettizerConfig,
+    )
+    from coreai_opt.palettization.config.palettization_config import (
+        OpKMeansPalettizerConfig,
+    )
+    from coreai_opt.palettization.spec import (
+        PalettizationSpec,
+        PerGroupedChannelGranularity,
+    )
 
     spec = PalettizationSpec(n_bits=nbits, granularity=PerGroupedChannelGranularity(axis=0,
                                                                                    group_size=PALETTE_GROUP))
