@@ -114,6 +114,9 @@ def loader_for(artifact: Artifact, threads: int) -> tuple[Callable[[], Callable[
     if artifact.runtime is None:
         raise UserError(f"{artifact.path.name}: {artifact.backend} artifacts cannot run on this host "
                         "(Core ML needs macOS: use --target ios on a Mac)")
+    refused = runtimes.get(artifact.runtime).not_latency
+    if refused:
+        raise UserError(f"{artifact.path.name}: {refused}; time it on a device (bench --target ios)")
     info: dict[str, Any] = {}
 
     def load() -> Callable[[], object]:

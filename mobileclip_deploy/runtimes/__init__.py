@@ -46,6 +46,7 @@ class Runtime:
     suffixes: tuple[str, ...]  # artifact file suffixes it loads
     load: Callable[[Path, int], Runner]  # (path, threads) -> Runner; may raise MissingRuntime
     extra: str | None = None  # the pip extra that installs it, for the "install ..." message
+    not_latency: str | None = None  # why its host timings are no latency figure (bench --target host refuses it)
     title: str = ""  # how messages name it ("ONNX Runtime")
 
 
