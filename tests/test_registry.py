@@ -90,7 +90,7 @@ def _name_comparisons(source: str, names: set[str]) -> list[int]:
                        for e in c.elts if isinstance(e, ast.Constant)]
             if any(c.value in names for c in consts):
                 lines.append(node.lineno)
-    return lines
+    return sorted(set(lines))
 
 
 def test_no_module_outside_the_backends_compares_backend_names() -> None:
