@@ -16,6 +16,8 @@ from mobileclip_deploy.cli.app import app, console, err_console, print_json
 from mobileclip_deploy.cli.options import CheckpointOpt, JsonOpt, RandomWeightsOpt, load_model_for_cli, upcast_field
 from mobileclip_deploy.errors import UserError
 
+MAX_RUNS = 10_000  # per artifact: more timed runs add nothing to the statistics, only hours
+
 
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -114,8 +116,8 @@ def bench(
     target: Annotated[str, typer.Option(help="host, android or ios.")] = "host",
     threads: Annotated[str, typer.Option(help="Thread counts: N, 'all' (every core; Android: every big core), "
                                          "or a list such as '1,all'. Android runs are pinned to the big cores.")] = "1,all",
-    warmup: Annotated[int, typer.Option(help="Untimed runs after the first inference.")] = 10,
-    iterations: Annotated[int, typer.Option(help="Timed runs.")] = 50,
+    warmup: Annotated[int, typer.Option(min=0, max=MAX_RUNS, help="Untimed runs after the first inference.")] = 10,
+    iterations: Annotated[int, typer.Option(min=1, max=MAX_RUNS, help="Timed runs.")] = 50,
     backend: Annotated[list[str] | None, typer.Option(help="Only these backends (onnx, executorch-xnnpack, coreml).")] = None,
     scheme: Annotated[list[str] | None, typer.Option(help="Only these schemes (fp32, 8da8w, ...).")] = None,
     tower: Annotated[list[str] | None, typer.Option(help="Only image or text.")] = None,
@@ -135,8 +137,6 @@ def bench(
     from mobileclip_deploy.bench import artifacts as arts_mod
     from mobileclip_deploy.bench.records import append_records, check_appendable
 
-    if warmup < 0 or iterations < 1:
-        raise UserError("--warmup must be >= 0 and --iterations >= 1")
     check_appendable(output)  # before measuring: results must not be lost at the end
     artifacts = arts_mod.select(arts_mod.collect(list(paths or [])), _split(backend), _split(scheme), _split(tower))
     if target == "host":
@@ -382,16 +382,18 @@ def frontier_cmd(
     eval_templates: Annotated[str, typer.Option(help="openai or simple.")] = "openai",
     eval_classes: Annotated[str, typer.Option(help="all or present.")] = "all",
     class_map: Annotated[Path | None, typer.Option(help="wnid map for --eval-data (see eval --help).")] = None,
-    eval_limit_per_class: Annotated[int | None, typer.Option(help="At most N images per class.")] = None,
+    eval_limit_per_class: Annotated[int | None, typer.Option(min=1, help="At most N images per class.")] = None,
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o")] = Path("frontier"),
     target: Annotated[str, typer.Option(help="host (Android/iOS: run `bench` there and pass --records).")] = "host",
     records: Annotated[list[Path] | None, typer.Option(help="Also plot points from these bench JSON-lines "
                                                        "files (any target).")] = None,
-    threads: Annotated[int, typer.Option(help="Threads for the host measurements.")] = 1,
-    warmup: Annotated[int, typer.Option(help="Untimed runs after the first inference (at most).")] = 3,
-    iterations: Annotated[int, typer.Option(help="Timed runs (at most, see --max-seconds).")] = 20,
-    max_seconds: Annotated[float, typer.Option(help="Time budget per artifact: slow ones stop after it, with "
-                                               "at least 5 timed runs; 0 = no limit.")] = 4.0,
+    threads: Annotated[int, typer.Option(min=1, help="Threads for the host measurements.")] = 1,
+    warmup: Annotated[int, typer.Option(min=0, max=MAX_RUNS, help="Untimed runs after the first inference "
+                                        "(at most).")] = 3,
+    iterations: Annotated[int, typer.Option(min=1, max=MAX_RUNS, help="Timed runs (at most, see "
+                                            "--max-seconds).")] = 20,
+    max_seconds: Annotated[float, typer.Option(min=0.0, help="Time budget per artifact: slow ones stop after it, "
+                                               "with at least 5 timed runs; 0 = no limit.")] = 4.0,
 ) -> None:
     """Export (or reuse), benchmark and plot the latency-accuracy frontier beside the paper's published points."""
     from mobileclip_deploy.bench import frontier, sweep
@@ -435,8 +437,6 @@ def frontier_cmd(
         from mobileclip_deploy.exporters.calibration import list_images
 
         list_images(calibration)  # a missing or empty folder is refused before any work
-    if warmup < 0 or iterations < 1 or threads < 1 or max_seconds < 0:
-        raise UserError("--warmup must be >= 0, --iterations and --threads >= 1, --max-seconds >= 0")
     check_threads(threads)
     cfg = sweep.SweepConfig(names, pairs, output_dir, ckpts, threads, warmup, iterations, eval_data, eval_templates,
                             eval_classes, class_map, eval_limit_per_class, max_seconds or None, calibration, students)

@@ -87,9 +87,9 @@ def export(
     verify_cpu: Annotated[str | None, typer.Option(
         help="CPU models for --verify arm64 (default cortex-a53,cortex-a76).")] = None,
     min_cos: Annotated[float, typer.Option(
-        help="--quant auto: minimum cosine to fp32 on the calibration inputs the chosen plan must reach.")] = 0.999,
+        min=-1.0, max=1.0, help="--quant auto: minimum cosine to fp32 on the calibration inputs the chosen plan must reach.")] = 0.999,
     min_agreement: Annotated[float, typer.Option(
-        help="--quant auto: minimum zero-shot top-1 agreement with fp32 on the calibration inputs.")] = 0.99,
+        min=0.0, max=1.0, help="--quant auto: minimum zero-shot top-1 agreement with fp32 on the calibration inputs.")] = 0.99,
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for artifacts and manifest.json.")] = Path("out/export"),
     overwrite: Annotated[bool, typer.Option(help="Replace artifacts of other weights (another checkpoint, or an earlier "
                                             "--random-weights run) in --output-dir; without it such a folder is refused.")] = False,

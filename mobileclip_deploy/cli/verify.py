@@ -18,7 +18,7 @@ CacheOpt = Annotated[Path | None, typer.Option(
     help="Folder for the arm64 sysroot and wheels (default $MOBILECLIP_ARM64_CACHE or "
          "$XDG_CACHE_HOME/mobileclip-deploy/arm64).")]
 SamplesOpt = Annotated[int, typer.Option(
-    help="Parity inputs per artifact (the first N of the export's own); each costs seconds to minutes emulated.")]
+    min=1, help="Parity inputs per artifact (the first N of the export's own); each costs seconds to minutes emulated.")]
 
 
 @app.command("verify")
@@ -29,7 +29,7 @@ def verify(
     checkpoint: CheckpointOpt = None,
     calibration: Annotated[Path | None, typer.Option(
         help="The export's --calibration folder, when its parity used photos from it.")] = None,
-    calibration_limit: Annotated[int, typer.Option(help="The export's --calibration-limit.")] = 16,
+    calibration_limit: Annotated[int, typer.Option(min=1, help="The export's --calibration-limit.")] = 16,
     samples: SamplesOpt = 2,
     cache: CacheOpt = None,
     json_out: JsonOpt = False,

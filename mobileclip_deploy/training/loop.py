@@ -10,6 +10,8 @@ the 12M DataCompDR shards is not implemented).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -23,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobileclip_deploy.atomic import atomic_path, write_text
+from mobileclip_deploy.atomic import atomic_path, check_folder, exclusive_folder, write_text
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.training import distributed
 from mobileclip_deploy.training.batches import Batch, collate
@@ -34,9 +36,10 @@ from mobileclip_deploy.training.repmixer import share_repmixer_statistics
 
 MAX_LOGIT_SCALE = math.log(100.0)
 REFERENCE_BATCH, REFERENCE_LR = 8192, 1e-3  # MobileCLIP's DataCompDR-12M recipe (training.md 2.3)
-# Fields that fix which batches and schedule a run has: a resume must not change them.
-RUN_IDENTITY = ("student", "loss", "steps", "batch_size", "world_size", "accum", "seed", "lr", "warmup",
-                "distill_weight", "teacher_scales", "holdout")
+# The only DistillConfig fields that do not shape a run's result; every other field (and any added later) is
+# part of its identity (run_identity), which a resume must match. `data`, `init` and `teachers` enter it as
+# content hashes and the teachers' records instead of paths and names.
+NOT_IDENTITY = ("data", "out", "init", "teachers", "save_every", "device")
 
 
 @dataclass
@@ -141,27 +144,17 @@ class Trainer:
     """Holds the run; `run()` trains to `steps` from wherever the run folder left off."""
 
     def __init__(self, cfg: DistillConfig, data, student: nn.Module, env: distributed.DistEnv,
-                 resume: bool = False, console=None):
-        self.cfg, self.data, self.env, self.console = cfg, data, env, console
+                 resume: bool = False):
+        self.data, self.env = data, env
         self.out = Path(cfg.out)
         self.variant = student.variant
         self.kind = choose_loss(cfg.loss, data)
-        cfg.loss, cfg.world_size = self.kind, env.world_size
         self.samples = list(data.samples())
         self.train_idx, self.held_idx = split_holdout(self.samples, cfg.holdout, cfg.seed)
-        global_batch = cfg.batch_size * env.world_size
-        check_inputs(cfg, data, self.variant, len(self.train_idx), global_batch, self.kind)
-        dims = [t.dim for t in data.teachers]
-        scales = cfg.teacher_scales or [float(t.logit_scale) for t in data.teachers]
-        if len(scales) != len(dims):
-            raise UserError(f"--teacher-scale was given {len(scales)} times but the data has {len(dims)} teachers "
-                            f"({', '.join(t.name for t in data.teachers)}).")
-        cfg.teacher_scales = scales
-        cfg.lr = cfg.lr if cfg.lr is not None else default_lr(global_batch * cfg.accum)
-        cfg.warmup = cfg.warmup if cfg.warmup is not None else min(1000, cfg.steps // 10)
-        if cfg.weight_decay is None:
-            cfg.weight_decay = 0.2 if self.kind == "mobileclip" else 0.05
-        self.objective = Objective(self.kind, dims, scales, cfg)
+        check_inputs(cfg, data, self.variant, len(self.train_idx), cfg.batch_size * env.world_size, self.kind)
+        self.cfg = cfg = resolve(cfg, data, self.kind, env.world_size)  # the caller's config stays as given
+        self.identity = run_identity(cfg, data, self.samples)
+        self.objective = Objective(self.kind, [t.dim for t in data.teachers], cfg.teacher_scales, cfg)
         if env.device.type == "cpu":  # otherwise every step re-faults its activations (training/memory.py)
             keep_freed_memory()
             use_fast_depthwise(student)  # 7x7 weight gradients, 1x1 as multiplies (training/depthwise.py)
@@ -249,9 +242,8 @@ class Trainer:
         """Training state (weights, optimizer, step) and the bare student, each written atomically."""
         if not self.env.is_main:
             return
-        identity = {k: getattr(self.cfg, k) for k in RUN_IDENTITY}
         state = {"step": self.step, "model": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scaler": self.scaler.state_dict() if self.scaler else {}, "identity": json.dumps(identity)}
+                 "scaler": self.scaler.state_dict() if self.scaler else {}, "identity": json.dumps(self.identity)}
         with atomic_path(self.state_path, replace=True) as tmp:
             torch.save(state, tmp)
         # The student alone, in its native (official or open_clip) layout, train-time form: create_model loads it.
@@ -265,11 +257,12 @@ class Trainer:
             raise UserError(f"--resume: {self.state_path} does not exist; nothing to resume.")
         state = torch.load(self.state_path, map_location=self.env.device, weights_only=True)
         saved = json.loads(state["identity"])
-        changed = [f"{k} ({saved.get(k)} -> {getattr(self.cfg, k)})" for k in RUN_IDENTITY
-                   if json.dumps(saved.get(k)) != json.dumps(getattr(self.cfg, k))]
+        changed = [f"{k} ({_short(saved.get(k))} -> {_short(self.identity.get(k))})"
+                   for k in sorted(set(saved) | set(self.identity))
+                   if json.dumps(saved.get(k)) != json.dumps(self.identity.get(k))]
         if changed:
-            raise UserError(f"--resume: {self.out} was started with other settings: {', '.join(changed)}. "
-                            "Resume with the same options, or start a new run folder.")
+            raise UserError(f"--resume: {self.out} was started with other settings or inputs: {', '.join(changed)}. "
+                            "Resume with the same options and inputs, or start a new run folder.")
         self.student.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler and state["scaler"]:
@@ -280,10 +273,8 @@ class Trainer:
         self.history = [h for h in map(json.loads, lines) if h["step"] <= self.step]
 
     # -- the run -------------------------------------------------------------------------------------------
-    def run(self, progress: Iterator | None = None, on_step: Callable[[dict], None] | None = None) -> list[dict]:
+    def run(self, on_step: Callable[[dict], None] | None = None) -> list[dict]:
         cfg = self.cfg
-        start = time.perf_counter()
-        done_at_start = self.step
         while self.step < cfg.steps:
             t0 = time.perf_counter()
             record = self.train_step()
@@ -296,9 +287,50 @@ class Trainer:
             if self.step % cfg.save_every == 0 or self.step == cfg.steps:
                 self.save()
         distributed.barrier()
-        self.elapsed = time.perf_counter() - start
-        self.steps_run = self.step - done_at_start
         return self.history
+
+
+def resolve(cfg: DistillConfig, data, kind: str, world_size: int) -> DistillConfig:
+    """A copy of `cfg` with every default filled in (loss, scales, lr, warm-up, weight decay, world size)."""
+    scales = cfg.teacher_scales or [float(t.logit_scale) for t in data.teachers]
+    if len(scales) != len(data.teachers):
+        raise UserError(f"--teacher-scale was given {len(scales)} times but the data has {len(data.teachers)} "
+                        f"teachers ({', '.join(t.name for t in data.teachers)}).")
+    global_batch = cfg.batch_size * world_size
+    return dataclasses.replace(
+        cfg, loss=kind, world_size=world_size, teacher_scales=list(scales),
+        lr=cfg.lr if cfg.lr is not None else default_lr(global_batch * cfg.accum),
+        warmup=cfg.warmup if cfg.warmup is not None else min(1000, cfg.steps // 10),
+        weight_decay=cfg.weight_decay if cfg.weight_decay is not None else 0.2 if kind == "mobileclip" else 0.05)
+
+
+def _digest(parts: list[str | bytes]) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def run_identity(cfg: DistillConfig, data, samples: list) -> dict:
+    """Everything that shapes a run's result: every option of a resolved config but NOT_IDENTITY, the init
+    checkpoint's sha256, the teachers as the records describe them, and the records themselves (each shard's
+    sha256, the sample uids, the sentence bank). A resume refuses any difference, naming it."""
+    from mobileclip_deploy.hashing import sha256_path
+
+    options = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IDENTITY}
+    bank = data.sentence_emb
+    return {**json.loads(json.dumps(options)),  # tuples as lists, as they read back from state.pt
+            "init_sha256": sha256_path(cfg.init) if cfg.init else None,
+            "teachers": [dataclasses.asdict(t) for t in data.teachers],
+            "shards_sha256": _digest([sha256_path(s) for s in data.shards]),
+            "samples_sha256": _digest([s.uid for s in samples]),
+            "sentences_sha256": None if bank is None else _digest([*data.sentences, bank.tobytes()])}
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:12] + "..."
 
 
 def choose_loss(asked: str | None, data) -> str:
@@ -373,44 +405,31 @@ def plot_curve(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-@contextmanager
-def run_folder_lock(out: Path) -> Iterator[None]:
-    """One run per folder: a second `distill -o` on the same folder fails instead of interleaving checkpoints."""
-    import fcntl
-
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"another distill run is using {out}.") from None
-        yield
-
-
 def distill(cfg: DistillConfig, resume: bool = False, console=None, student: nn.Module | None = None,
             data=None) -> dict:
     """Open the records, train, measure agreement and write `summary.json`; returns the summary.
 
-    `student` and `data` replace `create_model(cfg.student, cfg.init)` and `open_reinforced(cfg.data)` (tests
-    pass tiny configurations and hand-made records).
+    `console` (stderr) shows progress. `student` and `data` replace `create_model(cfg.student, cfg.init)` and
+    `open_reinforced(cfg.data)` (tests pass tiny configurations and hand-made records).
     """
     from mobileclip_deploy.training.agreement import agreement
 
-    out = Path(cfg.out)
+    out = check_folder(cfg.out)
     if not resume and (out / "state.pt").exists():
         raise UserError(f"{out} already holds a run (state.pt); pass --resume to continue it, or another -o.")
+    env = distributed.init_distributed(cfg.device)  # an unknown device is refused before any loading
     if data is None:
         from mobileclip_deploy.training.records import open_reinforced
 
         data = open_reinforced(cfg.data, cfg.teachers)
+    torch.manual_seed(cfg.seed)  # before the student is built: --seed also fixes a random initialisation
     if student is None:
         from mobileclip_deploy import create_model
 
-        student = create_model(cfg.student, cfg.init)
-    env = distributed.init_distributed(cfg.device)
-    torch.manual_seed(cfg.seed)
+        student = create_model(cfg.student, cfg.init, model_flag="--student {}")
     trainer = Trainer(cfg, data, student, env, resume=resume)  # every check before anything is written
-    with run_folder_lock(out) if env.is_main else nullcontext():
+    cfg = trainer.cfg
+    with exclusive_folder(out, "distill") if env.is_main else nullcontext():
         with _progress(console if env.is_main else None, trainer) as on_step:
             trainer.run(on_step=on_step)
         summary: dict = {"student": str(trainer.student_path), "variant": trainer.variant.name,
@@ -432,14 +451,13 @@ def distill(cfg: DistillConfig, resume: bool = False, console=None, student: nn.
 
 @contextmanager
 def _progress(console, trainer: Trainer) -> Iterator[Callable[[dict], None] | None]:
-    """A rich bar with loss and throughput on the main rank; nothing elsewhere."""
+    """The package's progress display (bar or plain lines) with loss and throughput on the main rank."""
     if console is None:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from mobileclip_deploy.progress import progress
 
-    with Progress(TextColumn("distill"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                  TimeRemainingColumn(), console=console, transient=False) as bar:
+    with progress(console, info=True, transient=False) as bar:
         task = bar.add_task("distill", total=trainer.cfg.steps, completed=trainer.step, info="")
 
         def on_step(record: dict) -> None:
