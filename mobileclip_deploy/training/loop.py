@@ -261,7 +261,7 @@ class Trainer:
                    for k in sorted(set(saved) | set(self.identity))
                    if json.dumps(saved.get(k)) != json.dumps(self.identity.get(k))]
         if changed:
-            raise UserError(f"--resume: {self.out} was started with other settings or inputs: {', '.join(changed)}. "
+            raise UserError(f"--resume: {self.out} was started with other settings: {', '.join(changed)}. "
                             "Resume with the same options and inputs, or start a new run folder.")
         self.student.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
