@@ -30,6 +30,11 @@ class LoggedProgress(Progress):
         self.interval = interval
         self._printed: dict[TaskID, float] = {}
 
+    def add_task(self, description: str, *args, **kwargs) -> TaskID:
+        task_id = super().add_task(description, *args, **kwargs)
+        self._log(task_id)
+        return task_id
+
     def update(self, task_id: TaskID, **kwargs) -> None:
         super().update(task_id, **kwargs)
         self._log(task_id)
