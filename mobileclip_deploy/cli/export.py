@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mobileclip_deploy.cli.app import app, console
+from mobileclip_deploy.cli.app import app, console, err_console
 from mobileclip_deploy.cli.options import CheckpointOpt, ModelOpt, RandomWeightsOpt, load_model_for_cli
 from mobileclip_deploy.errors import UserError
 
@@ -136,7 +136,7 @@ def export(
         min_cos=min_cos, min_agreement=min_agreement)
     pipeline.plan(request)  # refuse bad combinations before the model is even loaded
     net, variant, checkpoint_sha = load_model_for_cli(model, checkpoint, random_weights)
-    results = pipeline.run(request, net, variant, checkpoint_sha, console)
+    results = pipeline.run(request, net, variant, checkpoint_sha, err_console)  # progress and notes: stderr
 
     table = Table(title=f"{variant.display_name} export -> {output_dir}")
     for column in ("artifact", "size", "parity", "status"):

@@ -79,9 +79,9 @@ def verify(
     folded = reparameterize(create_model(variant.name, checkpoint)).eval()
     request = ExportRequest(pairs=[], output_dir=export_dir, towers=tuple(sorted({e["tower"] for e in entries})),
                             calibration=calibration, calibration_limit=calibration_limit)
-    out = err_console if json_out else console  # --json keeps stdout for the JSON alone
-    env = Arm64Env(cache or default_cache(), report=lambda m: out.print(f"[dim]{m}[/]"))
-    rows = arm64.verify(export_dir, context(folded, variant, request), cpus, env, samples, out)
+    # Sysroot and progress lines are for humans (stderr); stdout carries the table or the JSON alone.
+    env = Arm64Env(cache or default_cache(), report=lambda m: err_console.print(f"[dim]{m}[/]"))
+    rows = arm64.verify(export_dir, context(folded, variant, request), cpus, env, samples, err_console)
     if json_out:
         print_json([{"file": r.file, "cpu": r.cpu, **r.record} for r in rows])
     else:
