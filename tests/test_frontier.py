@@ -62,15 +62,15 @@ def test_points_from_device_records(tmp_path):
 
 
 def test_frontier_schemes_are_checked_before_any_work():
-    from mobileclip_deploy.cli.bench import _frontier_pair
+    from mobileclip_deploy.bench.sweep import frontier_pair
     from mobileclip_deploy.errors import UserError
 
-    assert _frontier_pair(" executorch:8DA8W") == ("executorch-xnnpack", "8da8w")
-    assert _frontier_pair("onnx:w8a8", calibration=Path("photos")) == ("onnx", "w8a8")
+    assert frontier_pair(" executorch:8DA8W") == ("executorch-xnnpack", "8da8w")
+    assert frontier_pair("onnx:w8a8", calibration=Path("photos")) == ("onnx", "w8a8")
     for bad, why in (("onnx", "BACKEND:SCHEME"), ("onnx:w8a8", "calibration"), ("coreml:fp16", "on the host"),
                      ("onnx:int3", "does not support")):
         with pytest.raises(UserError, match=why):
-            _frontier_pair(bad)
+            frontier_pair(bad)
 
 
 def test_reduced_frontier_run(tmp_path, monkeypatch, shared_dir):
