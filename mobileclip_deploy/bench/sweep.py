@@ -17,7 +17,7 @@ from typing import Any
 
 from mobileclip_deploy.atomic import write_text
 from mobileclip_deploy.bench.artifacts import Artifact, collect
-from mobileclip_deploy.bench.frontier import MEASURED, Point
+from mobileclip_deploy.bench.frontier import IMAGENET, MEASURED, Point
 from mobileclip_deploy.bench.host import host_device, loader_for, measure
 from mobileclip_deploy.bench.records import append_records, headline_ms, make_record
 from mobileclip_deploy.errors import UserError
@@ -194,7 +194,9 @@ def bench_artifacts(artifacts: list[Artifact], cfg: SweepConfig, jsonl: Path, ra
 
 
 def evaluate_scheme(cfg: SweepConfig, variant_name: str, arts: list[Artifact], backend: str, scheme: str,
-                    progress: Progress | None) -> float:
+                    progress: Progress | None) -> tuple[float, str]:
+    """Top-1 on --eval-data and what it was measured on (data set, classes, images): a folder of photos is not
+    ImageNet, so the plot shows it on its own axis."""
     from mobileclip_deploy.bench.evaluate import artifact_encoder, evaluate
     from mobileclip_deploy.registry import get_variant
 
@@ -203,7 +205,7 @@ def evaluate_scheme(cfg: SweepConfig, variant_name: str, arts: list[Artifact], b
     result = evaluate(artifact_encoder(pick["image"].path, backend), artifact_encoder(pick["text"].path, backend),
                       cfg.eval_data, variant.image_size, variant.interpolation, cfg.eval_templates,
                       cfg.eval_classes, cfg.class_map, cfg.eval_limit_per_class, progress=progress)
-    return result.top1
+    return result.top1, f"{cfg.eval_data.name} ({result.classes_scored}-way, {result.images} images)"
 
 
 def _student_note(student: Student) -> str:
@@ -246,15 +248,17 @@ def run(cfg: SweepConfig, log: Log, progress: Progress | None = None) -> tuple[l
                 continue
             # A student has no published accuracy: without a measured one it is in the table, not the plot.
             top1, source = (None, "none") if student else (variant.published.imagenet_top1, "published")
+            top1_on = IMAGENET
             if cfg.eval_data is not None and not random_weights:
                 log(f"evaluate {label} {backend} {scheme} on {cfg.eval_data}")
                 try:
-                    top1, source = evaluate_scheme(cfg, variant.name, arts, backend, scheme, progress), "measured"
+                    (top1, top1_on), source = evaluate_scheme(cfg, variant.name, arts, backend, scheme,
+                                                              progress), "measured"
                 except Exception as exc:  # noqa: BLE001 - keep the latency point, say why accuracy is missing
                     failures.append(_failure(f"{label} {backend} {scheme} evaluation", exc))
             points.append(Point(f"{label} {backend} {scheme}", MEASURED, f"host {cfg.threads}T", backend, scheme,
                                 img, txt, img + txt, top1, source if top1 is not None else "none", random_weights,
-                                f"{jsonl.name} (this run)"))
+                                f"{jsonl.name} (this run)", top1_on=top1_on))
     budget = f" (fewer for slow artifacts: {cfg.max_seconds:g} s each)" if cfg.max_seconds else ""
     notes = [f"Measured: {device['soc']}, {cfg.threads} thread(s), batch 1, median of {cfg.iterations} runs{budget} "
              f"after up to {cfg.warmup} warm-up. Published: iPhone 12 Pro Max (Core ML), from the MobileCLIP "
