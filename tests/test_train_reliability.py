@@ -220,3 +220,47 @@ def test_cli_progress_and_notes_go_to_stderr(photos: Path, tmp_path: Path, monke
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["counts"]["samples"] == 3
     assert "reinforce: 3/3" in res.stderr
+
+
+# -- section 3: BatchNorm statistics at tiny batches ----------------------------------------------------------
+
+def _tiny_mci():
+    """A tiny MCi student: its image tower is full of BatchNorms (the tiny ViT of distill_fakes has none)."""
+    from mobileclip_deploy.models.clip import CLIP
+    from mobileclip_deploy.models.mci import MCiConfig
+    from mobileclip_deploy.models.text import TextConfig
+    from mobileclip_deploy.registry import get_variant
+
+    variant = dataclasses.replace(
+        get_variant("mobileclip-s0"), name="tiny-s0", embed_dim=32, image_size=64,
+        image=MCiConfig((1, 1, 1, 1), (16, 32, 32, 64), 2.0, (3,), (False, False, True, True)),
+        text=TextConfig(width=64, heads=2, layers=1, mct=True))
+    torch.manual_seed(0)
+    return CLIP(variant)
+
+
+def _bn_state(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or k.endswith("bn.weight")}
+
+
+def test_batchnorm_statistics_stay_frozen_below_the_minimum_batch(data, tmp_path: Path) -> None:
+    """Batch 4 (a student from its teacher fell from 100% to 42% agreement in two steps at lr ~0 with its
+    running statistics updated, and kept 100% with them frozen): frozen by default, updated when asked."""
+    from mobileclip_deploy.training.loop import MIN_BN_BATCH, resolve
+
+    student = _tiny_mci()
+    before = _bn_state(student)
+    assert any("running_mean" in k for k in before)
+    trainer = Trainer(config(tmp_path / "a", steps=2, batch_size=4, student="tiny-s0"), data, student, CPU)
+    trainer.run()
+    after = _bn_state(trainer.student)
+    running = [k for k in before if "running_" in k]
+    assert all(torch.equal(before[k], after[k]) for k in running)
+    assert not all(torch.equal(before[k], after[k]) for k in before if k not in running)  # BN weights still train
+
+    updated = Trainer(config(tmp_path / "b", steps=2, batch_size=4, student="tiny-s0", freeze_bn_stats=False),
+                      data, _tiny_mci(), CPU)
+    updated.run()
+    assert not all(torch.equal(before[k], _bn_state(updated.student)[k]) for k in running)
+    assert resolve(config(tmp_path, batch_size=MIN_BN_BATCH), data, "mobileclip", CPU).freeze_bn_stats is False
+    assert resolve(config(tmp_path, batch_size=MIN_BN_BATCH - 1), data, "mobileclip", CPU).freeze_bn_stats is True

@@ -99,6 +99,10 @@ def distill_command(
                                                       "student's initial weights."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
     amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision on GPUs (bf16, else fp16)."),
+    freeze_bn_stats: bool | None = typer.Option(None, "--freeze-bn-stats/--update-bn-stats", help="Keep the "
+                                                "student's BatchNorm running statistics as they are (default: "
+                                                "frozen below 16 samples per BatchNorm, where a batch is too small "
+                                                "to estimate them)."),
     device: DeviceOpt = None,
     eval_data: Path | None = typer.Option(None, "--eval-data", help="Labelled image folder (one sub-folder per "
                                                                     "class): report the student's zero-shot top-1."),
@@ -111,7 +115,8 @@ def distill_command(
                         loss=loss, init=str(init) if init else None, teachers=teacher or None,
                         teacher_scales=teacher_scale or None, distill_weight=distill_weight, lr=lr,
                         weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip, accum=accum,
-                        save_every=save_every, seed=seed, holdout=holdout, amp=amp, device=device)
+                        save_every=save_every, seed=seed, holdout=holdout, amp=amp, device=device,
+                        freeze_bn_stats=freeze_bn_stats)
     summary = distill(cfg, resume=resume, console=err_console)
     if "agreement" not in summary:  # not the main rank
         return

@@ -36,6 +36,10 @@ from mobileclip_deploy.training.repmixer import share_repmixer_statistics
 
 MAX_LOGIT_SCALE = math.log(100.0)
 REFERENCE_BATCH, REFERENCE_LR = 8192, 1e-3  # MobileCLIP's DataCompDR-12M recipe (training.md 2.3)
+# Below this many samples per BatchNorm a batch's statistics are too noisy to update the running ones: a student
+# initialised from its teacher (S0, batch 4) fell from 100% to 42% agreement after two steps at lr ~0 with them
+# updated, and stayed at 100% with them frozen. Smaller batches train with frozen BN statistics unless asked.
+MIN_BN_BATCH = 16
 # The only DistillConfig fields that do not shape a run's result; every other field (and any added later) is
 # part of its identity (run_identity), which a resume must match. `data`, `init` and `teachers` enter it as
 # content hashes and the teachers' records instead of paths and names.
@@ -67,6 +71,7 @@ class DistillConfig:
     dime_weights: tuple[float, float, float] = (0.7, 0.3, 0.0)
     dime_temperatures: tuple[float, float, float] = (1.0, 3.0, 7.0)
     world_size: int = 1  # filled in from the process group
+    freeze_bn_stats: bool | None = None  # None: frozen when a BatchNorm sees fewer than MIN_BN_BATCH samples
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -152,7 +157,7 @@ class Trainer:
         self.samples = list(data.samples())
         self.train_idx, self.held_idx = split_holdout(self.samples, cfg.holdout, cfg.seed)
         check_inputs(cfg, data, self.variant, len(self.train_idx), cfg.batch_size * env.world_size, self.kind)
-        self.cfg = cfg = resolve(cfg, data, self.kind, env.world_size)  # the caller's config stays as given
+        self.cfg = cfg = resolve(cfg, data, self.kind, env)  # the caller's config stays as given
         self.identity = run_identity(cfg, data, self.samples)
         self.objective = Objective(self.kind, [t.dim for t in data.teachers], cfg.teacher_scales, cfg)
         if env.device.type == "cpu":  # otherwise every step re-faults its activations (training/memory.py)
@@ -160,6 +165,8 @@ class Trainer:
             use_fast_depthwise(student)  # 7x7 weight gradients, 1x1 as multiplies (training/depthwise.py)
             share_repmixer_statistics(student)  # one BatchNorm pass for two; measured on CPU only (repmixer.py)
         self.student = student.to(env.device).train()
+        self.frozen_bn = [m for m in self.student.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] \
+            if cfg.freeze_bn_stats else []
         if self.kind == "dime-fm":  # DIME-FM's logits use a fixed scale of 100 (section 3.2)
             self.student.logit_scale.requires_grad_(False)
         self.forward: nn.Module = self.student
@@ -205,6 +212,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
+        for bn in self.frozen_bn:  # normalise with the running statistics and leave them as they are
+            bn.eval()
         totals: dict[str, float] = {}
         for k in range(cfg.accum):
             batch = self.batch(self.step * cfg.accum + k)
@@ -290,8 +299,10 @@ class Trainer:
         return self.history
 
 
-def resolve(cfg: DistillConfig, data, kind: str, world_size: int) -> DistillConfig:
-    """A copy of `cfg` with every default filled in (loss, scales, lr, warm-up, weight decay, world size)."""
+def resolve(cfg: DistillConfig, data, kind: str, env: distributed.DistEnv) -> DistillConfig:
+    """A copy of `cfg` with every default filled in (loss, scales, lr, warm-up, weight decay, world size, whether
+    BatchNorm statistics are frozen)."""
+    world_size = env.world_size
     scales = cfg.teacher_scales or [float(t.logit_scale) for t in data.teachers]
     if len(scales) != len(data.teachers):
         raise UserError(f"--teacher-scale was given {len(scales)} times but the data has {len(data.teachers)} "
@@ -301,7 +312,13 @@ def resolve(cfg: DistillConfig, data, kind: str, world_size: int) -> DistillConf
         cfg, loss=kind, world_size=world_size, teacher_scales=list(scales),
         lr=cfg.lr if cfg.lr is not None else default_lr(global_batch * cfg.accum),
         warmup=cfg.warmup if cfg.warmup is not None else min(1000, cfg.steps // 10),
-        weight_decay=cfg.weight_decay if cfg.weight_decay is not None else 0.2 if kind == "mobileclip" else 0.05)
+        weight_decay=cfg.weight_decay if cfg.weight_decay is not None else 0.2 if kind == "mobileclip" else 0.05,
+        freeze_bn_stats=cfg.freeze_bn_stats if cfg.freeze_bn_stats is not None else bn_batch(cfg, env) < MIN_BN_BATCH)
+
+
+def bn_batch(cfg: DistillConfig, env: distributed.DistEnv) -> int:
+    """Samples each BatchNorm sees per forward: the global batch under SyncBatchNorm (CUDA DDP), else the rank's."""
+    return cfg.batch_size * (env.world_size if env.device.type == "cuda" else 1)
 
 
 def _digest(parts: list[str | bytes]) -> str:
@@ -428,7 +445,11 @@ def distill(cfg: DistillConfig, resume: bool = False, console=None, student: nn.
 
         student = create_model(cfg.student, cfg.init, model_flag="--student {}")
     trainer = Trainer(cfg, data, student, env, resume=resume)  # every check before anything is written
-    cfg = trainer.cfg
+    asked, cfg = cfg, trainer.cfg
+    if trainer.frozen_bn and asked.freeze_bn_stats is None and console is not None and env.is_main:
+        console.print(f"note: BatchNorm statistics stay frozen: {bn_batch(cfg, env)} samples per BatchNorm are too "
+                      f"few to estimate them (fewer than {MIN_BN_BATCH}); --update-bn-stats updates them anyway",
+                      markup=False, highlight=False)
     with exclusive_folder(out, "distill") if env.is_main else nullcontext():
         with _progress(console if env.is_main else None, trainer) as on_step:
             trainer.run(on_step=on_step)
@@ -436,6 +457,7 @@ def distill(cfg: DistillConfig, resume: bool = False, console=None, student: nn.
                          "loss": trainer.kind, "steps": trainer.step, "teachers": [t.name for t in data.teachers],
                          "teacher_scales": cfg.teacher_scales, "lr": cfg.lr, "warmup": cfg.warmup,
                          "global_batch": cfg.batch_size * env.world_size * cfg.accum, "device": str(env.device),
+                         "bn_stats_frozen": bool(trainer.frozen_bn),
                          "final": trainer.history[-1] if trainer.history else None}
         if env.is_main:
             held = trainer.held_idx or trainer.train_idx
