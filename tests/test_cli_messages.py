@@ -93,6 +93,9 @@ def test_classify_takes_a_folder(tmp_path: Path, classes: Path) -> None:
     res = run("classify", folder, "-m", "mobileclip-s0", "--labels", "shark", "--random-weights", "--json")
     assert res.exit_code == 0, res.output
     assert [r["image"] for r in json.loads(res.stdout)["results"]] == [str(p) for p in sorted(folder.iterdir())]
+    # Outside a terminal the progress is plain lines on stderr (what, how many of how many, elapsed), no bar.
+    lines = [line for line in res.stderr.splitlines() if line.startswith("encoding prompts for 1 labels:")]
+    assert lines and lines[-1].endswith(", done") and "80/80" in lines[-1] and "━" not in res.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
     res = run("classify", empty, "-m", "mobileclip-s0", "--labels", "cat", "--random-weights")

@@ -8,19 +8,13 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mobileclip_deploy.cli.app import app, console, err_console, print_json
+from mobileclip_deploy.cli.app import app, console, err_console, print_json, progress_bar
 from mobileclip_deploy.cli.options import CheckpointOpt, JsonOpt, RandomWeightsOpt, load_model_for_cli, upcast_field
 from mobileclip_deploy.errors import UserError
 
 MAX_RUNS = 10_000  # per artifact: more timed runs add nothing to the statistics, only hours
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err_console, transient=True)
 
 
 def _split(values: list[str] | None) -> set[str] | None:
@@ -90,7 +84,7 @@ def _host_runs(artifacts: list, jobs: list[tuple[str, Any, dict, dict]], threads
     jobs = jobs + [(a.path.name, a, {}, {"manifest_entry": a.manifest_entry} if a.manifest_entry else {})
                    for a in artifacts]
     records = []
-    with _progress() as progress:
+    with progress_bar() as progress:
         overall = progress.add_task("runs", total=len(jobs) * len(threads_list))
         for threads in threads_list:
             for label, job, art_info, extra in jobs:
@@ -257,7 +251,7 @@ def eval_cmd(
                         if a.manifest_entry is not None and a.manifest_entry.get("checkpoint_sha256") is None]
     image_fn = artifact_encoder(by_tower["image"].path, by_tower["image"].backend) if "image" in by_tower else eager_image
     text_fn = artifact_encoder(by_tower["text"].path, by_tower["text"].backend) if "text" in by_tower else eager_text
-    with _progress() as progress:
+    with progress_bar() as progress:
         tasks: dict[str, Any] = {}
 
         def report(stage: str, done: int, total: int) -> None:
@@ -338,7 +332,7 @@ def frontier_cmd(
                           eval_templates=eval_templates, eval_classes=eval_classes, class_map=class_map,
                           eval_limit_per_class=eval_limit_per_class, out_dir=output_dir, threads=threads,
                           warmup=warmup, iterations=iterations, max_seconds=max_seconds)
-    with _progress() as progress:
+    with progress_bar() as progress:
         tasks: dict[str, Any] = {}
 
         def report(label: str, done: int, total: int) -> None:
