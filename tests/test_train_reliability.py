@@ -264,3 +264,18 @@ def test_batchnorm_statistics_stay_frozen_below_the_minimum_batch(data, tmp_path
     assert not all(torch.equal(before[k], _bn_state(updated.student)[k]) for k in running)
     assert resolve(config(tmp_path, batch_size=MIN_BN_BATCH), data, "mobileclip", CPU).freeze_bn_stats is False
     assert resolve(config(tmp_path, batch_size=MIN_BN_BATCH - 1), data, "mobileclip", CPU).freeze_bn_stats is True
+
+
+def test_reinforce_resume_refuses_a_replaced_photo(photos: Path, tmp_path: Path) -> None:
+    """A photo replaced by another of the same name and size is a different input: the run refuses to resume."""
+    folder = tmp_path / "photos"
+    shutil.copytree(photos, folder)
+    out = tmp_path / "out"
+    cfg = rf.ReinforceConfig(folder, out, 1, shard_size=1)
+    rf.reinforce(cfg, [tiny_teacher_of()])
+    victim = sorted(folder.iterdir())[1]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same name, same size, other pixels
+    victim.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"other settings \(photos_sha256 differ\)"):
+        rf.reinforce(cfg, [tiny_teacher_of()])

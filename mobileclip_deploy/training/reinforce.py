@@ -223,10 +223,12 @@ def _sha(path: Path | None) -> str | None:
 
 
 def _plan(cfg: ReinforceConfig, teachers: Sequence[Teacher], photos: Sequence[Photo]) -> dict:
-    listing = hashlib.sha256("\n".join(f"{p.rel}\t{p.path.stat().st_size}" for p in photos).encode()).hexdigest()
+    # The photos by content, not by name and size: a photo replaced by another must not resume into the old run.
+    listing = hashlib.sha256("\n".join(f"{p.rel}\t{hashlib.sha256(p.read()).hexdigest()}"
+                                       for p in photos).encode()).hexdigest()
     return {"format": FORMAT, "teachers": [asdict(t.info) for t in teachers], "augmentations": cfg.augmentations,
             "crop_size": max(t.info.image_size for t in teachers), "seed": cfg.seed, "shard_size": cfg.shard_size,
-            "photos": len(photos), "photo_listing_sha256": listing, "captions_sha256": _sha(cfg.captions),
+            "photos": len(photos), "photos_sha256": listing, "captions_sha256": _sha(cfg.captions),
             "synthetic_sha256": _sha(cfg.synthetic), "sentences_sha256": _sha(cfg.sentences)}
 
 
