@@ -90,3 +90,21 @@ def test_unusable_devices_are_refused_by_the_option(cmd: str, device: str, why: 
     res = run(*COMMON[cmd], "--device", device)
     assert res.exit_code == 2 and "Traceback" not in res.stderr
     assert "--device" in res.stderr and why in " ".join(res.stderr.replace("│", " ").split())
+
+
+def test_a_single_timed_run_has_no_standard_deviation(tmp_path: Path) -> None:
+    """`bench --iterations 1`: one sample has no spread; the record holds null and the table a dash, not 0.00."""
+    import json
+
+    from tiny_artifacts import tiny_onnx
+
+    artifact = tiny_onnx(tmp_path / "mobileclip-s0_image_onnx_fp32.onnx")
+    res = run("bench", artifact, "--no-eager", "--threads", 1, "--warmup", 0, "--iterations", 1,
+              "-o", tmp_path / "b.jsonl")
+    assert res.exit_code == 0, res.output
+    (record,) = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert record["latency_ms"]["stdev"] is None and record["latency_ms"]["median"] > 0
+    header = next(line for line in res.stdout.splitlines() if "stdev" in line).split("┃")
+    row = next(line for line in res.stdout.splitlines() if "mobileclip-s0" in line).split("│")
+    column = [c.strip() for c in header].index("stdev")
+    assert row[column].strip() == "–"
