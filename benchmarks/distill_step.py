@@ -20,7 +20,6 @@ beside the teacher's image forward cost per view. Target (issue 10): stored >= 5
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
@@ -151,8 +150,7 @@ def main() -> None:
                 stored = Trainer(cfg, data, create_model(args.student), env)
                 time_steps(stored, args.warmup_steps)
                 stored_s = time_steps(stored, args.stored_steps)
-                # Its own config: a Trainer fills in the defaults of the one it is given.
-                online = OnlineTrainer(dataclasses.replace(cfg), data, create_model(args.student), env)
+                online = OnlineTrainer(cfg, data, create_model(args.student), env)  # cfg is left as given
                 online.teacher, online.members = teacher, members
                 time_steps(online, args.warmup_steps)  # a fresh student's first steps (and the teacher's) cost more
                 online_s = time_steps(online, args.online_steps)

@@ -137,3 +137,23 @@ def locked_folder(folder: Path, on_wait=None) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive_folder(folder: Path, what: str) -> Iterator[None]:
+    """One run per folder (`distill -o`, `reinforce -o`): flock on the folder itself, so no lock file is left
+    behind; a second run is refused at once rather than interleaving its checkpoints or shards with the first."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        raise UserError(f"cannot write to {folder}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another {what} run is using {folder}; wait for it to finish or choose another -o.") \
+                from None
+        yield
+    finally:
+        os.close(fd)

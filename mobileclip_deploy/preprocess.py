@@ -50,6 +50,8 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
     """Open, decode and convert an image to upright 8-bit RGB (`to_rgb`); a missing or unreadable file is a
     `UserError`. The one image loader of the package."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not an image file")
     if not path.is_file():
         raise UserError(f"image not found: {path}")
     try:

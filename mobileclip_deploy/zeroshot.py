@@ -102,6 +102,17 @@ def zero_shot_logits(
     return scale * image_emb @ class_emb.T
 
 
+def _classifier_key(text_identity: str, classnames: Sequence[str], templates: Sequence[str]) -> tuple[str, Path]:
+    key = json.dumps({"text": text_identity, "classnames": list(classnames), "templates": list(templates),
+                      "format": 1}, sort_keys=True)
+    return key, cache_dir("zeroshot") / f"{hashlib.sha256(key.encode()).hexdigest()}.safetensors"
+
+
+def classifier_cached(text_identity: str | None, classnames: Sequence[str], templates: Sequence[str]) -> bool:
+    """Whether a cached classifier file exists for these inputs (checked in full only when it is read)."""
+    return text_identity is not None and _classifier_key(text_identity, classnames, templates)[1].is_file()
+
+
 def cached_class_embeddings(text_identity: str | None, classnames: Sequence[str], templates: Sequence[str],
                             compute: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, Path | None]:
     """`compute()`'s classifier, reused from disk when the text encoder, class names and templates are the same.
@@ -118,9 +129,7 @@ def cached_class_embeddings(text_identity: str | None, classnames: Sequence[str]
 
     if text_identity is None:
         return compute(), None
-    key = json.dumps({"text": text_identity, "classnames": list(classnames), "templates": list(templates),
-                      "format": 1}, sort_keys=True)
-    path = cache_dir("zeroshot") / f"{hashlib.sha256(key.encode()).hexdigest()}.safetensors"
+    key, path = _classifier_key(text_identity, classnames, templates)
     if path.is_file():
         try:
             with safe_open(str(path), "pt") as fh:

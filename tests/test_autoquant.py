@@ -15,7 +15,7 @@ from mobileclip_deploy.exporters.recipe import load_recipe
 from mobileclip_deploy.hashing import sha256_path
 
 OUTLIER_BLOCK = 2
-REPO_PHOTOS = Path("photos")  # only checked for presence by _frontier_pair
+REPO_PHOTOS = Path("photos")  # only checked for presence by frontier_pair
 
 
 class Mlp(nn.Module):
@@ -158,13 +158,13 @@ def test_cli_refuses_bad_auto_requests_before_any_work(shared_dir, tmp_path):
 
 def test_frontier_draws_the_auto_plan_with_photos_and_says_so_without():
     from mobileclip_deploy.bench.sweep import CALIBRATED_SCHEMES
-    from mobileclip_deploy.cli.bench import _frontier_pair, _int8_note
+    from mobileclip_deploy.bench.sweep import frontier_pair, int8_note
 
-    assert [_frontier_pair(f"{b}:{s}", calibration=REPO_PHOTOS) for b, s in CALIBRATED_SCHEMES] == [
+    assert [frontier_pair(f"{b}:{s}", calibration=REPO_PHOTOS) for b, s in CALIBRATED_SCHEMES] == [
         ("onnx", "fp32"), ("onnx", "auto")]
     with pytest.raises(UserError, match="calibration"):
-        _frontier_pair("onnx:auto")
-    assert "onnx auto" in _int8_note(True) and "8da8w" in _int8_note(False) and "--calibration" in _int8_note(False)
+        frontier_pair("onnx:auto")
+    assert "onnx auto" in int8_note(True) and "8da8w" in int8_note(False) and "--calibration" in int8_note(False)
 
 
 class _RuntimeDisagrees:

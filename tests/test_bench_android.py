@@ -83,8 +83,30 @@ def test_runner_and_artifact_must_match(phone, tmp_path):
     t = android.connect(None)
     with pytest.raises(UserError, match="runs onnxruntime"):
         android.run_on_device(t, _artifact(tmp_path), FAKE / "onnxruntime_perf_test", [1], 0, 5, android.probe(t))
+    tool = tmp_path / "my_tool"
+    tool.write_text("#!/bin/sh\n")
     with pytest.raises(UserError, match="expected ExecuTorch"):
-        android.runner_kind(Path("my_tool"))
+        android.runner_kind(tool)
+    with pytest.raises(UserError, match=r"--runner .*executor_runner does not exist"):
+        android.runner_kind(tmp_path / "executor_runner")  # named right, but not there
+
+
+def test_unauthorized_phone_is_not_reported_as_missing(phone, monkeypatch):
+    monkeypatch.setenv("FAKE_ADB_STATE", "unauthorized")
+    with pytest.raises(UserError, match=r"no usable Android device: FAKE8PRO0001 \(unauthorized\)\. .*accept the "
+                                        "USB-debugging prompt"):
+        android.connect(None)
+
+
+def test_a_hanging_adb_is_one_clear_error(tmp_path, monkeypatch):
+    hung = tmp_path / "adb"
+    hung.write_text("#!/bin/sh\nexec sleep 30\n")
+    hung.chmod(0o755)
+    monkeypatch.setattr(android, "ADB_LIST_TIMEOUT_S", 0.5)
+    with pytest.raises(UserError, match=r"did not answer within 0.5 s: .*adb kill-server"):
+        android.list_devices(str(hung))
+    with pytest.raises(UserError, match="did not answer within 0.5 s"):
+        android.SubprocessAdb("X", str(hung)).shell("true", timeout=0.5)
 
 
 def test_cli_android_with_perf_test(phone, tmp_path):

@@ -42,7 +42,7 @@ def test_percentile_agrees_with_numpy():
 
 def test_single_sample_and_errors():
     s = stats.summarize([4.0])
-    assert s == {"median": 4.0, "mean": 4.0, "trimmed_mean": 4.0, "p90": 4.0, "min": 4.0, "max": 4.0, "stdev": 0.0}
+    assert s == {"median": 4.0, "mean": 4.0, "trimmed_mean": 4.0, "p90": 4.0, "min": 4.0, "max": 4.0, "stdev": None}
     with pytest.raises(ValueError):
         stats.summarize([])
     with pytest.raises(ValueError):

@@ -9,19 +9,29 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mobileclip_deploy.bundle import bundle_ios
+from mobileclip_deploy.bundle import bundle_android, bundle_ios
 from mobileclip_deploy.cli import app
 from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.hashing import sha256_path
 
 FIXTURE = Path(__file__).parent / "fixtures" / "manifest_example.json"
 
 
-def make_export(root: Path, *, with_coreml: bool = True) -> Path:
-    """A fake export folder shaped like the manifest fixture (tiny files instead of models)."""
+def make_export(root: Path, *, with_coreml: bool = True, android: bool = False, towers=("image", "text")) -> Path:
+    """A fake export folder shaped like the manifest fixture (tiny files instead of models, their real sha256);
+    `android` adds ExecuTorch and LiteRT entries beside the fixture's ONNX ones."""
     export = root / "export"
     manifest = json.loads(FIXTURE.read_text())
     if not with_coreml:
         manifest["artifacts"] = [a for a in manifest["artifacts"] if a["backend"] != "coreml"]
+    if android:
+        onnx = next(a for a in manifest["artifacts"] if a["backend"] == "onnx")
+        manifest["artifacts"].append({**onnx, "tower": "text", "file": onnx["file"].replace("_image_", "_text_")})
+        for backend, suffix in (("executorch-xnnpack", "pte"), ("litert", "tflite")):
+            manifest["artifacts"] += [{**a, "backend": backend, "file": a["file"].replace("_onnx_", f"_{backend}_")
+                                       .rsplit(".", 1)[0] + f".{suffix}"}
+                                      for a in manifest["artifacts"] if a["backend"] == "onnx"]
+    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["tower"] in towers]
     for artifact in manifest["artifacts"]:
         path = export / artifact["file"]
         if path.suffix == ".mlpackage":
@@ -30,7 +40,8 @@ def make_export(root: Path, *, with_coreml: bool = True) -> Path:
             (path / "Manifest.json").write_text("{}")
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(b"onnx")
+            path.write_bytes(artifact["file"].encode())
+        artifact["sha256"] = sha256_path(path)
     (export / "tokenizer").mkdir(parents=True)
     (export / "tokenizer" / "merges.txt").write_text("i n\nt h\n")
     (export / "tokenizer" / "vocab.json").write_text('{"a</w>": 320}')
@@ -71,10 +82,110 @@ def test_bundle_into_demo_app(tmp_path: Path) -> None:
 def test_bundle_twice_replaces_previous_copy(tmp_path: Path) -> None:
     export, demo = make_export(tmp_path), make_app(tmp_path)
     bundle_ios(export, demo)
-    stale = demo / "Resources" / "Models" / "mobileclip-s0" / "stale.txt"
-    stale.write_text("old")
+    target = demo / "Resources" / "Models" / "mobileclip-s0"
+    (export / "manifest.json").write_text(json.dumps({**json.loads((export / "manifest.json").read_text()),
+                                                      "created": "later"}))
+    assert bundle_ios(export, demo).replaced
+    assert json.loads((target / "manifest.json").read_text())["created"] == "later"
+
+
+@pytest.mark.parametrize("where", ["MY_NOTES.txt", "tokenizer/mine.txt"])
+def test_rebundle_never_deletes_a_file_the_user_added(tmp_path: Path, where: str) -> None:
+    export, demo = make_export(tmp_path), make_app(tmp_path)
     bundle_ios(export, demo)
-    assert not stale.exists()
+    notes = demo / "Resources" / "Models" / "mobileclip-s0" / where
+    notes.write_text("keep me")
+    result = CliRunner().invoke(app, ["bundle", "ios", "--export", str(export), "--app", str(demo)])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert where in " ".join(result.stderr.split()) and "move them out" in " ".join(result.stderr.split())
+    assert notes.read_text() == "keep me"
+    notes.unlink()
+    assert bundle_ios(export, demo).replaced  # without the user's file the earlier bundle is replaced
+
+
+@pytest.mark.parametrize("bundler", [bundle_ios, bundle_android])
+def test_refuses_an_artifact_changed_after_export(tmp_path: Path, bundler) -> None:
+    export, demo = make_export(tmp_path, android=True), make_app(tmp_path)
+    manifest = json.loads((export / "manifest.json").read_text())
+    entry = next(a for a in manifest["artifacts"] if (a["backend"] == "coreml") == (bundler is bundle_ios))
+    changed = export / entry["file"]
+    (changed / "Manifest.json" if changed.is_dir() else changed).write_text("edited")
+    with pytest.raises(UserError, match=rf"{entry['file']} does not match its manifest entry"):
+        bundler(export, demo)
+    assert list((demo / "Resources" / "Models").iterdir()) == []
+
+
+def test_read_only_app_folder_is_one_clear_error(tmp_path: Path) -> None:
+    import os
+
+    export, demo = make_export(tmp_path), make_app(tmp_path)
+    models = demo / "Resources" / "Models"
+    models.chmod(0o555)
+    try:
+        if os.access(models, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        result = CliRunner().invoke(app, ["bundle", "ios", "--export", str(export), "--app", str(demo)])
+    finally:
+        models.chmod(0o755)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "is not writable" in " ".join(result.stderr.split())
+
+
+def test_image_only_export_warns_that_the_app_needs_both_towers(tmp_path: Path) -> None:
+    export, demo = make_export(tmp_path, towers=("image",)), make_app(tmp_path)
+    result = CliRunner().invoke(app, ["bundle", "ios", "--export", str(export), "--app", str(demo)])
+    assert result.exit_code == 0, result.output
+    assert "no text encoder" in " ".join(result.stderr.split()) and "no text encoder" not in result.stdout
+
+
+def make_android_app(root: Path) -> Path:
+    module = root / "AndroidApp" / "app"
+    (module / "src" / "main").mkdir(parents=True)
+    (module / "build.gradle.kts").write_text("plugins {}\n")
+    return root / "AndroidApp"
+
+
+def test_bundle_android_copies_what_android_runtimes_run(tmp_path: Path) -> None:
+    export, project = make_export(tmp_path, android=True), make_android_app(tmp_path)
+    report = bundle_android(export, project)
+    target = project / "app" / "src" / "main" / "assets" / "mobileclip-s0"
+    assert report.destination == target and report.platform == "android"
+    assert sorted(a.backend for a in report.artifacts) == ["executorch-xnnpack"] * 2 + ["litert"] * 2 + ["onnx"] * 2
+    for a in report.artifacts:
+        assert sha256_path(target / a.file) == sha256_path(export / a.file)
+    assert not list(target.glob("*.mlpackage"))  # Core ML stays out of an Android app
+    manifest = json.loads((target / "manifest.json").read_text())
+    assert {a["backend"] for a in manifest["artifacts"]} == {"onnx", "executorch-xnnpack", "litert"}
+    assert (target / "tokenizer" / "vocab.json").is_file()
+    # The same ownership rules as iOS: a second bundle replaces the first, a user's file stops it.
+    assert bundle_android(export, project).replaced
+    (target / "mine.json").write_text("{}")
+    with pytest.raises(UserError, match="mine.json"):
+        bundle_android(export, project)
+    assert (target / "mine.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("layout", ["src/main", "assets", None])
+def test_bundle_android_finds_the_assets_folder(tmp_path: Path, layout: str | None) -> None:
+    export, app_dir = make_export(tmp_path, android=True), tmp_path / "module"
+    if layout:
+        (app_dir / layout).mkdir(parents=True)
+    result = CliRunner().invoke(app, ["bundle", "android", "--export", str(export), "--app", str(app_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    expected = {"src/main": app_dir / "src/main/assets/mobileclip-s0", "assets": app_dir / "assets/mobileclip-s0",
+                None: app_dir}[layout]
+    assert json.loads(result.stdout)["destination"] == str(expected)
+    assert (expected / "manifest.json").is_file()
+
+
+def test_bundle_android_refuses_an_export_without_android_artifacts(tmp_path: Path) -> None:
+    export = make_export(tmp_path)
+    manifest = json.loads((export / "manifest.json").read_text())
+    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["backend"] == "coreml"]
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match=r"no artifacts for android \(backends onnx, executorch-xnnpack, litert\)"):
+        bundle_android(export, tmp_path / "app")
+    assert not (tmp_path / "app").exists()
 
 
 def test_bundle_into_plain_folder(tmp_path: Path) -> None:
@@ -98,7 +209,7 @@ def test_refuses_to_overwrite_unrelated_folder(tmp_path: Path) -> None:
 
 def test_refuses_export_without_coreml(tmp_path: Path) -> None:
     export, demo = make_export(tmp_path, with_coreml=False), make_app(tmp_path)
-    with pytest.raises(UserError, match=r"no Core ML artifacts \(backend 'coreml'"):
+    with pytest.raises(UserError, match=r"no artifacts for ios \(backends coreml\)"):
         bundle_ios(export, demo)
     assert list((demo / "Resources" / "Models").iterdir()) == []
 
@@ -129,7 +240,7 @@ def test_cli_table_and_json(tmp_path: Path) -> None:
 
     result = runner.invoke(app, ["bundle", "ios", "--export", str(export), "--app", str(demo), "--json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["model"] == "mobileclip-s0"
     assert [a["file"] for a in report["artifacts"]] == [
         "mobileclip-s0_image_coreml_fp16.mlpackage",

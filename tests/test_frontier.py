@@ -62,15 +62,15 @@ def test_points_from_device_records(tmp_path):
 
 
 def test_frontier_schemes_are_checked_before_any_work():
-    from mobileclip_deploy.cli.bench import _frontier_pair
+    from mobileclip_deploy.bench.sweep import frontier_pair
     from mobileclip_deploy.errors import UserError
 
-    assert _frontier_pair(" executorch:8DA8W") == ("executorch-xnnpack", "8da8w")
-    assert _frontier_pair("onnx:w8a8", calibration=Path("photos")) == ("onnx", "w8a8")
+    assert frontier_pair(" executorch:8DA8W") == ("executorch-xnnpack", "8da8w")
+    assert frontier_pair("onnx:w8a8", calibration=Path("photos")) == ("onnx", "w8a8")
     for bad, why in (("onnx", "BACKEND:SCHEME"), ("onnx:w8a8", "calibration"), ("coreml:fp16", "on the host"),
                      ("onnx:int3", "does not support")):
         with pytest.raises(UserError, match=why):
-            _frontier_pair(bad)
+            frontier_pair(bad)
 
 
 def test_reduced_frontier_run(tmp_path, monkeypatch, shared_dir):
@@ -136,3 +136,42 @@ def test_frontier_student_refusals(tmp_path):
     res = CliRunner().invoke(app, base + ["--student", str(run), "--student", str(twin), "--eval-data", str(tmp_path)])
     assert res.exit_code == 2 and "same name and model" in said(res)
     assert not (tmp_path / "fr").exists()
+
+
+def test_accuracy_measured_on_another_data_set_gets_its_own_panel(tmp_path):
+    """A student's 12-way top-1 on 12 photos is not an ImageNet figure: its own panel, named by the data set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    student = Point("MC-S0-distilled[run] onnx fp32", MEASURED, "host 1T", "onnx", "fp32", 4.0, 3.0, 7.0, 41.7,
+                    "measured", False, "test", top1_on="photos (12-way, 12 images)")
+    int8 = Point("MC-S0-distilled[run] onnx 8da8w", MEASURED, "host 1T", "onnx", "8da8w", 3.0, 2.0, 5.0, 33.3,
+                 "measured", False, "test", top1_on="photos (12-way, 12 images)")
+    pts = [student, int8, _p("MobileCLIP-S0 onnx fp32", 80, 67.8), *frontier.published_points()]
+    figures = []
+    real_close = plt.close
+    plt_close = lambda fig=None: figures.append(fig)  # noqa: E731 - keep the figure to inspect it
+    try:
+        plt.close = plt_close
+        paths = frontier.write_outputs(pts, tmp_path, "t", [])
+    finally:
+        plt.close = real_close
+    (fig,) = figures
+    fig.canvas.draw()
+    imagenet, photos = fig.axes
+    assert imagenet.get_ylabel() == "ImageNet zero-shot top-1 (%)"
+    assert photos.get_ylabel() == "zero-shot top-1 (%) on photos (12-way, 12 images)"
+    on_imagenet = [tuple(o) for c in imagenet.collections for o in c.get_offsets()]
+    assert (7.0, 41.7) not in on_imagenet and (5.0, 33.3) not in on_imagenet
+    assert sorted(tuple(o) for c in photos.collections for o in c.get_offsets()) == [(5.0, 33.3), (7.0, 41.7)]
+    for ax in fig.axes:  # every label inside its panel (nothing cut off at the right edge)
+        box = ax.get_window_extent()
+        for text in ax.texts:
+            extent = text.get_window_extent()
+            assert box.x0 - 1 <= extent.x0 and extent.x1 <= box.x1 + 1, text.get_text()
+    real_close(fig)
+    rows = {r["name"]: r for r in csv.DictReader(paths["csv"].open())}
+    assert rows[student.name]["top1_on"] == "photos (12-way, 12 images)"
+    assert "photos (12-way, 12 images)" in paths["md"].read_text()

@@ -115,7 +115,10 @@ def test_truncated_artifact_is_one_clear_error(tmp_path: Path) -> None:
     tiny_text_onnx(tmp_path / "mobileclip-s0_text_onnx_fp32.onnx")
     message = refused("bench", image, "--no-eager", "--threads", "1", "-o", tmp_path / "b.jsonl")
     assert "ONNX Runtime cannot load it" in message and "truncated" in message
-    message = refused("eval", "--data", tmp_path, "--artifacts", image, "--artifacts",
+    data = tmp_path / "data" / "3"  # a valid folder (class index 3): the truncated artifact is what is wrong
+    data.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(data / "shark.png")
+    message = refused("eval", "--data", data.parent, "--artifacts", image, "--artifacts",
                       tmp_path / "mobileclip-s0_text_onnx_fp32.onnx")
     assert "ONNX Runtime cannot load it" in message
     pte = tmp_path / "mobileclip-s0_image_executorch-xnnpack_fp32.pte"

@@ -65,7 +65,7 @@ class SubprocessAdb:
         self.adb = adb
 
     def _run(self, args: list[str], timeout: float | None) -> str:
-        proc = subprocess.run([self.adb, "-s", self.serial, *args], capture_output=True, text=True, timeout=timeout)
+        proc = _adb([self.adb, "-s", self.serial, *args], timeout)
         if proc.returncode != 0:
             raise UserError(f"adb {' '.join(args[:2])} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()}")
         return proc.stdout
@@ -77,6 +77,20 @@ class SubprocessAdb:
         self._run(["push", str(local), remote], timeout=600)
 
 
+ADB_LIST_TIMEOUT_S = 20.0
+
+
+def _adb(command: list[str], timeout: float | None) -> subprocess.CompletedProcess:
+    """One adb call; a hung adb (a stuck server, a device mid-reboot) is one clear error, not a traceback."""
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"'{' '.join(command[:4])}' did not answer within {timeout:g} s: the adb server or the "
+                        "device hangs; try `adb kill-server`, replug the phone, and run again") from None
+    except OSError as exc:
+        raise UserError(f"cannot run {command[0]}: {exc.strerror or exc}") from None
+
+
 def list_devices(adb: str = "adb") -> list[tuple[str, str]]:
     """(serial, state) pairs from `adb devices`."""
     if shutil.which(adb) is None:
@@ -84,7 +98,7 @@ def list_devices(adb: str = "adb") -> list[tuple[str, str]]:
             f"'{adb}' not found. Install the Debian/Ubuntu package: sudo apt-get install adb "
             "(no Android SDK needed), or pass --adb PATH."
         )
-    proc = subprocess.run([adb, "devices"], capture_output=True, text=True, timeout=60)
+    proc = _adb([adb, "devices"], ADB_LIST_TIMEOUT_S)
     if proc.returncode != 0:
         raise UserError(f"'adb devices' failed: {proc.stderr.strip()}")
     out = []
@@ -107,6 +121,11 @@ def connect(serial: str | None, adb: str = "adb") -> SubprocessAdb:
         if state != "device":
             raise UserError(f"device {serial} is '{state}': unlock it and accept the USB-debugging prompt")
         return SubprocessAdb(serial, adb)
+    waiting = [(s, state) for s, state in devices if state != "device"]
+    if not ready and waiting:
+        listed = ", ".join(f"{s} ({state})" for s, state in waiting)
+        raise UserError(f"no usable Android device: {listed}. An 'unauthorized' phone waits for you to accept the "
+                        "USB-debugging prompt on its screen; 'offline' ones need replugging")
     if not ready:
         raise UserError(
             "no Android device attached: connect a phone with USB debugging enabled "
@@ -200,6 +219,9 @@ def read_thermal(t: AdbTransport) -> dict[str, float]:
 
 
 def runner_kind(runner: Path) -> str:
+    if not runner.is_file():
+        raise UserError(f"--runner {runner} does not exist (or is not a file): give the path of executor_runner or "
+                        "onnxruntime_perf_test built for the device (see benchmarks/android/README.md)")
     name = runner.name.lower()
     if "perf_test" in name:
         return "onnxruntime"

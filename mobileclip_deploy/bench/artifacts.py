@@ -8,6 +8,7 @@ to the exact file that produced it; an artifact listed in a manifest is used onl
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -119,17 +120,26 @@ def collect(paths: list[Path]) -> list[Artifact]:
         if not path.exists():
             raise UserError(f"{path} does not exist")
         if path.is_dir() and path.suffix not in _suffixes():
-            manifest = load_manifest(path)
-            for entry in manifest.get("artifacts", []):
-                if entry.get("status", "ok") != "ok":
-                    continue
-                file = path / entry["file"]
-                if not file.exists():
-                    raise UserError(f"manifest lists {entry['file']} but {file} is missing")
-                out.append(verified(Artifact(file, entry.get("model"), entry.get("tower"), entry["backend"],
-                                             entry.get("scheme"), entry, manifest)))
+            out += folder_artifacts(path)
         else:
             out.append(_from_file(path))
+    return out
+
+
+def folder_artifacts(folder: Path, keep: Callable[[dict[str, Any]], bool] = lambda entry: True,
+                     manifest: dict[str, Any] | None = None) -> list[Artifact]:
+    """The finished (status ok) artifacts of an export folder that `keep` accepts, each checked against its
+    manifest sha256: the one reuse check of every reader of an export (bench, eval, bundle)."""
+    manifest = manifest if manifest is not None else load_manifest(folder)
+    out = []
+    for entry in manifest.get("artifacts", []):
+        if entry.get("status", "ok") != "ok" or not keep(entry):
+            continue
+        file = folder / entry["file"]
+        if not file.exists():
+            raise UserError(f"manifest lists {entry['file']} but {file} is missing")
+        out.append(verified(Artifact(file, entry.get("model"), entry.get("tower"), entry["backend"],
+                                     entry.get("scheme"), entry, manifest)))
     return out
 
 

@@ -99,10 +99,62 @@ class EvalResult:
         return asdict(self)
 
 
+TEMPLATE_SETS = ("openai", "simple")
+CLASS_SETS = ("all", "present")
+
+
+@dataclass
+class EvalPlan:
+    """What an evaluation scores, decided from the arguments alone: refusals (a bad class map, an unknown
+    template set) come before any model is loaded, and the size of the work can be announced up front."""
+
+    items: list[tuple[Path, int]]  # (image, class index)
+    class_ids: list[int]  # the classes that compete
+    templates: list  # prompt templates
+    template_set: str
+    class_set: str
+
+    @property
+    def prompts(self) -> int:
+        return len(self.class_ids) * len(self.templates)
+
+    def announcement(self, cached: bool) -> str:
+        """How much work this is and, when the prompts dominate, how to shorten it."""
+        text = ("the zero-shot classifier comes from the cache" if cached else
+                f"{self.prompts:,} prompts ({len(self.class_ids)} classes x {len(self.templates)} templates)")
+        line = f"eval: {text}, {len(self.items):,} images"
+        if not cached and self.prompts > 10 * len(self.items):
+            shorter = [f"--templates simple ({len(self.class_ids) * 7:,} prompts)"] if self.template_set != "simple" \
+                else []
+            if self.class_set == "all":
+                shorter.append("--classes present (only the folder's classes compete)")
+            if shorter:
+                line += "; the prompts are most of the work: " + " or ".join(shorter) + " shortens it"
+        return line
+
+
+def plan_eval(data: Path, templates: str = "openai", classes: str = "all", class_map: Path | None = None,
+              limit_per_class: int | None = None) -> EvalPlan:
+    """The images, competing classes and prompt templates of an evaluation (see the module docstring)."""
+    from mobileclip_deploy.preprocess import image_files
+    from mobileclip_deploy.zeroshot import imagenet_classnames, openai_templates, simple_templates
+
+    if classes not in CLASS_SETS:
+        raise UserError("--classes must be 'all' or 'present'")
+    tmpl = {"openai": openai_templates, "simple": simple_templates}.get(templates)
+    if tmpl is None:
+        raise UserError("--templates must be 'openai' or 'simple'")
+    names = imagenet_classnames()
+    folders = resolve_class_folders(data, names, class_map)
+    items = [(f, idx) for folder, idx in folders for f in image_files(folder)[:limit_per_class]]
+    class_ids = sorted({i for _, i in folders}) if classes == "present" else list(range(len(names)))
+    return EvalPlan(items, class_ids, list(tmpl()), templates, classes)
+
+
 def evaluate(
     image_fn: ImageFn,
     text_fn: TextFn,
-    data: Path,
+    data: Path | EvalPlan,
     image_size: int,
     interpolation: str = "bilinear",
     templates: str = "openai",
@@ -115,33 +167,17 @@ def evaluate(
 ) -> EvalResult:
     """Top-1/top-5 of zero-shot classification; `classes='present'` scores only classes found in `data`.
 
-    `text_identity` (the text weights' sha256 and code) lets the zero-shot classifier come from the on-disk cache.
+    `data` is a folder (planned here with `templates`, `classes`, `class_map`, `limit_per_class`) or a ready
+    `EvalPlan`. `text_identity` (the text weights' sha256 and code) lets the zero-shot classifier come from the
+    on-disk cache.
     """
-    from mobileclip_deploy.preprocess import image_files, load_image, preprocess_pil
-    from mobileclip_deploy.zeroshot import (
-        cached_class_embeddings,
-        class_text_embeddings,
-        imagenet_classnames,
-        openai_templates,
-        simple_templates,
-        zero_shot_logits,
-    )
+    from mobileclip_deploy.preprocess import load_image, preprocess_pil
+    from mobileclip_deploy.zeroshot import (cached_class_embeddings, class_text_embeddings, imagenet_classnames,
+                                            zero_shot_logits)
 
+    plan = data if isinstance(data, EvalPlan) else plan_eval(data, templates, classes, class_map, limit_per_class)
+    items, class_ids, tmpl = plan.items, plan.class_ids, plan.templates
     names = imagenet_classnames()
-    folders = resolve_class_folders(data, names, class_map)
-    items = []
-    for folder, idx in folders:
-        files = image_files(folder)
-        items += [(f, idx) for f in files[:limit_per_class]]
-    if classes == "present":
-        class_ids = sorted({i for _, i in folders})
-    elif classes == "all":
-        class_ids = list(range(len(names)))
-    else:
-        raise UserError("--classes must be 'all' or 'present'")
-    tmpl = {"openai": openai_templates, "simple": simple_templates}.get(templates)
-    if tmpl is None:
-        raise UserError("--templates must be 'openai' or 'simple'")
     t0 = time.perf_counter()
     prompts_done = 0
 
@@ -150,12 +186,12 @@ def evaluate(
         out = text_fn(tokens)
         prompts_done += len(tokens)
         if progress:
-            progress("text", prompts_done, len(class_ids) * len(tmpl()))
+            progress("text", prompts_done, plan.prompts)
         return out
 
     chosen = [names[i] for i in class_ids]
     class_emb, reused = cached_class_embeddings(
-        text_identity, chosen, tmpl(), lambda: class_text_embeddings(counting_text_fn, chosen, tmpl(), batch_size))
+        text_identity, chosen, tmpl, lambda: class_text_embeddings(counting_text_fn, chosen, tmpl, batch_size))
     position = {c: j for j, c in enumerate(class_ids)}
     correct1 = correct5 = 0
     t_img = time.perf_counter()
@@ -172,7 +208,7 @@ def evaluate(
     img_seconds = time.perf_counter() - t_img
     n = len(items)
     top5 = 100.0 * correct5 / n if len(class_ids) >= 5 else None
-    return EvalResult(100.0 * correct1 / n, top5, n, len(class_ids), len(tmpl()),
+    return EvalResult(100.0 * correct1 / n, top5, n, len(class_ids), len(tmpl),
                       n / img_seconds if img_seconds > 0 else 0.0, time.perf_counter() - t0,
                       str(reused) if reused else None)
 
@@ -199,3 +235,56 @@ def artifact_encoder(path: Path, backend: str) -> Callable[[torch.Tensor], torch
         raise UserError(f"{path.name}: {backend} artifacts cannot be evaluated on this machine")
     runner = runtimes.load(path, runtime=runtime)
     return lambda x: torch.from_numpy(runner.batched(x.numpy()))
+
+
+def choose_artifacts(paths: list[Path], backend: str | None, scheme: str | None,
+                     model: str | None) -> tuple[Any, dict[str, Any]]:
+    """The registry variant and at most one artifact per tower that `eval --artifacts` scores (the other tower,
+    if any, runs in eager PyTorch); refuses ambiguous, image-less and mixed-model choices."""
+    from mobileclip_deploy.bench import artifacts as arts
+    from mobileclip_deploy.registry import get_variant
+
+    picked = arts.select(arts.collect(list(paths)), {backend} if backend else None, {scheme} if scheme else None)
+    by_tower: dict[str, Any] = {}
+    for a in picked:
+        if a.tower in by_tower:
+            raise UserError(f"several {a.tower} artifacts match; narrow with --backend/--scheme")
+        by_tower[a.tower] = a
+    if paths and "image" not in by_tower:
+        raise UserError("no image artifact among --artifacts (after --backend/--scheme filters)")
+    models = {get_variant(a.model).name for a in by_tower.values() if a.model}
+    if len(models) > 1:
+        raise UserError(f"the artifacts are of different models ({', '.join(sorted(models))})")
+    if model is None and not models:
+        raise UserError("pass --model NAME (the artifacts do not say which model they are)")
+    variant = get_variant(model or next(iter(models)))
+    if models and variant.name not in models:
+        raise UserError(f"--model {variant.name} but the artifacts are of {next(iter(models))}: preprocessing "
+                        "would not match")
+    return variant, by_tower
+
+
+def same_checkpoint(artifacts: Any, checkpoint: Path) -> None:
+    """Refuse artifacts exported from other weights than --checkpoint: the accuracy would be of another model."""
+    from mobileclip_deploy.checkpoint import resolve_checkpoint_file
+    from mobileclip_deploy.hashing import sha256_path
+
+    sha = sha256_path(resolve_checkpoint_file(checkpoint))
+    for a in artifacts:
+        if a.manifest_entry is None:
+            continue
+        theirs = a.manifest_entry.get("checkpoint_sha256")
+        if theirs != sha:
+            source = f"checkpoint sha256 {theirs[:12]}" if theirs else "random weights"
+            raise UserError(f"{a.path.name} was exported from {source}, not from --checkpoint {checkpoint} "
+                            f"(sha256 {sha[:12]}); export again from this checkpoint, or pass the one it was made from")
+
+
+def text_identity(text_artifact: Any, model: str, ckpt_sha: str | None) -> str | None:
+    """What the zero-shot classifier cache keys on: the text artifact's sha256, or the checkpoint's and the code's
+    (random weights: None, never cached)."""
+    from mobileclip_deploy.hashing import package_source_sha256
+
+    if text_artifact is not None:
+        return f"artifact {text_artifact.backend} {text_artifact.sha256}"
+    return f"eager {model} checkpoint {ckpt_sha} code {package_source_sha256()}" if ckpt_sha else None

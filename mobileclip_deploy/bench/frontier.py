@@ -20,6 +20,7 @@ from mobileclip_deploy.atomic import atomic_path, write_text
 MEASURED = "measured"
 PUBLISHED = "published (MobileCLIP, iPhone 12 Pro Max)"
 PEER = "published peer (iPhone 12 Pro Max, read off Apple's figure)"
+IMAGENET = "ImageNet-1k val (1000-way)"  # what published figures measure; anything else gets its own panel
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Point:
     random_weights: bool
     source: str
     pareto: bool = False
+    top1_on: str = IMAGENET  # the data set the top-1 was measured on
 
 
 def _num(value: str | None) -> float | None:
@@ -95,9 +97,10 @@ def points_from_records(path: Path) -> list[Point]:
 
 
 def mark_pareto(points: list[Point]) -> None:
-    """Within each group: a point is on the front if nothing faster (or as fast) is at least as accurate."""
-    for group in {p.group for p in points}:
-        members = sorted((p for p in points if p.group == group and p.top1 is not None),
+    """Within each group and data set: a point is on the front if nothing faster (or as fast) is at least as
+    accurate."""
+    for group, data in {(p.group, p.top1_on) for p in points}:
+        members = sorted((p for p in points if p.group == group and p.top1_on == data and p.top1 is not None),
                          key=lambda p: (p.total_ms, -(p.top1 or 0.0)))
         best = float("-inf")
         for p in members:
@@ -124,13 +127,13 @@ def _fmt(v: float | None, digits: int = 2) -> str:
 
 def to_markdown(points: list[Point], notes: list[str]) -> str:
     lines = [
-        "| point | where | backend | scheme | image ms | text ms | total ms | IN-1k top-1 | top-1 is | Pareto |",
-        "|---|---|---|---|---:|---:|---:|---:|---|:-:|",
+        "| point | where | backend | scheme | image ms | text ms | total ms | top-1 | top-1 on | top-1 is | Pareto |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---|:-:|",
     ]
     for p in points:
         lines.append(f"| {p.name} | {p.device} | {p.backend or '–'} | {p.scheme or '–'} | {_fmt(p.image_ms)} | "
-                     f"{_fmt(p.text_ms)} | {_fmt(p.total_ms)} | {_fmt(p.top1, 1)} | {p.top1_source} | "
-                     f"{'★' if p.pareto else ''} |")
+                     f"{_fmt(p.text_ms)} | {_fmt(p.total_ms)} | {_fmt(p.top1, 1)} | "
+                     f"{p.top1_on if p.top1 is not None else '–'} | {p.top1_source} | {'★' if p.pareto else ''} |")
     lines.append("")
     lines += [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
@@ -157,35 +160,28 @@ def _place_labels(ax, fig, labels: list[tuple[float, float, str, str]]) -> None:
     markers = [Bbox.from_bounds(px - 4, py - 4, 8, 8)
                for px, py in (ax.transData.transform((x, y)) for x, y, _, _ in labels)]
     taken: list = []
+    inside = ax.get_window_extent()  # a label must not run past the panel's edge (cut off, or over the next panel)
     for i, (x, y, text, color) in enumerate(labels):
         others = taken + markers[:i] + markers[i + 1 :]  # labels must not hide other points either
         for dx, dy, ha in offsets:
             ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=7, color=color,
                               ha=ha)
             box = ann.get_window_extent(renderer).expanded(1.02, 1.1)
-            if not any(box.overlaps(other) for other in others) or (dx, dy, ha) == offsets[-1]:
+            fits = inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+            if (fits and not any(box.overlaps(other) for other in others)) or (dx, dy, ha) == offsets[-1]:
                 taken.append(box)
                 break
             ann.remove()
 
 
-def plot(points: list[Point], png: Path, svg: Path, title: str, notes: list[str]) -> None:
-    """Log-latency vs top-1. Measured points: filled when their accuracy was measured here, hollow when it is
-    the published figure (random weights or no --eval-data)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _panel(ax, points: list[Point], data: str, series: dict[str, tuple[str, str]]) -> list:
+    """One latency-vs-top-1 panel for the points measured on `data`; returns its labels to place."""
     from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(11, 7))
     styles = {PUBLISHED: ("o", "tab:blue"), PEER: ("^", "tab:gray")}
     measured_colors = ["tab:red", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive"]
-    series: dict[str, tuple[str, str]] = {}
     labels = []
     for p in points:
-        if p.top1 is None:
-            continue
         if p.group == MEASURED:
             key = f"measured here: {p.backend} {p.scheme} ({p.device})"
             if key not in series:
@@ -197,7 +193,7 @@ def plot(points: list[Point], png: Path, svg: Path, title: str, notes: list[str]
         marker, color = series[key]
         hollow = p.group == MEASURED and p.top1_source != "measured"
         ax.scatter([p.total_ms], [p.top1], marker=marker, s=60 if p.group != PEER else 40,
-                   facecolors="none" if hollow else color, edgecolors=color, linewidths=1.5,
+                   facecolors="none" if hollow else color, edgecolors=color, linewidths=1.5, alpha=1.0,
                    label=key if key not in ax.get_legend_handles_labels()[1] else None, zorder=3)
         labels.append((p.total_ms, p.top1, _short(p), color))
     for group, style in ((PUBLISHED, "--"), (MEASURED, "-")):
@@ -207,28 +203,55 @@ def plot(points: list[Point], png: Path, svg: Path, title: str, notes: list[str]
                     color="black", alpha=0.5, linewidth=1,
                     label=f"Pareto front ({'measured here' if group == MEASURED else 'published MobileCLIP'})")
     ax.set_xscale("log")
+    ax.margins(x=0.15, y=0.08)  # room for the labels of the outermost points inside the axes
     ax.set_xlabel("latency: image + text encoder, batch 1 (ms, log scale)")
-    ax.set_ylabel("ImageNet zero-shot top-1 (%)")
-    ax.set_title(title, fontsize=11)
+    if data == IMAGENET:
+        ax.set_ylabel("ImageNet zero-shot top-1 (%)")
+    else:  # a folder of the user's photos: not comparable with ImageNet figures, so not on their axis
+        ax.set_ylabel(f"zero-shot top-1 (%) on {data}")
+        ax.set_title(f"measured on {data}\nnot ImageNet: not comparable with the published figures", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     handles, names = ax.get_legend_handles_labels()
-    if any(p.group == MEASURED for p in points):
+    if data == IMAGENET and any(p.group == MEASURED for p in points):
         handles += [Line2D([], [], marker="s", linestyle="", markerfacecolor="none", markeredgecolor="black"),
                     Line2D([], [], marker="s", linestyle="", color="black")]
         names += ["hollow: accuracy is the published figure", "filled: accuracy measured here"]
-    ax.legend(handles, names, fontsize=7, loc="lower right")
+    if handles:
+        ax.legend(handles, names, fontsize=7, loc="lower right")
+    return labels
+
+
+def plot(points: list[Point], png: Path, svg: Path, title: str, notes: list[str]) -> None:
+    """Log-latency vs top-1. Measured points: filled when their accuracy was measured here, hollow when it is
+    the published figure (random weights or no --eval-data). Accuracy measured on another data set than
+    ImageNet (e.g. a folder of the user's photos) gets its own panel, named by that data set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plotted = [p for p in points if p.top1 is not None]
+    datasets = [IMAGENET] + sorted({p.top1_on for p in plotted} - {IMAGENET})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(11 + 6 * (len(datasets) - 1), 7), squeeze=False,
+                             gridspec_kw={"width_ratios": [11] + [6] * (len(datasets) - 1)})
+    series: dict[str, tuple[str, str]] = {}
+    labels = {data: _panel(ax, [p for p in plotted if p.top1_on == data], data, series)
+              for ax, data in zip(axes[0], datasets)}
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
+    main = axes[0][0]
     if any(p.group == MEASURED and p.random_weights for p in points):
-        low, high = ax.get_ylim()
-        ax.set_ylim(low, high + 0.08 * (high - low))  # room for the banner above the top labels
-        ax.text(0.01, 0.99, "RANDOM WEIGHTS: measured latencies only; their accuracy is not measured",
-                transform=ax.transAxes, va="top", ha="left", fontsize=9, fontweight="bold", color="darkred",
-                bbox={"facecolor": "white", "edgecolor": "darkred", "alpha": 0.9})
-    _place_labels(ax, fig, labels)
+        low, high = main.get_ylim()
+        main.set_ylim(low, high + 0.08 * (high - low))  # room for the banner above the top labels
+        main.text(0.01, 0.99, "RANDOM WEIGHTS: measured latencies only; their accuracy is not measured",
+                  transform=main.transAxes, va="top", ha="left", fontsize=9, fontweight="bold", color="darkred",
+                  bbox={"facecolor": "white", "edgecolor": "darkred", "alpha": 0.9})
     if notes:
         fig.text(0.01, 0.01, "\n".join(notes), fontsize=7, va="bottom", ha="left", wrap=True,
                  bbox={"facecolor": "lightyellow", "alpha": 0.8, "edgecolor": "none"})
         fig.subplots_adjust(bottom=0.1 + 0.03 * len(notes))
+    for ax, data in zip(axes[0], datasets):
+        _place_labels(ax, fig, labels[data])
     for path, fmt in ((png, "png"), (svg, "svg")):
         with atomic_path(path, replace=True) as tmp:
             fig.savefig(tmp, format=fmt, dpi=150)

@@ -38,16 +38,17 @@ def trimmed_mean(samples: Sequence[float]) -> float:
     return sum(middle) / len(middle)
 
 
-def stdev(samples: Sequence[float]) -> float:
-    """Sample standard deviation (n-1); 0 for a single sample."""
+def stdev(samples: Sequence[float]) -> float | None:
+    """Sample standard deviation (n-1); None for a single sample, which has no spread to measure (a 0.00 there
+    would read as perfectly stable timing)."""
     n = len(samples)
     if n < 2:
-        return 0.0
+        return None
     mean = sum(samples) / n
     return math.sqrt(sum((x - mean) ** 2 for x in samples) / (n - 1))
 
 
-def summarize(samples: Sequence[float]) -> dict[str, float]:
+def summarize(samples: Sequence[float]) -> dict[str, float | None]:
     """The numbers every record's `latency_ms` carries (the Swift runner writes all but `mean`)."""
     if not samples:
         raise ValueError("no samples to summarize")

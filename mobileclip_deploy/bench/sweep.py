@@ -17,7 +17,7 @@ from typing import Any
 
 from mobileclip_deploy.atomic import write_text
 from mobileclip_deploy.bench.artifacts import Artifact, collect
-from mobileclip_deploy.bench.frontier import MEASURED, Point
+from mobileclip_deploy.bench.frontier import IMAGENET, MEASURED, Point
 from mobileclip_deploy.bench.host import host_device, loader_for, measure
 from mobileclip_deploy.bench.records import append_records, headline_ms, make_record
 from mobileclip_deploy.errors import UserError
@@ -200,7 +200,9 @@ def bench_artifacts(artifacts: list[Artifact], cfg: SweepConfig, jsonl: Path, ra
 
 
 def evaluate_scheme(cfg: SweepConfig, variant_name: str, arts: list[Artifact], backend: str, scheme: str,
-                    progress: Progress | None) -> float:
+                    progress: Progress | None) -> tuple[float, str]:
+    """Top-1 on --eval-data and what it was measured on (data set, classes, images): a folder of photos is not
+    ImageNet, so the plot shows it on its own axis."""
     from mobileclip_deploy.bench.evaluate import artifact_encoder, evaluate
     from mobileclip_deploy.registry import get_variant
 
@@ -209,7 +211,7 @@ def evaluate_scheme(cfg: SweepConfig, variant_name: str, arts: list[Artifact], b
     result = evaluate(artifact_encoder(pick["image"].path, backend), artifact_encoder(pick["text"].path, backend),
                       cfg.eval_data, variant.image_size, variant.interpolation, cfg.eval_templates,
                       cfg.eval_classes, cfg.class_map, cfg.eval_limit_per_class, progress=progress)
-    return result.top1
+    return result.top1, f"{cfg.eval_data.name} ({result.classes_scored}-way, {result.images} images)"
 
 
 def _student_note(student: Student) -> str:
@@ -252,15 +254,17 @@ def run(cfg: SweepConfig, log: Log, progress: Progress | None = None) -> tuple[l
                 continue
             # A student has no published accuracy: without a measured one it is in the table, not the plot.
             top1, source = (None, "none") if student else (variant.published.imagenet_top1, "published")
+            top1_on = IMAGENET
             if cfg.eval_data is not None and not random_weights:
                 log(f"evaluate {label} {backend} {scheme} on {cfg.eval_data}")
                 try:
-                    top1, source = evaluate_scheme(cfg, variant.name, arts, backend, scheme, progress), "measured"
+                    (top1, top1_on), source = evaluate_scheme(cfg, variant.name, arts, backend, scheme,
+                                                              progress), "measured"
                 except Exception as exc:  # noqa: BLE001 - keep the latency point, say why accuracy is missing
                     failures.append(_failure(f"{label} {backend} {scheme} evaluation", exc))
             points.append(Point(f"{label} {backend} {scheme}", MEASURED, f"host {cfg.threads}T", backend, scheme,
                                 img, txt, img + txt, top1, source if top1 is not None else "none", random_weights,
-                                f"{jsonl.name} (this run)"))
+                                f"{jsonl.name} (this run)", top1_on=top1_on))
     budget = f" (fewer for slow artifacts: {cfg.max_seconds:g} s each)" if cfg.max_seconds else ""
     notes = [f"Measured: {device['soc']}, {cfg.threads} thread(s), batch 1, median of {cfg.iterations} runs{budget} "
              f"after up to {cfg.warmup} warm-up. Published: iPhone 12 Pro Max (Core ML), from the MobileCLIP "
@@ -277,3 +281,83 @@ def run(cfg: SweepConfig, log: Log, progress: Progress | None = None) -> tuple[l
         notes.append("Left out: " + "; ".join(failures))
     return points, notes
 
+
+
+def frontier_pair(item: str, calibration: Path | None = None) -> tuple[str, str]:
+    """`backend:scheme` for the frontier: a host-runnable backend, and calibration photos for a static scheme."""
+    from mobileclip_deploy.exporters.backends import get_backend
+
+    name, sep, scheme_name = item.strip().partition(":")
+    if not sep:
+        raise UserError(f"--schemes {item!r}: expected BACKEND:SCHEME, e.g. onnx:fp32 or executorch:8da8w")
+    backend = get_backend(name)
+    scheme = backend.scheme(scheme_name.strip().lower())
+    if backend.name not in host_backends():
+        raise UserError(f"--schemes {item}: frontier runs {' and '.join(host_backends())} on the host")
+    if scheme.static and calibration is None:
+        raise UserError(f"--schemes {item}: static quantization needs calibration images: pass --calibration DIR "
+                        "(photos like the ones the app will see)")
+    return backend.name, scheme.name
+
+
+def int8_note(calibrated: bool) -> str:
+    """Which int8 point the default frontier drew, and why, for the plot and the Markdown."""
+    if calibrated:
+        return ("int8 point: onnx auto, static int8 with the float layers searched per variant on the --calibration "
+                "photos (cos >= 0.999, top-1 agreement >= 99% vs fp32; fastest plan that meets both)")
+    return ("int8 point: onnx 8da8w (dynamic int8, needs no photos): it quantizes linear layers only, so conv image "
+            "towers run near fp32 speed; pass --calibration PHOTOS to draw the searched static `auto` plan")
+
+
+def configure(*, variants: str | None, schemes: str | None, calibration: Path | None, all_variants: bool,
+              checkpoints: list[str], students: list[Path], eval_data: Path | None, eval_templates: str,
+              eval_classes: str, class_map: Path | None, eval_limit_per_class: int | None, out_dir: Path,
+              threads: int, warmup: int, iterations: int, max_seconds: float) -> SweepConfig:
+    """The frontier's jobs from its options: which variants and schemes, whose weights, which students; every
+    refusal comes here, before any export or measurement."""
+    from collections import Counter
+
+    from mobileclip_deploy.bench.host import check_threads
+    from mobileclip_deploy.registry import get_variant, list_variants
+
+    if all_variants:
+        names = tuple(v.name for v in list_variants())
+        pairs = ALL_SCHEMES
+    else:
+        names = (tuple(get_variant(v.strip()).name for v in variants.split(",")) if variants
+                 else () if students else DEFAULT_VARIANTS)
+        pairs = CALIBRATED_SCHEMES if calibration is not None else DEFAULT_SCHEMES
+    if schemes:
+        pairs = tuple(frontier_pair(item, calibration) for item in schemes.split(","))
+    ckpts: dict[str, Path] = {}
+    for item in checkpoints:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise UserError(f"--checkpoint {item!r}: expected MODEL=PATH")
+        ckpts[get_variant(name).name] = Path(path)
+    ignored = sorted(set(ckpts) - set(names))
+    if ignored:
+        raise UserError(f"--checkpoint for {', '.join(ignored)}, which is not among the models measured "
+                        f"({', '.join(names)}); add it to --variants or drop that --checkpoint")
+    runs = tuple(Student.from_run(run) for run in students)
+    clash = sorted(key for key, n in Counter(s.key for s in runs).items() if n > 1)
+    if clash:
+        raise UserError(f"--student folders with the same name and model ({', '.join(clash)}): their points "
+                        "would share a label; rename one run folder")
+    if runs and eval_data is None:
+        raise UserError("--student needs --eval-data: a distilled student has no published accuracy to plot, "
+                        "only the one measured on your labelled photos")
+    if eval_data is not None and not ckpts and not runs:
+        raise UserError("--eval-data needs at least one --checkpoint MODEL=PATH or --student RUN (random weights "
+                        "have no accuracy)")
+    if eval_data is not None:
+        from mobileclip_deploy.bench.evaluate import plan_eval
+
+        plan_eval(eval_data, eval_templates, eval_classes, class_map, eval_limit_per_class)  # refused up front
+    if calibration is not None:
+        from mobileclip_deploy.exporters.calibration import list_images
+
+        list_images(calibration)  # a missing or empty folder is refused before any work
+    check_threads(threads)
+    return SweepConfig(names, pairs, out_dir, ckpts, threads, warmup, iterations, eval_data, eval_templates,
+                       eval_classes, class_map, eval_limit_per_class, max_seconds or None, calibration, runs)

@@ -11,7 +11,7 @@ import click
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from typer.core import TyperGroup
 
 from mobileclip_deploy.errors import UserError
@@ -67,9 +67,11 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def progress_bar() -> Progress:
-    """A transient bar on stderr, so long work shows it is alive without mixing into stdout (tables, JSON)."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err_console, transient=True)
+    """The one progress display of the commands, on stderr so it never mixes into stdout (tables, JSON): a
+    transient bar in a terminal, plain lines elsewhere (mobileclip_deploy/progress.py)."""
+    from mobileclip_deploy.progress import progress
+
+    return progress(err_console)
 
 
 def _non_finite(obj: object) -> bool:

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mobileclip_deploy.cli.app import app, console, err_console, print_json
+from mobileclip_deploy.cli.app import app, console, err_console, print_json, progress_bar
 from mobileclip_deploy.cli.options import CheckpointOpt, JsonOpt, RandomWeightsOpt, load_model_for_cli, upcast_field
 from mobileclip_deploy.errors import UserError
 
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err_console, transient=True)
+MAX_RUNS = 10_000  # per artifact: more timed runs add nothing to the statistics, only hours
 
 
 def _split(values: list[str] | None) -> set[str] | None:
@@ -89,7 +84,7 @@ def _host_runs(artifacts: list, jobs: list[tuple[str, Any, dict, dict]], threads
     jobs = jobs + [(a.path.name, a, {}, {"manifest_entry": a.manifest_entry} if a.manifest_entry else {})
                    for a in artifacts]
     records = []
-    with _progress() as progress:
+    with progress_bar() as progress:
         overall = progress.add_task("runs", total=len(jobs) * len(threads_list))
         for threads in threads_list:
             for label, job, art_info, extra in jobs:
@@ -114,8 +109,8 @@ def bench(
     target: Annotated[str, typer.Option(help="host, android or ios.")] = "host",
     threads: Annotated[str, typer.Option(help="Thread counts: N, 'all' (every core; Android: every big core), "
                                          "or a list such as '1,all'. Android runs are pinned to the big cores.")] = "1,all",
-    warmup: Annotated[int, typer.Option(help="Untimed runs after the first inference.")] = 10,
-    iterations: Annotated[int, typer.Option(help="Timed runs.")] = 50,
+    warmup: Annotated[int, typer.Option(min=0, max=MAX_RUNS, help="Untimed runs after the first inference.")] = 10,
+    iterations: Annotated[int, typer.Option(min=1, max=MAX_RUNS, help="Timed runs.")] = 50,
     backend: Annotated[list[str] | None, typer.Option(help="Only these backends (onnx, executorch-xnnpack, coreml).")] = None,
     scheme: Annotated[list[str] | None, typer.Option(help="Only these schemes (fp32, 8da8w, ...).")] = None,
     tower: Annotated[list[str] | None, typer.Option(help="Only image or text.")] = None,
@@ -135,8 +130,6 @@ def bench(
     from mobileclip_deploy.bench import artifacts as arts_mod
     from mobileclip_deploy.bench.records import append_records, check_appendable
 
-    if warmup < 0 or iterations < 1:
-        raise UserError("--warmup must be >= 0 and --iterations >= 1")
     check_appendable(output)  # before measuring: results must not be lost at the end
     artifacts = arts_mod.select(arts_mod.collect(list(paths or [])), _split(backend), _split(scheme), _split(tower))
     if target == "host":
@@ -232,33 +225,16 @@ def eval_cmd(
 ) -> None:
     """Zero-shot top-1/top-5 and images/s of a checkpoint or of exported artifacts on a local image folder."""
     from mobileclip_deploy.atomic import check_destination, write_text
-    from mobileclip_deploy.bench import artifacts as arts_mod
-    from mobileclip_deploy.bench.evaluate import artifact_encoder, evaluate, torch_encoders
-    from mobileclip_deploy.registry import get_variant
+    from mobileclip_deploy.bench.evaluate import (artifact_encoder, choose_artifacts, evaluate, plan_eval,
+                                                  same_checkpoint, text_identity, torch_encoders)
+    from mobileclip_deploy.zeroshot import classifier_cached, imagenet_classnames
 
     if output:
         check_destination(output, "--output")  # before the evaluation, not after it
-
-    picked = arts_mod.select(arts_mod.collect(list(artifacts or [])), {backend} if backend else None,
-                             {scheme} if scheme else None)
-    by_tower: dict[str, Any] = {}
-    for a in picked:
-        if a.tower in by_tower:
-            raise UserError(f"several {a.tower} artifacts match; narrow with --backend/--scheme")
-        by_tower[a.tower] = a
-    if artifacts and "image" not in by_tower:
-        raise UserError("no image artifact among --artifacts (after --backend/--scheme filters)")
-    models = {get_variant(a.model).name for a in by_tower.values() if a.model}
-    if len(models) > 1:
-        raise UserError(f"the artifacts are of different models ({', '.join(sorted(models))})")
-    if model is None and not models:
-        raise UserError("pass --model NAME (the artifacts do not say which model they are)")
-    variant = get_variant(model or next(iter(models)))
-    if models and variant.name not in models:
-        raise UserError(f"--model {variant.name} but the artifacts are of {next(iter(models))}: preprocessing "
-                        "would not match")
+    variant, by_tower = choose_artifacts(list(artifacts or []), backend, scheme, model)
     if checkpoint is not None and by_tower:
-        _same_checkpoint(by_tower.values(), checkpoint)
+        same_checkpoint(by_tower.values(), checkpoint)
+    plan = plan_eval(data, templates, classes, class_map, limit_per_class)  # refusals before any model loads
     eager_image = eager_text = net = None
     ckpt_sha = None
     if len(by_tower) < 2:
@@ -266,12 +242,16 @@ def eval_cmd(
 
         net, _, ckpt_sha = load_model_for_cli(variant.name, checkpoint, random_weights)
         eager_image, eager_text = torch_encoders(reparameterize(net))
+    identity = text_identity(by_tower.get("text"), variant.name, ckpt_sha)
+    names = imagenet_classnames()
+    err_console.print(plan.announcement(classifier_cached(identity, [names[i] for i in plan.class_ids],
+                                                          plan.templates)), markup=False)
     # Artifacts exported without a checkpoint say so in their manifest entry.
     random_artifacts = [a.path.name for a in by_tower.values()
                         if a.manifest_entry is not None and a.manifest_entry.get("checkpoint_sha256") is None]
     image_fn = artifact_encoder(by_tower["image"].path, by_tower["image"].backend) if "image" in by_tower else eager_image
     text_fn = artifact_encoder(by_tower["text"].path, by_tower["text"].backend) if "text" in by_tower else eager_text
-    with _progress() as progress:
+    with progress_bar() as progress:
         tasks: dict[str, Any] = {}
 
         def report(stage: str, done: int, total: int) -> None:
@@ -279,9 +259,8 @@ def eval_cmd(
                 tasks[stage] = progress.add_task(f"{stage} encoder", total=total)
             progress.update(tasks[stage], completed=done)
 
-        result = evaluate(image_fn, text_fn, data, variant.image_size, variant.interpolation, templates, classes,
-                          class_map, limit_per_class, batch_size, report,
-                          _text_identity(by_tower.get("text"), variant.name, ckpt_sha))
+        result = evaluate(image_fn, text_fn, plan, variant.image_size, variant.interpolation,
+                          batch_size=batch_size, progress=report, text_identity=identity)
     what = {t: (f"{a.path.name}" if a else "eager PyTorch (folded)") for t, a in
             (("image", by_tower.get("image")), ("text", by_tower.get("text")))}
     random = random_weights or bool(random_artifacts)
@@ -311,59 +290,6 @@ def eval_cmd(
         err_console.print(f"{'replaced' if replacing else 'wrote'} {output}")
 
 
-def _same_checkpoint(artifacts: Any, checkpoint: Path) -> None:
-    """Refuse artifacts exported from other weights than --checkpoint: the accuracy would be of another model."""
-    from mobileclip_deploy.checkpoint import resolve_checkpoint_file
-    from mobileclip_deploy.hashing import sha256_path
-
-    sha = sha256_path(resolve_checkpoint_file(checkpoint))
-    for a in artifacts:
-        if a.manifest_entry is None:
-            continue
-        theirs = a.manifest_entry.get("checkpoint_sha256")
-        if theirs != sha:
-            source = f"checkpoint sha256 {theirs[:12]}" if theirs else "random weights"
-            raise UserError(f"{a.path.name} was exported from {source}, not from --checkpoint {checkpoint} "
-                            f"(sha256 {sha[:12]}); export again from this checkpoint, or pass the one it was made from")
-
-
-def _text_identity(text_artifact: Any, model: str, ckpt_sha: str | None) -> str | None:
-    """What the zero-shot classifier cache keys on: the text artifact's sha256, or the checkpoint's and the code's
-    (random weights: None, never cached)."""
-    from mobileclip_deploy.hashing import package_source_sha256
-
-    if text_artifact is not None:
-        return f"artifact {text_artifact.backend} {text_artifact.sha256}"
-    return f"eager {model} checkpoint {ckpt_sha} code {package_source_sha256()}" if ckpt_sha else None
-
-
-def _frontier_pair(item: str, calibration: Path | None = None) -> tuple[str, str]:
-    """`backend:scheme` for the frontier: a host-runnable backend, and calibration photos for a static scheme."""
-    from mobileclip_deploy.bench.sweep import host_backends
-    from mobileclip_deploy.exporters.backends import get_backend
-
-    name, sep, scheme_name = item.strip().partition(":")
-    if not sep:
-        raise UserError(f"--schemes {item!r}: expected BACKEND:SCHEME, e.g. onnx:fp32 or executorch:8da8w")
-    backend = get_backend(name)
-    scheme = backend.scheme(scheme_name.strip().lower())
-    if backend.name not in host_backends():
-        raise UserError(f"--schemes {item}: frontier runs {' and '.join(host_backends())} on the host")
-    if scheme.static and calibration is None:
-        raise UserError(f"--schemes {item}: static quantization needs calibration images: pass --calibration DIR "
-                        "(photos like the ones the app will see)")
-    return backend.name, scheme.name
-
-
-def _int8_note(calibrated: bool) -> str:
-    """Which int8 point the default frontier drew, and why, for the plot and the Markdown."""
-    if calibrated:
-        return ("int8 point: onnx auto, static int8 with the float layers searched per variant on the --calibration "
-                "photos (cos >= 0.999, top-1 agreement >= 99% vs fp32; fastest plan that meets both)")
-    return ("int8 point: onnx 8da8w (dynamic int8, needs no photos): it quantizes linear layers only, so conv image "
-            "towers run near fp32 speed; pass --calibration PHOTOS to draw the searched static `auto` plan")
-
-
 @app.command("frontier")
 def frontier_cmd(
     variants: Annotated[str | None, typer.Option(help="Comma list of models (default: S0, S1, S2, B; none "
@@ -382,65 +308,31 @@ def frontier_cmd(
     eval_templates: Annotated[str, typer.Option(help="openai or simple.")] = "openai",
     eval_classes: Annotated[str, typer.Option(help="all or present.")] = "all",
     class_map: Annotated[Path | None, typer.Option(help="wnid map for --eval-data (see eval --help).")] = None,
-    eval_limit_per_class: Annotated[int | None, typer.Option(help="At most N images per class.")] = None,
+    eval_limit_per_class: Annotated[int | None, typer.Option(min=1, help="At most N images per class.")] = None,
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o")] = Path("frontier"),
     target: Annotated[str, typer.Option(help="host (Android/iOS: run `bench` there and pass --records).")] = "host",
     records: Annotated[list[Path] | None, typer.Option(help="Also plot points from these bench JSON-lines "
                                                        "files (any target).")] = None,
-    threads: Annotated[int, typer.Option(help="Threads for the host measurements.")] = 1,
-    warmup: Annotated[int, typer.Option(help="Untimed runs after the first inference (at most).")] = 3,
-    iterations: Annotated[int, typer.Option(help="Timed runs (at most, see --max-seconds).")] = 20,
-    max_seconds: Annotated[float, typer.Option(help="Time budget per artifact: slow ones stop after it, with "
-                                               "at least 5 timed runs; 0 = no limit.")] = 4.0,
+    threads: Annotated[int, typer.Option(min=1, help="Threads for the host measurements.")] = 1,
+    warmup: Annotated[int, typer.Option(min=0, max=MAX_RUNS, help="Untimed runs after the first inference "
+                                        "(at most).")] = 3,
+    iterations: Annotated[int, typer.Option(min=1, max=MAX_RUNS, help="Timed runs (at most, see "
+                                            "--max-seconds).")] = 20,
+    max_seconds: Annotated[float, typer.Option(min=0.0, help="Time budget per artifact: slow ones stop after it, "
+                                               "with at least 5 timed runs; 0 = no limit.")] = 4.0,
 ) -> None:
     """Export (or reuse), benchmark and plot the latency-accuracy frontier beside the paper's published points."""
     from mobileclip_deploy.bench import frontier, sweep
-    from mobileclip_deploy.bench.host import check_threads
-    from mobileclip_deploy.registry import get_variant, list_variants
 
     if target != "host":
         raise UserError("frontier measures on the host; for a phone run `mobileclip-deploy bench --target "
                         f"{target} ...` and pass its JSON-lines file with --records")
-    if all_:
-        names = tuple(v.name for v in list_variants())
-        pairs = sweep.ALL_SCHEMES
-    else:
-        names = (tuple(get_variant(v.strip()).name for v in variants.split(",")) if variants
-                 else () if student else sweep.DEFAULT_VARIANTS)
-        pairs = sweep.CALIBRATED_SCHEMES if calibration is not None else sweep.DEFAULT_SCHEMES
-    if schemes:
-        pairs = tuple(_frontier_pair(item, calibration) for item in schemes.split(","))
-    ckpts: dict[str, Path] = {}
-    for item in checkpoint or []:
-        name, sep, path = item.partition("=")
-        if not sep:
-            raise UserError(f"--checkpoint {item!r}: expected MODEL=PATH")
-        ckpts[get_variant(name).name] = Path(path)
-    ignored = sorted(set(ckpts) - set(names))
-    if ignored:
-        raise UserError(f"--checkpoint for {', '.join(ignored)}, which is not among the models measured "
-                        f"({', '.join(names)}); add it to --variants or drop that --checkpoint")
-    students = tuple(sweep.Student.from_run(run) for run in student or [])
-    clash = sorted(key for key, n in Counter(s.key for s in students).items() if n > 1)
-    if clash:
-        raise UserError(f"--student folders with the same name and model ({', '.join(clash)}): their points "
-                        "would share a label; rename one run folder")
-    if students and eval_data is None:
-        raise UserError("--student needs --eval-data: a distilled student has no published accuracy to plot, "
-                        "only the one measured on your labelled photos")
-    if eval_data is not None and not ckpts and not students:
-        raise UserError("--eval-data needs at least one --checkpoint MODEL=PATH or --student RUN (random weights "
-                        "have no accuracy)")
-    if calibration is not None:
-        from mobileclip_deploy.exporters.calibration import list_images
-
-        list_images(calibration)  # a missing or empty folder is refused before any work
-    if warmup < 0 or iterations < 1 or threads < 1 or max_seconds < 0:
-        raise UserError("--warmup must be >= 0, --iterations and --threads >= 1, --max-seconds >= 0")
-    check_threads(threads)
-    cfg = sweep.SweepConfig(names, pairs, output_dir, ckpts, threads, warmup, iterations, eval_data, eval_templates,
-                            eval_classes, class_map, eval_limit_per_class, max_seconds or None, calibration, students)
-    with _progress() as progress:
+    cfg = sweep.configure(variants=variants, schemes=schemes, calibration=calibration, all_variants=all_,
+                          checkpoints=checkpoint or [], students=student or [], eval_data=eval_data,
+                          eval_templates=eval_templates, eval_classes=eval_classes, class_map=class_map,
+                          eval_limit_per_class=eval_limit_per_class, out_dir=output_dir, threads=threads,
+                          warmup=warmup, iterations=iterations, max_seconds=max_seconds)
+    with progress_bar() as progress:
         tasks: dict[str, Any] = {}
 
         def report(label: str, done: int, total: int) -> None:
@@ -452,7 +344,7 @@ def frontier_cmd(
 
         points, notes = sweep.run(cfg, lambda msg: progress.console.print(msg, style="dim", markup=False), report)
     if not schemes and not all_:
-        notes.append(_int8_note(calibration is not None))
+        notes.append(sweep.int8_note(calibration is not None))
     for path in records or []:
         points += frontier.points_from_records(path)
     points += frontier.published_points()

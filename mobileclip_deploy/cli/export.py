@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mobileclip_deploy.cli.app import app, console
+from mobileclip_deploy.cli.app import app, console, err_console
 from mobileclip_deploy.cli.options import CheckpointOpt, ModelOpt, RandomWeightsOpt, load_model_for_cli
 from mobileclip_deploy.errors import UserError
 
@@ -94,9 +94,9 @@ def export(
     verify_cpu: Annotated[str | None, typer.Option(
         help="CPU models for --verify arm64 (default cortex-a53,cortex-a76).")] = None,
     min_cos: Annotated[float, typer.Option(
-        help="--quant auto: minimum cosine to fp32 on the calibration inputs the chosen plan must reach.")] = 0.999,
+        min=-1.0, max=1.0, help="--quant auto: minimum cosine to fp32 on the calibration inputs the chosen plan must reach.")] = 0.999,
     min_agreement: Annotated[float, typer.Option(
-        help="--quant auto: minimum zero-shot top-1 agreement with fp32 on the calibration inputs.")] = 0.99,
+        min=0.0, max=1.0, help="--quant auto: minimum zero-shot top-1 agreement with fp32 on the calibration inputs.")] = 0.99,
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for artifacts and manifest.json.")] = Path("out/export"),
     overwrite: Annotated[bool, typer.Option(help="Replace artifacts of other weights (another checkpoint, or an earlier "
                                             "--random-weights run) in --output-dir; without it such a folder is refused.")] = False,
@@ -142,7 +142,7 @@ def export(
         min_cos=min_cos, min_agreement=min_agreement)
     pipeline.plan(request)  # refuse bad combinations before the model is even loaded
     net, variant, checkpoint_sha = load_model_for_cli(model, checkpoint, random_weights)
-    results = pipeline.run(request, net, variant, checkpoint_sha, console)
+    results = pipeline.run(request, net, variant, checkpoint_sha, err_console)  # progress and notes: stderr
 
     table = Table(title=f"{variant.display_name} export -> {output_dir}")
     for column in ("artifact", "size", "parity", "status"):

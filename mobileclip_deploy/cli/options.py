@@ -49,3 +49,43 @@ def upcast_field(net: nn.Module) -> dict[str, str | None]:
     """The `--json` field saying whether half-precision weights were upcast (null: loaded as stored, or random)."""
     info = getattr(net, "checkpoint_info", None)
     return {"checkpoint_upcast_from": info.upcast_from if info else None}
+
+
+def above(bound: float):
+    """A typer callback refusing values <= `bound` (and NaN): typer's own `min`/`max` are closed ranges, so a
+    strictly positive scale or learning rate needs this. Lists (repeatable options) are checked item by item."""
+    def check(value):
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v is not None and not v > bound:
+                raise typer.BadParameter(f"{v} must be greater than {bound:g}.")
+        return value
+
+    check.bound = ("above", bound)
+    return check
+
+
+def below(bound: float):
+    """A typer callback refusing values >= `bound` (a fraction that must leave something)."""
+    def check(value):
+        if value is not None and not value < bound:
+            raise typer.BadParameter(f"{value} must be less than {bound:g}.")
+        return value
+
+    check.bound = ("below", bound)
+    return check
+
+
+def device_option(value: str | None) -> str | None:
+    """Refuse an unknown device, or `cuda` without a GPU, while the options are read (before any loading)."""
+    from mobileclip_deploy.training.distributed import check_device
+
+    if value is not None:
+        try:
+            check_device(value)
+        except UserError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+DeviceOpt = Annotated[str | None, typer.Option("--device", callback=device_option,
+                                               help="cpu or cuda (default: cuda when available).")]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from mobileclip_deploy.cli.app import app, console, print_json
+from mobileclip_deploy.cli.app import app, console, err_console, print_json
+from mobileclip_deploy.cli.options import DeviceOpt, above, below
 
 
 @app.command("reinforce")
@@ -18,7 +19,7 @@ def reinforce_command(
                                       "(openclip-vit-l-14[-quickgelu], openclip-vit-b-16[-quickgelu] for open_clip "
                                       "checkpoints; mobileclip2-l-14, mobileclip-b, ...). Stored in the order given."),
     out: Path = typer.Option(..., "--out", "-o", help="New folder for the dataset (or an unfinished one to resume)."),
-    augmentations: int = typer.Option(5, "--augmentations", "-k", help="Stored augmentations per photo "
+    augmentations: int = typer.Option(5, "--augmentations", "-k", min=1, max=1000, help="Stored augmentations per photo "
                                       "(DataCompDR: 30; the paper saturates at about 5)."),
     captions: Path | None = typer.Option(None, "--captions", help="Ground-truth captions: CSV (file,caption) or "
                                          "JSONL ({\"file\", \"caption\"}), one per photo."),
@@ -27,12 +28,13 @@ def reinforce_command(
                                                    "not part of this tool)."),
     sentences: Path | None = typer.Option(None, "--sentences", help="Sentence bank for unpaired (DIME-FM) "
                                           "distillation, one per line; embedded once."),
-    teacher_scale: list[float] | None = typer.Option(None, "--teacher-scale", help="Fixed logit scale per teacher, "
-                                                     "in --teacher order (default 100 each; DFN teachers: 70, 60)."),
-    shard_size: int = typer.Option(1000, "--shard-size", help="Photos per shard (the unit of resume and of work "
+    teacher_scale: list[float] | None = typer.Option(None, "--teacher-scale", callback=above(0),
+                                                     help="Fixed logit scale per teacher, in --teacher order "
+                                                     "(default 100 each; DFN teachers: 70, 60)."),
+    shard_size: int = typer.Option(1000, "--shard-size", min=1, help="Photos per shard (the unit of resume and of work "
                                    "per torchrun rank)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the augmentation draws."),
-    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the augmentation draws."),
+    device: DeviceOpt = None,
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Run the teachers once over your photos and store a reinforced dataset (DataCompDR layout) for `distill`.
@@ -41,16 +43,18 @@ def reinforce_command(
     -m mobileclip_deploy reinforce ...` (shards split by rank).
     """
     from mobileclip_deploy.errors import UserError
-    from mobileclip_deploy.training.reinforce import ReinforceConfig, load_teacher, read_inputs, reinforce
+    from mobileclip_deploy.training.reinforce import (ReinforceConfig, check_output, load_teacher, read_inputs,
+                                                      reinforce)
 
     scales = list(teacher_scale or [])
     if scales and len(scales) != len(teacher):
         raise UserError(f"--teacher-scale is given {len(scales)} time(s) for {len(teacher)} teacher(s); give one per "
                         "teacher or none.")
     cfg = ReinforceConfig(images, out, augmentations, captions, synthetic_captions, sentences, shard_size, seed)
-    read_inputs(cfg)  # bad photos / caption / sentence files fail before minutes of teacher loading
+    check_output(out)  # refusals that depend on the arguments alone come before minutes of teacher loading
+    read_inputs(cfg)
     teachers = [load_teacher(spec, scales[i] if scales else None) for i, spec in enumerate(teacher)]
-    manifest = reinforce(cfg, teachers, device, console=None if as_json else console)
+    manifest = reinforce(cfg, teachers, device, console=err_console)
     if "counts" not in manifest:  # not the main rank
         return
     if as_json:
@@ -68,36 +72,46 @@ def distill_command(
     student: str = typer.Option(..., "--student", help="Registry name of the student, e.g. mobileclip-s0."),
     data: Path = typer.Option(..., "--data", help="Reinforced dataset: a `reinforce` output or DataCompDR shards."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: student.pt, state.pt, log.jsonl, curve.png."),
-    steps: int = typer.Option(..., "--steps", help="Optimizer steps."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Samples per process and step (global = x processes)."),
+    steps: int = typer.Option(..., "--steps", min=1, help="Optimizer steps."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Samples per process and step (global = x processes)."),
     init: Path | None = typer.Option(None, "--init", help="Start from this student checkpoint (default: random)."),
     loss: str | None = typer.Option(None, "--loss", help="mobileclip or dime-fm; default: mobileclip when the "
                                                          "records carry captions, dime-fm for images + sentences."),
     teacher: list[str] | None = typer.Option(None, "--teacher", help="Teacher names the data must have been made "
                                                                      "with, in order (checked, default: the data's)."),
-    teacher_scale: list[float] | None = typer.Option(None, "--teacher-scale", help="Fixed logit scale per teacher "
-                                                     "(default: the data's, 100 for DataCompDR's ViT-L/14s)."),
+    teacher_scale: list[float] | None = typer.Option(None, "--teacher-scale", callback=above(0),
+                                                     help="Fixed logit scale per teacher (default: the data's, 100 "
+                                                     "for DataCompDR's ViT-L/14s)."),
     dime_vl: str = typer.Option("both", "--dime-vl", help="DIME-FM's VL term: image (the released code: the "
                                 "student's image tower against the teacher's sentence embeddings; the text tower is "
                                 "left as initialised and summary agreement uses the teacher's text) or both (the "
                                 "student's own text tower is trained on the sentences too)."),
-    distill_weight: float = typer.Option(1.0, "--lambda", help="Weight of distillation vs CLIP loss (MobileCLIP)."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 1e-3 * sqrt(batch / 8192))."),
-    weight_decay: float | None = typer.Option(None, "--weight-decay", help="Default 0.2 (mobileclip), 0.05 (dime)."),
-    warmup: int | None = typer.Option(None, "--warmup", help="Warm-up steps (default min(1000, steps / 10))."),
-    grad_clip: float = typer.Option(1.0, "--grad-clip", help="Gradient norm clip."),
-    accum: int = typer.Option(1, "--accum", help="Micro-batches per step (each its own similarity matrix)."),
-    save_every: int = typer.Option(100, "--save-every", help="Checkpoint every N steps (and at the end)."),
-    holdout: float = typer.Option(0.0, "--holdout", help="Fraction of images kept out of training for the "
-                                                         "agreement check (0: measure on the training images)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the sample order and augmentation choice."),
+    distill_weight: float = typer.Option(1.0, "--lambda", min=0.0, max=1.0,
+                                         help="Weight of distillation vs CLIP loss (MobileCLIP), in [0, 1]."),
+    lr: float | None = typer.Option(None, "--lr", callback=above(0),
+                                    help="Peak learning rate (default 1e-3 * sqrt(batch / 8192))."),
+    weight_decay: float | None = typer.Option(None, "--weight-decay", min=0.0,
+                                              help="Default 0.2 (mobileclip), 0.05 (dime)."),
+    warmup: int | None = typer.Option(None, "--warmup", min=0, help="Warm-up steps (default min(1000, steps / 10))."),
+    grad_clip: float = typer.Option(1.0, "--grad-clip", callback=above(0), help="Gradient norm clip."),
+    accum: int = typer.Option(1, "--accum", min=1, help="Micro-batches per step (each its own similarity matrix)."),
+    save_every: int = typer.Option(100, "--save-every", min=1, help="Checkpoint every N steps (and at the end)."),
+    holdout: float = typer.Option(0.0, "--holdout", min=0.0, callback=below(1),
+                                  help="Fraction of images kept out of training for the agreement check (0: "
+                                  "measure on the training images)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the sample order, augmentation choice and a random "
+                                                      "student's initial weights."),
     syn_text_key: str = typer.Option(r"^syn_text.*$", "--syn-text-key", help="Regular expression over the "
                                      "syn.json keys (re.match): each sample draws one matching key, then one of its "
                                      "captions, as the released trainer's --dataset-reinforcement-syn-text-key-regex "
                                      "(e.g. ^syn_text_dfn_mscoco38k$ for DFNDR's fine-tuned captioner)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
     amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision on GPUs (bf16, else fp16)."),
-    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    freeze_bn_stats: bool | None = typer.Option(None, "--freeze-bn-stats/--update-bn-stats", help="Keep the "
+                                                "student's BatchNorm running statistics as they are (default: "
+                                                "frozen below 16 samples per BatchNorm, where a batch is too small "
+                                                "to estimate them)."),
+    device: DeviceOpt = None,
     eval_data: Path | None = typer.Option(None, "--eval-data", help="Labelled image folder (one sub-folder per "
                                                                     "class): report the student's zero-shot top-1."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -110,8 +124,8 @@ def distill_command(
                         teacher_scales=teacher_scale or None, distill_weight=distill_weight, lr=lr,
                         weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip, accum=accum,
                         save_every=save_every, seed=seed, holdout=holdout, amp=amp, device=device,
-                        syn_text_key=syn_text_key, dime_vl=dime_vl)
-    summary = distill(cfg, resume=resume, console=None if as_json else console)
+                        syn_text_key=syn_text_key, dime_vl=dime_vl, freeze_bn_stats=freeze_bn_stats)
+    summary = distill(cfg, resume=resume, console=err_console)
     if "agreement" not in summary:  # not the main rank
         return
     if as_json:

@@ -18,7 +18,7 @@ CacheOpt = Annotated[Path | None, typer.Option(
     help="Folder for the arm64 sysroot and wheels (default $MOBILECLIP_ARM64_CACHE or "
          "$XDG_CACHE_HOME/mobileclip-deploy/arm64).")]
 SamplesOpt = Annotated[int, typer.Option(
-    help="Parity inputs per artifact (the first N of the export's own); each costs seconds to minutes emulated.")]
+    min=1, help="Parity inputs per artifact (the first N of the export's own); each costs seconds to minutes emulated.")]
 
 
 @app.command("verify")
@@ -29,7 +29,7 @@ def verify(
     checkpoint: CheckpointOpt = None,
     calibration: Annotated[Path | None, typer.Option(
         help="The export's --calibration folder, when its parity used photos from it.")] = None,
-    calibration_limit: Annotated[int, typer.Option(help="The export's --calibration-limit.")] = 16,
+    calibration_limit: Annotated[int, typer.Option(min=1, help="The export's --calibration-limit.")] = 16,
     samples: SamplesOpt = 2,
     cache: CacheOpt = None,
     json_out: JsonOpt = False,
@@ -79,9 +79,9 @@ def verify(
     folded = reparameterize(create_model(variant.name, checkpoint)).eval()
     request = ExportRequest(pairs=[], output_dir=export_dir, towers=tuple(sorted({e["tower"] for e in entries})),
                             calibration=calibration, calibration_limit=calibration_limit)
-    out = err_console if json_out else console  # --json keeps stdout for the JSON alone
-    env = Arm64Env(cache or default_cache(), report=lambda m: out.print(f"[dim]{m}[/]"))
-    rows = arm64.verify(export_dir, context(folded, variant, request), cpus, env, samples, out)
+    # Sysroot and progress lines are for humans (stderr); stdout carries the table or the JSON alone.
+    env = Arm64Env(cache or default_cache(), report=lambda m: err_console.print(f"[dim]{m}[/]"))
+    rows = arm64.verify(export_dir, context(folded, variant, request), cpus, env, samples, err_console)
     if json_out:
         print_json([{"file": r.file, "cpu": r.cpu, **r.record} for r in rows])
     else:

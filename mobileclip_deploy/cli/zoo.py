@@ -155,20 +155,21 @@ def reparam_cmd(model: ModelOpt, output: Annotated[Path, typer.Option("--output"
 
 
 @app.command("classify")
-def classify_cmd(images: Annotated[list[Path], typer.Argument(help="Image files.")],
+def classify_cmd(images: Annotated[list[Path], typer.Argument(help="Image files, or folders of them.")],
                  model: ModelOpt, labels: Annotated[str, typer.Option(help="Comma-separated class names.")],
                  checkpoint: CheckpointOpt = None, random_weights: RandomWeightsOpt = False,
                  top_k: Annotated[int, typer.Option(min=1, help="Predictions shown per image (at most the "
                                                     "number of labels).")] = 5,
                  as_json: JsonOpt = False) -> None:
     """Zero-shot classification with the OpenAI prompt templates; prints a ranked table per image."""
-    from mobileclip_deploy.preprocess import load_image, preprocess
+    from mobileclip_deploy.preprocess import image_files, load_image, preprocess
     from mobileclip_deploy.reparam import reparameterize
     from mobileclip_deploy.zeroshot import class_text_embeddings, openai_templates, zero_shot_logits
 
     classes = [c.strip() for c in labels.split(",") if c.strip()]
     if not classes:
         raise UserError("--labels needs at least one class name, e.g. --labels 'cat,dog,car'.")
+    images = [f for p in images for f in (image_files(p) if p.is_dir() else [p])]
     pixels = torch.stack([preprocess(load_image(p), model) for p in images])
     net, variant, _ = load_model_for_cli(model, checkpoint, random_weights)
     net = reparameterize(net)

@@ -32,12 +32,31 @@ def world_info_from_env() -> tuple[int, int, int]:
             int(os.environ.get("WORLD_SIZE", 1)))
 
 
+def check_device(device: str) -> torch.device:
+    """`cpu`, `cuda` or `cuda:N` that exists here; anything else is refused by name (not a traceback later)."""
+    from mobileclip_deploy.errors import UserError
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {device!r} is not a device: use cpu or cuda (cuda:N for one GPU).") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {device}: training runs on cpu or cuda only.")
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"--device {device}: no CUDA GPU is visible here; use --device cpu.")
+        if dev.index is not None and dev.index >= count:
+            raise UserError(f"--device {device}: only {count} CUDA GPU(s) here (cuda:0 to cuda:{count - 1}).")
+    return dev
+
+
 def init_distributed(device: str | None = None) -> DistEnv:
     """Join the process group torchrun describes: NCCL when each rank has a GPU, gloo on CPU."""
     rank, local_rank, world = world_info_from_env()
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = check_device(device)
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank % torch.cuda.device_count())
         torch.cuda.set_device(dev)

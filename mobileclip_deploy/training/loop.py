@@ -10,6 +10,8 @@ the 12M DataCompDR shards is not implemented).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -23,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobileclip_deploy.atomic import atomic_path, write_text
+from mobileclip_deploy.atomic import atomic_path, check_folder, exclusive_folder, write_text
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.training import distributed
 from mobileclip_deploy.training.batches import Batch, collate
@@ -35,9 +37,14 @@ from mobileclip_deploy.training.repmixer import share_repmixer_statistics
 
 MAX_LOGIT_SCALE = math.log(100.0)
 REFERENCE_BATCH, REFERENCE_LR = 8192, 1e-3  # MobileCLIP's DataCompDR-12M recipe (training.md 2.3)
-# Fields that fix which batches and schedule a run has: a resume must not change them.
-RUN_IDENTITY = ("student", "loss", "steps", "batch_size", "world_size", "accum", "seed", "lr", "warmup",
-                "distill_weight", "teacher_scales", "holdout", "syn_text_key", "dime_vl")
+# Below this many samples per BatchNorm a batch's statistics are too noisy to update the running ones: a student
+# initialised from its teacher (S0, batch 4) fell from 100% to 42% agreement after two steps at lr ~0 with them
+# updated, and stayed at 100% with them frozen. Smaller batches train with frozen BN statistics unless asked.
+MIN_BN_BATCH = 16
+# The only DistillConfig fields that do not shape a run's result; every other field (and any added later) is
+# part of its identity (run_identity), which a resume must match. `data`, `init` and `teachers` enter it as
+# content hashes and the teachers' records instead of paths and names.
+NOT_IDENTITY = ("data", "out", "init", "teachers", "save_every", "device")
 
 
 @dataclass
@@ -67,6 +74,7 @@ class DistillConfig:
     dime_vl: str = "both"  # "image": the released code (image tower only); "both": the student's text tower too
     world_size: int = 1  # filled in from the process group
     syn_text_key: str = DEFAULT_SYN_TEXT_KEY  # regex over syn.json keys (the released trainer's default)
+    freeze_bn_stats: bool | None = None  # None: frozen when a BatchNorm sees fewer than MIN_BN_BATCH samples
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -144,32 +152,24 @@ class Trainer:
     """Holds the run; `run()` trains to `steps` from wherever the run folder left off."""
 
     def __init__(self, cfg: DistillConfig, data, student: nn.Module, env: distributed.DistEnv,
-                 resume: bool = False, console=None):
-        self.cfg, self.data, self.env, self.console = cfg, data, env, console
+                 resume: bool = False):
+        self.data, self.env = data, env
         self.out = Path(cfg.out)
         self.variant = student.variant
         self.kind = choose_loss(cfg.loss, data)
-        cfg.loss, cfg.world_size = self.kind, env.world_size
         self.samples = list(data.samples())
         self.train_idx, self.held_idx = split_holdout(self.samples, cfg.holdout, cfg.seed)
-        global_batch = cfg.batch_size * env.world_size
-        check_inputs(cfg, data, self.variant, len(self.train_idx), global_batch, self.kind)
-        dims = [t.dim for t in data.teachers]
-        scales = cfg.teacher_scales or [float(t.logit_scale) for t in data.teachers]
-        if len(scales) != len(dims):
-            raise UserError(f"--teacher-scale was given {len(scales)} times but the data has {len(dims)} teachers "
-                            f"({', '.join(t.name for t in data.teachers)}).")
-        cfg.teacher_scales = scales
-        cfg.lr = cfg.lr if cfg.lr is not None else default_lr(global_batch * cfg.accum)
-        cfg.warmup = cfg.warmup if cfg.warmup is not None else min(1000, cfg.steps // 10)
-        if cfg.weight_decay is None:
-            cfg.weight_decay = 0.2 if self.kind == "mobileclip" else 0.05
-        self.objective = Objective(self.kind, dims, scales, cfg)
+        check_inputs(cfg, data, self.variant, len(self.train_idx), cfg.batch_size * env.world_size, self.kind)
+        self.cfg = cfg = resolve(cfg, data, self.kind, env)  # the caller's config stays as given
+        self.identity = run_identity(cfg, data, self.samples)
+        self.objective = Objective(self.kind, [t.dim for t in data.teachers], cfg.teacher_scales, cfg)
         if env.device.type == "cpu":  # otherwise every step re-faults its activations (training/memory.py)
             keep_freed_memory()
             use_fast_depthwise(student)  # 7x7 weight gradients, 1x1 as multiplies (training/depthwise.py)
             share_repmixer_statistics(student)  # one BatchNorm pass for two; measured on CPU only (repmixer.py)
         self.student = student.to(env.device).train()
+        self.frozen_bn = [m for m in self.student.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] \
+            if cfg.freeze_bn_stats else []
         if self.kind == "dime-fm":  # DIME-FM's logits use a fixed scale of 100 (section 3.2)
             self.student.logit_scale.requires_grad_(False)
             if cfg.dime_vl == "image":  # the released form: the text tower stays as initialised
@@ -217,6 +217,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
+        for bn in self.frozen_bn:  # normalise with the running statistics and leave them as they are
+            bn.eval()
         totals: dict[str, float] = {}
         for k in range(cfg.accum):
             batch = self.batch(self.step * cfg.accum + k)
@@ -254,9 +256,8 @@ class Trainer:
         """Training state (weights, optimizer, step) and the bare student, each written atomically."""
         if not self.env.is_main:
             return
-        identity = {k: getattr(self.cfg, k) for k in RUN_IDENTITY}
         state = {"step": self.step, "model": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scaler": self.scaler.state_dict() if self.scaler else {}, "identity": json.dumps(identity)}
+                 "scaler": self.scaler.state_dict() if self.scaler else {}, "identity": json.dumps(self.identity)}
         with atomic_path(self.state_path, replace=True) as tmp:
             torch.save(state, tmp)
         # The student alone, in its native (official or open_clip) layout, train-time form: create_model loads it.
@@ -270,11 +271,12 @@ class Trainer:
             raise UserError(f"--resume: {self.state_path} does not exist; nothing to resume.")
         state = torch.load(self.state_path, map_location=self.env.device, weights_only=True)
         saved = json.loads(state["identity"])
-        changed = [f"{k} ({saved.get(k)} -> {getattr(self.cfg, k)})" for k in RUN_IDENTITY
-                   if json.dumps(saved.get(k)) != json.dumps(getattr(self.cfg, k))]
+        changed = [f"{k} ({_short(saved.get(k))} -> {_short(self.identity.get(k))})"
+                   for k in sorted(set(saved) | set(self.identity))
+                   if json.dumps(saved.get(k)) != json.dumps(self.identity.get(k))]
         if changed:
             raise UserError(f"--resume: {self.out} was started with other settings: {', '.join(changed)}. "
-                            "Resume with the same options, or start a new run folder.")
+                            "Resume with the same options and inputs, or start a new run folder.")
         self.student.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler and state["scaler"]:
@@ -285,10 +287,8 @@ class Trainer:
         self.history = [h for h in map(json.loads, lines) if h["step"] <= self.step]
 
     # -- the run -------------------------------------------------------------------------------------------
-    def run(self, progress: Iterator | None = None, on_step: Callable[[dict], None] | None = None) -> list[dict]:
+    def run(self, on_step: Callable[[dict], None] | None = None) -> list[dict]:
         cfg = self.cfg
-        start = time.perf_counter()
-        done_at_start = self.step
         while self.step < cfg.steps:
             t0 = time.perf_counter()
             record = self.train_step()
@@ -301,9 +301,58 @@ class Trainer:
             if self.step % cfg.save_every == 0 or self.step == cfg.steps:
                 self.save()
         distributed.barrier()
-        self.elapsed = time.perf_counter() - start
-        self.steps_run = self.step - done_at_start
         return self.history
+
+
+def resolve(cfg: DistillConfig, data, kind: str, env: distributed.DistEnv) -> DistillConfig:
+    """A copy of `cfg` with every default filled in (loss, scales, lr, warm-up, weight decay, world size, whether
+    BatchNorm statistics are frozen)."""
+    world_size = env.world_size
+    scales = cfg.teacher_scales or [float(t.logit_scale) for t in data.teachers]
+    if len(scales) != len(data.teachers):
+        raise UserError(f"--teacher-scale was given {len(scales)} times but the data has {len(data.teachers)} "
+                        f"teachers ({', '.join(t.name for t in data.teachers)}).")
+    global_batch = cfg.batch_size * world_size
+    return dataclasses.replace(
+        cfg, loss=kind, world_size=world_size, teacher_scales=list(scales),
+        lr=cfg.lr if cfg.lr is not None else default_lr(global_batch * cfg.accum),
+        warmup=cfg.warmup if cfg.warmup is not None else min(1000, cfg.steps // 10),
+        weight_decay=cfg.weight_decay if cfg.weight_decay is not None else 0.2 if kind == "mobileclip" else 0.05,
+        freeze_bn_stats=cfg.freeze_bn_stats if cfg.freeze_bn_stats is not None else bn_batch(cfg, env) < MIN_BN_BATCH)
+
+
+def bn_batch(cfg: DistillConfig, env: distributed.DistEnv) -> int:
+    """Samples each BatchNorm sees per forward: the global batch under SyncBatchNorm (CUDA DDP), else the rank's."""
+    return cfg.batch_size * (env.world_size if env.device.type == "cuda" else 1)
+
+
+def _digest(parts: list[str | bytes]) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def run_identity(cfg: DistillConfig, data, samples: list) -> dict:
+    """Everything that shapes a run's result: every option of a resolved config but NOT_IDENTITY, the init
+    checkpoint's sha256, the teachers as the records describe them, and the records themselves (each shard's
+    sha256, the sample uids, the sentence bank). A resume refuses any difference, naming it."""
+    from mobileclip_deploy.hashing import sha256_path
+
+    options = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IDENTITY}
+    bank = data.sentence_emb
+    return {**json.loads(json.dumps(options)),  # tuples as lists, as they read back from state.pt
+            "init_sha256": sha256_path(cfg.init) if cfg.init else None,
+            "teachers": [dataclasses.asdict(t) for t in data.teachers],
+            "shards_sha256": _digest([sha256_path(s) for s in data.shards]),
+            "samples_sha256": _digest([s.uid for s in samples]),
+            "sentences_sha256": None if bank is None else _digest([*data.sentences, bank.tobytes()])}
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:12] + "..."
 
 
 def choose_loss(asked: str | None, data) -> str:
@@ -388,50 +437,42 @@ def plot_curve(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-@contextmanager
-def run_folder_lock(out: Path) -> Iterator[None]:
-    """One run per folder: a second `distill -o` on the same folder fails instead of interleaving checkpoints."""
-    import fcntl
-
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"another distill run is using {out}.") from None
-        yield
-
-
 def distill(cfg: DistillConfig, resume: bool = False, console=None, student: nn.Module | None = None,
             data=None) -> dict:
     """Open the records, train, measure agreement and write `summary.json`; returns the summary.
 
-    `student` and `data` replace `create_model(cfg.student, cfg.init)` and `open_reinforced(cfg.data)` (tests
-    pass tiny configurations and hand-made records).
+    `console` (stderr) shows progress. `student` and `data` replace `create_model(cfg.student, cfg.init)` and
+    `open_reinforced(cfg.data)` (tests pass tiny configurations and hand-made records).
     """
     from mobileclip_deploy.training.agreement import agreement
 
-    out = Path(cfg.out)
+    out = check_folder(cfg.out)
     if not resume and (out / "state.pt").exists():
         raise UserError(f"{out} already holds a run (state.pt); pass --resume to continue it, or another -o.")
+    env = distributed.init_distributed(cfg.device)  # an unknown device is refused before any loading
     if data is None:
         from mobileclip_deploy.training.records import open_reinforced
 
         data = open_reinforced(cfg.data, cfg.teachers, cfg.syn_text_key)
+    torch.manual_seed(cfg.seed)  # before the student is built: --seed also fixes a random initialisation
     if student is None:
         from mobileclip_deploy import create_model
 
-        student = create_model(cfg.student, cfg.init)
-    env = distributed.init_distributed(cfg.device)
-    torch.manual_seed(cfg.seed)
+        student = create_model(cfg.student, cfg.init, model_flag="--student {}")
     trainer = Trainer(cfg, data, student, env, resume=resume)  # every check before anything is written
-    with run_folder_lock(out) if env.is_main else nullcontext():
+    asked, cfg = cfg, trainer.cfg
+    if trainer.frozen_bn and asked.freeze_bn_stats is None and console is not None and env.is_main:
+        console.print(f"note: BatchNorm statistics stay frozen: {bn_batch(cfg, env)} samples per BatchNorm are too "
+                      f"few to estimate them (fewer than {MIN_BN_BATCH}); --update-bn-stats updates them anyway",
+                      markup=False, highlight=False)
+    with exclusive_folder(out, "distill") if env.is_main else nullcontext():
         with _progress(console if env.is_main else None, trainer) as on_step:
             trainer.run(on_step=on_step)
         summary: dict = {"student": str(trainer.student_path), "variant": trainer.variant.name,
                          "loss": trainer.kind, "steps": trainer.step, "teachers": [t.name for t in data.teachers],
                          "teacher_scales": cfg.teacher_scales, "lr": cfg.lr, "warmup": cfg.warmup,
                          "global_batch": cfg.batch_size * env.world_size * cfg.accum, "device": str(env.device),
+                         "bn_stats_frozen": bool(trainer.frozen_bn),
                          "final": trainer.history[-1] if trainer.history else None}
         if env.is_main:
             held = trainer.held_idx or trainer.train_idx
@@ -448,14 +489,13 @@ def distill(cfg: DistillConfig, resume: bool = False, console=None, student: nn.
 
 @contextmanager
 def _progress(console, trainer: Trainer) -> Iterator[Callable[[dict], None] | None]:
-    """A rich bar with loss and throughput on the main rank; nothing elsewhere."""
+    """The package's progress display (bar or plain lines) with loss and throughput on the main rank."""
     if console is None:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from mobileclip_deploy.progress import progress
 
-    with Progress(TextColumn("distill"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                  TimeRemainingColumn(), console=console, transient=False) as bar:
+    with progress(console, info=True, transient=False) as bar:
         task = bar.add_task("distill", total=trainer.cfg.steps, completed=trainer.step, info="")
 
         def on_step(record: dict) -> None:

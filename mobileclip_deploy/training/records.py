@@ -11,6 +11,7 @@ scale 100 unless told otherwise, their `param_aug` may be a JSON string, their e
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -128,6 +129,9 @@ class ShardWriter:
         return digest
 
     def abort(self) -> None:
+        """Drop the unfinished shard; the tar is closed first, so it never writes to the closed file later."""
+        with contextlib.suppress(OSError, ValueError):
+            self._tar.close()
         self._file.close()
         self.partial.unlink(missing_ok=True)
 

@@ -60,7 +60,7 @@ def load_teacher(spec: str, scale: float | None = None) -> Teacher:
         raise UserError(f"--teacher {spec!r}: write it as NAME=CHECKPOINT, e.g. openclip-vit-l-14=open_clip_model.bin.")
     variant = get_variant(name.strip())
     file = resolve_checkpoint_file(checkpoint.strip())
-    model = create_model(variant.name, file)
+    model = create_model(variant.name, file, model_flag="--teacher {}=CHECKPOINT")
     info = TeacherInfo(variant.name, variant.embed_dim, 100.0 if scale is None else float(scale), sha256_path(file),
                        variant.image_size, variant.context_length)
     return Teacher(info, model)
@@ -131,9 +131,22 @@ def list_photos(folder: Path) -> tuple[list[Photo], dict[str, list[str]]]:
     return photos, captions if len(captions) == len(photos) and set(captions) == {p.rel for p in photos} else {}
 
 
+def _read_text(path: Path, what: str) -> str:
+    """A caption or sentence file as UTF-8 text; anything else is refused by name."""
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist.")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{what} {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8.") \
+            from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}.") from None
+
+
 def _rows(path: Path) -> list[dict]:
     """CSV (`file,caption` with or without a header) or JSONL rows."""
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path, "caption file")
     if path.suffix.lower() in (".jsonl", ".json"):
         try:
             return [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -149,8 +162,6 @@ def _rows(path: Path) -> list[dict]:
 
 def read_captions(path: Path, photos: Sequence[Photo], synthetic: bool) -> dict[str, list[str]]:
     """Photo rel path -> its caption(s); files are matched by relative path or, failing that, by name."""
-    if not path.is_file():
-        raise UserError(f"caption file {path} does not exist.")
     by_rel = {p.rel: p.rel for p in photos}
     by_name = {Path(p.rel).name: p.rel for p in photos}
     out: dict[str, list[str]] = {}
@@ -176,9 +187,7 @@ def read_captions(path: Path, photos: Sequence[Photo], synthetic: bool) -> dict[
 
 
 def read_sentences(path: Path) -> list[str]:
-    if not path.is_file():
-        raise UserError(f"sentences file {path} does not exist.")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line.strip() for line in _read_text(path, "sentences file").splitlines() if line.strip()]
     if not lines:
         raise UserError(f"sentences file {path} has no lines (one sentence per line).")
     return lines
@@ -215,15 +224,30 @@ def _sha(path: Path | None) -> str | None:
 
 
 def _plan(cfg: ReinforceConfig, teachers: Sequence[Teacher], photos: Sequence[Photo]) -> dict:
-    listing = hashlib.sha256("\n".join(f"{p.rel}\t{p.path.stat().st_size}" for p in photos).encode()).hexdigest()
+    # The photos by content, not by name and size: a photo replaced by another must not resume into the old run.
+    listing = hashlib.sha256("\n".join(f"{p.rel}\t{hashlib.sha256(p.read()).hexdigest()}"
+                                       for p in photos).encode()).hexdigest()
     return {"format": FORMAT, "teachers": [asdict(t.info) for t in teachers], "augmentations": cfg.augmentations,
             "crop_size": max(t.info.image_size for t in teachers), "seed": cfg.seed, "shard_size": cfg.shard_size,
-            "photos": len(photos), "photo_listing_sha256": listing, "captions_sha256": _sha(cfg.captions),
+            "photos": len(photos), "photos_sha256": listing, "captions_sha256": _sha(cfg.captions),
             "synthetic_sha256": _sha(cfg.synthetic), "sentences_sha256": _sha(cfg.sentences)}
 
 
+def check_output(out: Path) -> None:
+    """Refuse, from the arguments alone, an -o that cannot be written or that holds anything but a reinforce run
+    (new, or unfinished to resume)."""
+    from mobileclip_deploy.atomic import check_folder
+
+    check_folder(out)
+    if (out / PLAN).is_file():
+        return
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not a reinforce output; refusing to write into it. Pick a new -o.")
+
+
 def _claim_output(out: Path, plan: dict) -> None:
-    """Start a new output folder, or resume one made with exactly this plan; never write into anything else."""
+    """Start a new output folder, or resume one made with exactly this plan; never write into anything else.
+    The run's identity is its plan: photos, caption files and teachers by sha256, and every option."""
     from mobileclip_deploy.atomic import write_text
 
     plan_file = out / PLAN
@@ -234,9 +258,7 @@ def _claim_output(out: Path, plan: dict) -> None:
             raise UserError(f"{out} holds a reinforce run with other settings ({', '.join(differ)} differ); "
                             "pick a new -o folder (or repeat the original command to resume it).")
         return
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out} exists and is not a reinforce output; refusing to write into it. Pick a new -o.")
-    out.mkdir(parents=True, exist_ok=True)
+    check_output(out)
     write_text(plan_file, json.dumps(plan, indent=1) + "\n", replace=True)
 
 
@@ -317,14 +339,27 @@ def _versions() -> dict[str, str]:
 
 
 def reinforce(cfg: ReinforceConfig, teachers: Sequence[Teacher], device: str | None = None, console=None) -> dict:
-    """Write (or finish) the reinforced dataset in `cfg.out`; returns the manifest (rank 0) or this rank's part."""
-    from mobileclip_deploy.atomic import write_text
+    """Write (or finish) the reinforced dataset in `cfg.out`; returns the manifest (rank 0) or this rank's part.
+    `console` (stderr) shows progress. One run per folder: a second one is refused while the first holds it."""
+    from contextlib import nullcontext
+
+    from mobileclip_deploy.atomic import exclusive_folder
     from mobileclip_deploy.training import distributed as dist
 
     if not teachers:
         raise UserError("give at least one --teacher NAME=CHECKPOINT.")
-    photos, captions, synthetic, sentences = read_inputs(cfg)
+    check_output(cfg.out)
+    inputs = read_inputs(cfg)
     env = dist.init_distributed(device)
+    with exclusive_folder(cfg.out, "reinforce") if env.is_main else nullcontext():
+        return _write(cfg, teachers, env, inputs, console)
+
+
+def _write(cfg: ReinforceConfig, teachers: Sequence[Teacher], env, inputs: tuple, console) -> dict:
+    from mobileclip_deploy.atomic import write_text
+    from mobileclip_deploy.training import distributed as dist
+
+    photos, captions, synthetic, sentences = inputs
     plan = _plan(cfg, teachers, photos)
     if env.is_main:
         _claim_output(cfg.out, plan)
@@ -339,9 +374,9 @@ def reinforce(cfg: ReinforceConfig, teachers: Sequence[Teacher], device: str | N
     done = _done(cfg.out)
     mine = [(k, name, batch) for k, (name, batch) in enumerate(shards)
             if k % env.world_size == env.rank and name not in done]
-    progress = _progress(console, sum(len(b) for _, _, b in mine), env.rank)
-    with progress:
-        task = progress.add_task("reinforce", total=sum(len(b) for _, _, b in mine))
+    with _progress(console, sum(len(b) for _, _, b in mine)) as progress:
+        task = progress.add_task(f"reinforce (rank {env.rank})" if env.rank else "reinforce",
+                                 total=sum(len(b) for _, _, b in mine))
         for k, name, batch in mine:
             writer = ShardWriter(cfg.out / SHARDS / name)
             try:
@@ -387,8 +422,14 @@ def reinforce(cfg: ReinforceConfig, teachers: Sequence[Teacher], device: str | N
     return manifest
 
 
-def _progress(console, total: int, rank: int):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def _progress(console, total: int):
+    """The package's progress display on `console` (stderr), or none (no console, or nothing left to do)."""
+    from contextlib import nullcontext
 
-    return Progress(TextColumn(f"reinforce (rank {rank})" if rank else "reinforce"), BarColumn(),
-                    MofNCompleteColumn(), TimeRemainingColumn(), console=console, disable=console is None or not total)
+    from rich.progress import Progress
+
+    from mobileclip_deploy.progress import progress
+
+    if console is None or not total:
+        return nullcontext(Progress(disable=True))
+    return progress(console, transient=False)

@@ -18,6 +18,7 @@ class ExecutorchCoreML(CoreMLTarget):
     suffix = ".pte"
     schemes = (FP32, FP16)
     help = "ExecuTorch with the Core ML delegate for iPhones"
+    platform = None  # MobileCLIPKit loads Core ML programs, not .pte files: neither bundled nor timed on iOS
     tools = ("executorch", "coremltools")
 
     def export(self, build: Build) -> tuple[dict[str, Any], Any]:
