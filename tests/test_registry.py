@@ -120,3 +120,72 @@ def test_export_and_verify_writers_take_one_lock(tmp_path: Path) -> None:
     writer.join(10)
     assert done.is_set() and mf.load(folder)["artifacts"][0]["arm64"]["cortex-a53"]["min_cosine"] == 1.0
     assert sorted(p.name for p in folder.iterdir()) == ["manifest.json"]
+
+
+def test_a_narrow_terminal_gets_a_table_it_can_read() -> None:
+    """80 columns: four columns, wrapped, nothing cut; a wide terminal gets every column (and --json everything)."""
+    from rich.console import Console as RichConsole
+
+    from mobileclip_deploy.verify import arm64
+
+    name = "mobileclip-s0_image_executorch-xnnpack_auto-8da8w.pte"
+    row = arm64.Row(name, "cortex-a76", True, {"min_cosine": 0.999912, "threshold": 0.99, "max_abs_error": 0.01,
+                                               "check_cost_emulated_s": 412.0, "evidence": {}})
+    for width, columns in ((80, 4), (160, 8)):
+        console = RichConsole(width=width, record=True, file=open("/dev/null", "w"))
+        table = arm64.table([row], "t", width)
+        console.print(table)
+        text = console.export_text()
+        assert len(table.columns) == columns and "0.999912" in text and "…" not in text
+        first = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│")]
+        assert "".join(first) == name  # wrapped, not truncated
+
+
+def test_a_failed_gate_names_the_ways_forward(tmp_path: Path) -> None:
+    class Hinting(Recording):
+        parity_hints = {"fp32": "try -q test-recording:fp16"}
+
+        def check(self, build, path, handle):
+            name, out, facts = super().check(build, path, handle)
+            return name, out[::-1].copy(), facts  # every row answers for another input
+
+    with registered(Hinting):
+        [result] = export(tmp_path / "o", ["test-recording:fp32"], towers=("image",))
+    assert result.status == "failed" and "parity failed" in result.message
+    assert result.message.endswith("try -q test-recording:fp16")
+
+
+def test_recipe_kept_layers_must_name_modules_of_the_model(tmp_path: Path, shared_dir: Path) -> None:
+    request = pipeline.ExportRequest(pairs=resolve_pairs([], ["onnx:w8a8"]), output_dir=tmp_path / "o",
+                                     towers=("image",), calibration=shared_dir / "data" / "imagenet-samples",
+                                     calibration_limit=2, keep={"onnx": {"image": ["model.image_encodr.head"]}})
+    with pytest.raises(UserError, match="names 'model.image_encodr.head', which is no module of tiny-s0"):
+        pipeline.run(request, tiny_model(), TINY, "w", Console(quiet=True))
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_recipe_for_another_model_is_refused(tmp_path: Path) -> None:
+    from helpers import refusal
+
+    recipe = tmp_path / "auto.toml"
+    recipe.write_text('model = "mobileclip-s0"\n[formats.onnx]\nschemes = ["fp32"]\n')
+    message = refusal("export", "--model", "mobileclip-s2", "--random-weights", "--recipe", recipe, "-o",
+                      tmp_path / "o")
+    assert "was written for mobileclip-s0" in message and "--model mobileclip-s2" in message
+
+
+def test_verify_can_be_limited_to_some_backends(tmp_path: Path) -> None:
+    """`verify --backend onnx` must not pull the ~4.5 GB ExecuTorch guest because a .pte shares the folder."""
+    from mobileclip_deploy.hashing import sha256_path
+    from mobileclip_deploy.verify import arm64
+
+    entries = []
+    for name, backend in (("a.onnx", "onnx"), ("b.pte", "executorch-xnnpack"), ("c.mlpackage", "coreml")):
+        (tmp_path / name).write_bytes(name.encode())
+        entries.append({"file": name, "backend": backend, "sha256": sha256_path(tmp_path / name)})
+    manifest = {"artifacts": entries}
+    assert [e["file"] for e in arm64.select(tmp_path, manifest)] == ["a.onnx", "b.pte"]
+    assert [e["file"] for e in arm64.select(tmp_path, manifest, ["onnx"])] == ["a.onnx"]
+    assert [e["file"] for e in arm64.select(tmp_path, manifest, ["executorch"])] == ["b.pte"]  # aliases too
+    with pytest.raises(UserError, match="no coreml artifacts to verify"):
+        arm64.select(tmp_path, manifest, ["coreml"])

@@ -122,9 +122,13 @@ def export(
     """
     from mobileclip_deploy.exporters import pipeline
     from mobileclip_deploy.exporters.recipe import Recipe, load_recipe
+    from mobileclip_deploy.registry import get_variant
     from mobileclip_deploy.exporters.backends import resolve_pairs
 
     spec = load_recipe(recipe) if recipe else Recipe()
+    if spec.model is not None and get_variant(spec.model).name != get_variant(model).name:
+        raise UserError(f"recipe {recipe} was written for {spec.model} (its kept layers are that model's); "
+                        f"this export is --model {model}: use a recipe for {model}, or run --quant auto for it")
     towers_opt = tower or spec.tower or "both"
     if towers_opt not in ("image", "text", "both"):
         raise UserError(f"--tower must be image, text or both, not {towers_opt!r}")

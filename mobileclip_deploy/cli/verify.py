@@ -31,6 +31,10 @@ def verify(
         help="The export's --calibration folder, when its parity used photos from it.")] = None,
     calibration_limit: Annotated[int, typer.Option(min=1, help="The export's --calibration-limit.")] = 16,
     samples: SamplesOpt = 2,
+    backend: Annotated[list[str] | None, typer.Option(
+        help="Only these backends' artifacts (repeatable). The first ONNX Runtime check prepares ~0.5 GB (Debian "
+             "sysroot + aarch64 wheel); ExecuTorch needs ~4.5 GB more (its aarch64 Python runtime needs the CUDA "
+             "build of torch).")] = None,
     cache: CacheOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -59,7 +63,7 @@ def verify(
     manifest = mf.load(export_dir)
     if manifest is None:
         raise UserError(f"{export_dir} has no {mf.FILENAME}: export into it first")
-    entries = arm64.select(export_dir, manifest)  # refuses tampered artifacts before any work
+    entries = arm64.select(export_dir, manifest, backend)  # refuses tampered artifacts before any work
     check_tools()
     if manifest.get("checkpoint_sha256") is None:
         raise UserError(f"{export_dir} was exported from random weights, so its PyTorch reference cannot be rebuilt; "
@@ -81,11 +85,11 @@ def verify(
                             calibration=calibration, calibration_limit=calibration_limit)
     # Sysroot and progress lines are for humans (stderr); stdout carries the table or the JSON alone.
     env = Arm64Env(cache or default_cache(), report=lambda m: err_console.print(f"[dim]{m}[/]"))
-    rows = arm64.verify(export_dir, context(folded, variant, request), cpus, env, samples, err_console)
+    rows = arm64.verify(export_dir, context(folded, variant, request), cpus, env, samples, err_console, backend)
     if json_out:
         print_json([{"file": r.file, "cpu": r.cpu, **r.record} for r in rows])
     else:
         console.print(arm64.table(rows, f"{variant.display_name} on arm64 (qemu-user; cost is emulated time, "
-                                        "not phone latency)"))
+                                        "not phone latency)", console.width))
     if not all(r.passed for r in rows):
         raise typer.Exit(1)

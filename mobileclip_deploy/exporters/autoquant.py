@@ -361,7 +361,7 @@ def recipe_text(plan: Plan, model: str, calibration: Path, calibration_limit: in
              f"{plan.chosen[f'ratio_to_{base}']}x the {base} {plan.chosen['cost']} on the search host.",
              f'description = "{model} {plan.tower}: {backend.auto_titles[plan.scheme]}, kept layers chosen by '
              '--quant auto"',
-             f'tower = "{plan.tower}"', f"calibration = {json.dumps(str(Path(calibration).resolve()))}",
+             f'model = "{model}"', f'tower = "{plan.tower}"', f"calibration = {json.dumps(str(Path(calibration).resolve()))}",
              f"calibration_limit = {calibration_limit}", "", f"[formats.{plan.backend}]",
              f'schemes = ["{plan.scheme}"]', "", f"[formats.{plan.backend}.{backend.keep_key}]",
              f"{plan.tower} = ["]

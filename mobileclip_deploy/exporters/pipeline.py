@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from mobileclip_deploy.atomic import atomic_path, check_folder, locked_folder
@@ -35,6 +35,7 @@ from mobileclip_deploy.exporters.context import Context, ParityFailure, judge
 from mobileclip_deploy.exporters.schemes import TOWERS, Scheme, parse_thresholds
 from mobileclip_deploy.exporters.wrappers import INPUT_NAME, OUTPUT_NAME, example_input
 from mobileclip_deploy.hashing import sha256_path, size_bytes
+from mobileclip_deploy.progress import LoggedProgress
 
 
 @dataclass
@@ -144,6 +145,16 @@ def _check_auto(request: ExportRequest) -> None:
                 raise UserError(f"{b.keep_key}: unknown tower {tower!r}; use image or text")
 
 
+def _check_kept(jobs: list[Job], ctx: Context) -> None:
+    """A recipe's kept layers name modules of this model's tower (a typo would quantize the layer meant to stay)."""
+    for job in jobs:
+        names = {name for name, _ in ctx.export_towers[job.tower].named_modules()}
+        for path in _kept(job, ctx.request) or []:
+            if path.split("/")[0] not in names:  # `module/op` names one op of a module (ONNX `auto` plans)
+                raise UserError(f"{job.backend.keep_key} ({job.tower}) names {path!r}, which is no module of "
+                                f"{ctx.variant.name}'s {job.tower} tower; nothing was exported")
+
+
 def _kept(job: Job, request: ExportRequest) -> list[str] | None:
     """The module paths a recipe keeps out of this job's low-bit form (float for int8, 8-bit palettes for pal4),
     if the job's scheme is one `auto` plans rebuild as; None: the exporter's own lists."""
@@ -151,22 +162,26 @@ def _kept(job: Job, request: ExportRequest) -> list[str] | None:
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Keep converter chatter off the terminal while rich shows the progress.
+def _quiet(console: Console) -> Iterator[Console]:
+    """Keep converter chatter off the terminal; yields the console the progress is drawn on.
 
     coremltools draws tqdm bars for every pass, ExecuTorch logs INFO lines and its C++ runtime writes to file
-    descriptor 2; all of it goes to a temporary file, replayed on stderr only if the run itself crashes.
+    descriptor 2; all of it goes to a temporary file, replayed on stderr only if the run itself crashes. The
+    progress goes to the real stderr (a copy of descriptor 2 taken before the redirection), as a bar in a terminal
+    and as plain lines elsewhere.
     """
     disabled = logging.root.manager.disable
     sys.stderr.flush()
     saved_fd = os.dup(2)
-    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as capture:
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as capture, \
+            os.fdopen(os.dup(saved_fd), "w", buffering=1) as real:
+        shown = Console(file=real, force_terminal=console.is_terminal, width=console.width, quiet=console.quiet)
         os.dup2(capture.fileno(), 2)
         logging.disable(logging.WARNING)
         try:
             with warnings.catch_warnings(), contextlib.redirect_stderr(capture):
                 warnings.simplefilter("ignore")
-                yield
+                yield shown
         except Exception:
             capture.flush()
             capture.seek(0)
@@ -232,12 +247,13 @@ def run(request: ExportRequest, model: nn.Module, variant, checkpoint_sha256: st
                 f"[yellow]note:[/] another run is writing to {out_dir}; waiting for it to finish")):
             _remove_partials(out_dir)
             manifest = _open_manifest(out_dir, variant, checkpoint_sha256, model, request.overwrite, console)
-            with Progress(*columns, console=console, transient=False) as progress, _quiet():
+            with _quiet(console) as shown, LoggedProgress(*columns, console=shown, transient=False) as progress:
                 task = progress.add_task("folding the model", total=len(jobs) + 1)
                 folded = reparameterize(model).eval()
                 weights_id = checkpoint_sha256 or f"random:{_weights_id(folded)}"
                 progress.update(task, description="preparing parity and calibration inputs")
                 ctx = Context(folded, variant, request)
+                _check_kept(jobs, ctx)
                 tokenizer = get_tokenizer()
                 tokenizer.write_assets(out_dir / "tokenizer")
                 manifest["tokenizer"] = {"merges": "tokenizer/merges.txt", "vocab": "tokenizer/vocab.json",
@@ -273,7 +289,8 @@ def _verify_arm64(request: ExportRequest, ctx: Context, results: list[ArtifactRe
 
     env = Arm64Env(default_cache(), report=lambda m: console.print(f"[dim]{m}[/]"))
     rows = arm64.verify(request.output_dir, ctx, parse_cpus(request.verify_arm64 or None), env, console=console)
-    console.print(arm64.table(rows, "arm64 parity (qemu-user; cost is emulated time, not phone latency)"))
+    console.print(arm64.table(rows, "arm64 parity (qemu-user; cost is emulated time, not phone latency)",
+                              console.width))
     failed = {r.file: r for r in rows if not r.passed}
     for result in results:
         if result.file in failed and result.status != "failed":
@@ -363,7 +380,8 @@ def _check(job: Job, build: Build, path: Path, handle: Any, threshold: float) ->
         raise ParityFailure(
             f"{path.name}: parity failed ({check}): min cosine {result['min_cosine']:.6f} < threshold "
             f"{threshold} for {job.scheme.name} (max abs error {result['max_abs_error']:.3g}, "
-            f"PSNR {result['psnr_db']} dB); nothing was written")
+            f"PSNR {result['psnr_db']} dB); nothing was written"
+            + (f"; {job.backend.parity_hints[job.scheme.name]}" if job.scheme.name in job.backend.parity_hints else ""))
     return result
 
 

@@ -9,12 +9,13 @@ from pathlib import Path
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters.backends import all_backends, get_backend
 
-_TOP_KEYS = {"description", "tower", "calibration", "calibration_limit", "formats", "thresholds"}
+_TOP_KEYS = {"description", "model", "tower", "calibration", "calibration_limit", "formats", "thresholds"}
 
 
 @dataclass
 class Recipe:
     quants: list[str] = field(default_factory=list)  # "FORMAT:SCHEME"
+    model: str | None = None  # the variant a recipe was written for (`--quant auto` recipes name module paths of it)
     tower: str | None = None
     calibration: Path | None = None
     calibration_limit: int | None = None
@@ -46,7 +47,7 @@ def load_recipe(path: Path) -> Recipe:
     limit = _typed(path, data, "calibration_limit", int)
     if limit is not None and limit < 1:
         raise UserError(f"recipe {path}: calibration_limit must be at least 1")
-    recipe = Recipe(tower=tower, calibration_limit=limit, thresholds=dict(_typed(path, data, "thresholds", dict) or {}))
+    recipe = Recipe(model=_typed(path, data, "model", str), tower=tower, calibration_limit=limit, thresholds=dict(_typed(path, data, "thresholds", dict) or {}))
     if "calibration" in data:
         recipe.calibration = (path.parent / _typed(path, data, "calibration", str)).resolve()
     for name, table in formats.items():

@@ -54,11 +54,15 @@ def _waiting(console: Console | None, what: str, folder: Path):
     return lambda: console.print(f"waiting for another run that is using {what} ({folder})") if console else None
 
 
-def select(out_dir: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The export's entries an ARM64 guest runs; refuses any whose file no longer matches its sha256."""
+def select(out_dir: Path, manifest: dict[str, Any], backends: list[str] | None = None) -> list[dict[str, Any]]:
+    """The export's entries an ARM64 guest runs (of `backends`, if given); refuses any whose file no longer matches
+    its sha256."""
     entries = [e for e in manifest["artifacts"] if _guest(e)]
+    if backends:
+        wanted = {of_artifact(b).name for b in backends}
+        entries = [e for e in entries if of_artifact(e["backend"]).name in wanted]
     if not entries:
-        names = " or ".join(b.name for b in all_backends().values() if b.arm64_guest)
+        names = " or ".join(backends or [b.name for b in all_backends().values() if b.arm64_guest])
         raise UserError(f"{out_dir} has no {names} artifacts to verify on arm64")
     for entry in entries:
         path = out_dir / entry["file"]
@@ -102,13 +106,13 @@ def _evidence(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def verify(out_dir: Path, ctx, cpus: list[CpuModel], env: Arm64Env, samples: int = 2,
-           console: Console | None = None) -> list[Row]:
+           console: Console | None = None, backends: list[str] | None = None) -> list[Row]:
     """Run every selected artifact on every CPU model, judge it, record it in the manifest; returns the rows."""
     console = console or Console(quiet=True)
     manifest = mf.load(out_dir)
     if manifest is None:
         raise UserError(f"{out_dir} has no {mf.FILENAME}: export into it first")
-    entries = select(out_dir, manifest)
+    entries = select(out_dir, manifest, backends)
     for entry in entries:
         recorded = (entry.get("parity") or {}).get("inputs_sha256")
         if recorded and recorded != inputs_sha256(ctx.inputs(entry["tower"])):
@@ -202,20 +206,29 @@ def record_results(out_dir: Path, entries: list[dict[str, Any]], rows: list[Row]
         mf.save(out_dir, manifest)
 
 
-def table(rows: list[Row], title: str):
-    """The rich table both `verify` and `export --verify arm64` print; emulated seconds appear only as cost."""
+WIDE = 120  # below this many terminal columns the table drops the columns `--json` still carries
+
+
+def table(rows: list[Row], title: str, width: int = WIDE):
+    """The rich table both `verify` and `export --verify arm64` print; emulated seconds appear only as cost.
+
+    Cells wrap instead of being cut; a narrow terminal gets artifact, CPU, cosine and result only."""
     from rich.table import Table
 
+    columns = ["artifact", "cpu", "min cosine", "threshold", "max abs err", "kernels", "check cost", "result"]
+    shown = columns if width >= WIDE else ["artifact", "cpu", "min cosine", "result"]
     out = Table(title=title)
-    for column in ("artifact", "cpu", "min cosine", "threshold", "max abs err", "kernels", "check cost", "result"):
-        out.add_column(column)
+    for column in shown:
+        out.add_column(column, overflow="fold")
     for row in rows:
         r = row.record
         kernels = (r.get("evidence") or {}).get("kernel_families", "-")
         kernels = "; ".join(kernels) if isinstance(kernels, list) else "not observable" if "observable" in str(
             kernels) else str(kernels)
         result = "[green]ok[/]" if row.passed else f"[red]FAILED[/] {r.get('error', '')[:80]}"
-        out.add_row(row.file, row.cpu, f"{r['min_cosine']:.6f}" if "min_cosine" in r else "-",
-                    str(r.get("threshold", "-")), f"{r['max_abs_error']:.3g}" if "max_abs_error" in r else "-",
-                    kernels, f"{r['check_cost_emulated_s']} s emulated", result)
+        cells = dict(zip(columns, (row.file, row.cpu, f"{r['min_cosine']:.6f}" if "min_cosine" in r else "-",
+                                   str(r.get("threshold", "-")),
+                                   f"{r['max_abs_error']:.3g}" if "max_abs_error" in r else "-", kernels,
+                                   f"{r['check_cost_emulated_s']} s emulated", result)))
+        out.add_row(*(cells[c] for c in shown))
     return out

@@ -61,7 +61,8 @@ class Backend:
     keep_key: ClassVar[str | None] = None  # recipe key of the modules an `auto` plan keeps out of the low-bit form
     option_defaults: ClassVar[dict[str, Any]] = {}  # per-format options it honours (recipe table keys, CLI flags)
     option_refusals: ClassVar[dict[str, str]] = {}  # what to say when an option is given but no format honours it
-    auto_titles: ClassVar[dict[str, str]] = {}  # scheme an `auto` plan rebuilds as -> its name in written recipes
+    auto_titles: ClassVar[dict[str, str]] = {}
+    parity_hints: ClassVar[dict[str, str]] = {}  # scheme -> the ways forward when its artifact fails the gate  # scheme an `auto` plan rebuilds as -> its name in written recipes
 
     def scheme(self, name: str) -> Scheme:
         for scheme in self.schemes:

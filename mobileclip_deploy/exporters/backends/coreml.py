@@ -80,6 +80,8 @@ class CoreML(CoreMLTarget):
     keep_key = "keep_8bit"
     tools = ("coremltools",)
     auto_titles = {"pal4": "Core ML 4-bit palettes"}
+    parity_hints = {"pal4": "try -q coreml:auto (4-bit palettes with the sensitive layers at 8 bits; needs "
+                            "--calibration), -q coreml:pal6, or accept more error with --threshold 4bit=COSINE"}
     option_defaults = {**CoreMLTarget.option_defaults, "image_input": False}
     option_refusals = {**CoreMLTarget.option_refusals, "image_input": "--image-input applies to Core ML image "
                        "encoders; add --format coreml and the image tower"}
