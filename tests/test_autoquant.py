@@ -143,8 +143,13 @@ def _refusal(*args) -> str:
 
 def test_cli_refuses_bad_auto_requests_before_any_work(shared_dir, tmp_path):
     photos, out = shared_dir / "data" / "imagenet-samples", tmp_path / "out"
-    assert "--min-cos 1.5 must be in (0, 1]" in _refusal("-q", "onnx:auto", "--calibration", photos,
-                                                         "--min-cos", "1.5", "-o", out)
+    from typer.testing import CliRunner
+
+    from mobileclip_deploy.cli import app
+
+    result = CliRunner().invoke(app, ["export", "--random-weights", "-q", "onnx:auto", "--calibration", str(photos),
+                                      "--min-cos", "1.5", "-o", str(out)])
+    assert result.exit_code == 2 and "--min-cos" in result.stderr and "less than or equal to 1" in result.stderr
     assert "needs --calibration DIR" in _refusal("-q", "onnx:auto", "-o", out)
     recipe = tmp_path / "r.toml"
     recipe.write_text('[formats.executorch]\nschemes = ["8da4w"]\n[formats.executorch.keep_float]\nimage = ["x"]\n')

@@ -137,7 +137,8 @@ from test_export_options import TINY, WEIGHTS, tiny_model
 from helpers import registered
 from mobileclip_deploy.exporters import pipeline
 from mobileclip_deploy.exporters.backends import resolve_pairs
-registered().__enter__()  # the lock and the manifest are under test, not a real converter
+registration = registered()  # the lock and the manifest are under test, not a real converter
+registration.__enter__()
 request = pipeline.ExportRequest(pairs=resolve_pairs([], [sys.argv[2]]), output_dir=Path(sys.argv[1]), towers=("text",),
                                  parity=False)
 print("STATUS", *[r.status for r in pipeline.run(request, tiny_model(), TINY, WEIGHTS, Console(file=sys.stdout))])

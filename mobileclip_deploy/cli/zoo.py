@@ -149,7 +149,7 @@ def reparam_cmd(model: ModelOpt, output: Annotated[Path, typer.Option("--output"
     for tower, d in diffs.items():
         console.print(f"{tower} encoder max difference: {d['max_abs']:.2e} abs, {d['max_rel']:.2e} relative "
                       f"({source if tower == 'image' else 'prompts'})")
-    console.print(f"replaced {output}" if replacing else f"wrote {output}")
+    console.print(f"replaced {output}" if replacing else f"wrote {output}", soft_wrap=True)  # paths stay whole
     if random_weights:
         console.print(f"[bold yellow]{RANDOM_WARNING}[/]")
 
