@@ -2,8 +2,10 @@
 
 Compression touches only `linear` and `conv` weights: by default coremltools compresses every constant over
 2048 elements, which ruins token embeddings and positional tables (reference/export-stack.md §0.10).
-Core ML cannot run on Linux, so the check is structural plus a weight proxy: the compressed weights are
-decompressed and loaded back into the PyTorch tower, whose outputs are compared with the fp32 tower.
+Core ML cannot run on Linux, so parity executes the saved program itself, op by op (runtimes/coreml_program.py:
+every constant and decompressed weight as the file holds it, fp16 results rounded and range-checked), next to a
+structural check. The weights-only proxy (`decompressed_tower`: the decompressed weights loaded into the PyTorch
+tower) stays for the `auto` search, which scores dozens of plans and needs no conversion per plan.
 """
 
 from __future__ import annotations
@@ -288,6 +290,36 @@ def decompressed_tower(path: Path, tower_module: nn.Module) -> tuple[nn.Module, 
     checked = sum(tensors[name].numel() for name in located)
     total = sum(t.numel() for t in tensors.values())
     return proxy, {"weights_checked_fraction": round(checked / max(total, 1), 4)}
+
+
+def program_outputs(path: Path, tower: str, inputs: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The saved program's outputs on `inputs` (rows of the tower's PyTorch input), executed op by op on this host,
+    and what the run found: the arithmetic model judged, for fp16 programs the native model's gap to it and each
+    model's overflow / underflow report (the first overflowing op named)."""
+    from mobileclip_deploy.runtimes.coreml_program import Program, program_runner
+
+    program = Program.load(path)
+    runner = program_runner(program)
+    scale = 255.0 if _image_input(path) else 1.0  # an ImageType input takes 0..255 camera pixels
+    outputs = runner.batched(inputs * scale if scale != 1.0 else inputs)
+    facts = {k: runner.info[k] for k in ("precision", "judged_model", "native_min_cosine", "fp16") if k in runner.info}
+    return outputs, facts
+
+
+def _image_input(path: Path) -> bool:
+    import coremltools as ct
+
+    spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+    return spec.description.input[0].type.WhichOneof("Type") == "imageType"
+
+
+def overflow_text(facts: dict) -> str:
+    """'; first fp16 overflow at op NAME (TYPE, #i): N values, max |x| M' when the program overflowed, else ''."""
+    first = (facts.get("fp16") or {}).get("fp16-storage", {}).get("first_overflow")
+    if not first:
+        return ""
+    return (f"; fp16 overflow first at op {first['op']} ({first['type']}, op {first['index']} of the program): "
+            f"{first['overflow']} values, max |x| {first['max_abs']:.3g} > 65504")
 
 
 def can_predict() -> bool:

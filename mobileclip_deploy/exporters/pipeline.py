@@ -380,15 +380,17 @@ def _check(job: Job, ctx: _Context, path: Path, handle: Any, threshold: float) -
         if name == "coreml" and coreml_exp.can_predict() and not ctx.request.image_input:
             check, out = "coreml_predict", run_batched(coreml_exp.runner(path, tower), x)
         else:
-            proxy, coverage = coreml_exp.decompressed_tower(package, ctx.export_towers[tower])
-            extra.update(coverage)
-            check, out = "weights_decompressed_in_pytorch", ctx._eager(tower, x, proxy)
+            out, facts = coreml_exp.program_outputs(package, tower, x)
+            extra["program"] = facts
+            check = "coreml_program_executed"
     result = judge(ctx, tower, job.scheme, check, out, threshold, extra)
     if not result["passed"]:
+        from mobileclip_deploy.exporters.coreml import overflow_text
+
         raise ParityFailure(
             f"{path.name}: parity failed ({check}): min cosine {result['min_cosine']:.6f} < threshold "
             f"{threshold} for {job.scheme.name} (max abs error {result['max_abs_error']:.3g}, "
-            f"PSNR {result['psnr_db']} dB); nothing was written")
+            f"PSNR {result['psnr_db']} dB){overflow_text(extra.get('program', {}))}; nothing was written")
     return result
 
 
