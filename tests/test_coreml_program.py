@@ -193,7 +193,7 @@ def test_s0_image_program_matches_pytorch(s0_image, shared_dir: Path):
     from mobileclip_deploy import runtimes
 
     tower, path = s0_image
-    images = np.load(shared_dir / "goldens" / "mobileclip_s0.npz")["image"][:2]
+    images = np.load(shared_dir / "reference" / "goldens" / "mobileclip_s0.npz")["image"][:2]
     runner = runtimes.load(path)
     assert runner.info["runtime"] == "coreml-program" and runner.info["precision"] == "fp32"
     out = runner.batched(images)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import platform
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -117,8 +118,10 @@ def _shared_alike(ml, per_op: dict[str, object], default) -> dict[str, object]:
     return out
 
 
-def convert(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, target: str, image_input: bool):
-    """The uncompressed mlprogram of `module` (fp32 compute for `fp32`, fp16 for every other scheme)."""
+def convert(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, target: str, image_input: bool,
+            keep_fp32: set[str] | frozenset[str] = frozenset()):
+    """The uncompressed mlprogram of `module` (fp32 compute for `fp32`, fp16 for every other scheme except the ops
+    named in `keep_fp32`, as the converter names them before its fp16 pass)."""
     import coremltools as ct
 
     with torch.no_grad():
@@ -132,7 +135,8 @@ def convert(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, t
         inputs = [ct.TensorType(name=INPUT_NAME[tower], shape=tuple(example.shape), dtype=dtype)]
     return ct.convert(program, inputs=inputs, outputs=[ct.TensorType(name=OUTPUT_NAME[tower], dtype=np.float32)],
                       convert_to="mlprogram", minimum_deployment_target=getattr(ct.target, target),
-                      compute_precision=ct.precision.FLOAT32 if scheme == "fp32" else ct.precision.FLOAT16,
+                      compute_precision=ct.precision.FLOAT32 if scheme == "fp32" else ct.precision.FLOAT16
+                      if not keep_fp32 else ct.transform.FP16ComputePrecision(lambda op: op.name not in keep_fp32),
                       skip_model_load=True)
 
 
@@ -150,16 +154,90 @@ def palettized_weights(ml, module: nn.Module, target: str, nbits: int) -> tuple[
     return {name: value for name, (_, value) in located.items()}, compressed
 
 
+REPAIR_ROUNDS = 6
+
+
+class Fp16Overflow(Exception):
+    """fp16 overflow that keeping ops in fp32 did not remove (the message names the ops)."""
+
+
+def _build(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, target: str, image_input: bool,
+           eight_bit: list[str] | None, keep_fp32: set[str]) -> tuple[object, dict]:
+    ml = convert(module, example, tower, scheme, target, image_input, frozenset(keep_fp32))
+    if scheme in ("fp32", "fp16"):
+        return ml, {}
+    return _compress(ml, scheme, target, module, eight_bit)
+
+
+def _base(name: str) -> str:
+    """An op's name as the converter gave it before the fp16 pass appended `_cast_fp16`."""
+    return name.removesuffix("_cast_fp16")
+
+
+def fp32_ops_for(program, overflowing: list[str]) -> set[str]:
+    """Ops to keep in fp32 for the overflowing ops: each one (unless a cast), the ops computing its inputs, and the
+    ops reading its output (an out-of-range value overflows again wherever it is cast back to fp16)."""
+    by_name = {op.name: op for op in program.ops}
+    keep = set()
+    for name in overflowing:
+        op = by_name[name]
+        producers = [v.op for v in op.get_flattened_inputs() if v.op is not None]
+        consumers = [child for v in op.outputs for child in v.child_ops]
+        keep |= {_base(o.name) for o in [op, *producers, *consumers]
+                 if o.op_type != "cast" and o.op_type != "const" and not o.op_type.startswith("constexpr_")}
+    return keep
+
+
+def _repaired(build, path: Path, inputs: np.ndarray) -> tuple[object, dict]:
+    """Build, execute on `inputs`, and while the fp16 program overflows rebuild with the overflowing ops (and their
+    producers and consumers) in fp32; returns the model and its facts (`kept_fp32_ops`, what overflowed)."""
+    from mobileclip_deploy.runtimes.coreml_program import LENIENT, Program
+
+    keep: set[str] = set()
+    history = []
+    for _ in range(REPAIR_ROUNDS + 1):
+        ml, facts = build(keep)
+        trial = path.parent / f".{path.stem}.fp16-trial.mlpackage"
+        ml.save(str(trial))
+        try:
+            program = Program.load(trial)
+            feed = program.input_names[0]
+            scale = 255.0 if _image_input(trial) else 1.0
+            for row in inputs:
+                program.run({feed: row[None] * scale if scale != 1.0 else row[None]}, LENIENT)
+        finally:
+            shutil.rmtree(trial, ignore_errors=True)
+        report = program.reports[LENIENT].to_dict()
+        if report["first_overflow"] is None:
+            if history:
+                facts = {**facts, "kept_fp32_ops": sorted(keep), "fp16_overflow_repaired": history}
+            return ml, facts
+        history.append(report["first_overflow"])
+        more = fp32_ops_for(program, [o["op"] for o in report["overflow_ops"]])
+        if more <= keep:
+            break
+        keep |= more
+    first = history[-1]
+    raise Fp16Overflow(
+        f"fp16 overflow at op {first['op']} ({first['type']}, {first['overflow']} values up to "
+        f"{first['max_abs']:.3g}) remains after keeping {len(keep)} ops in fp32 ({', '.join(sorted(keep)[:8])}"
+        f"{', ...' if len(keep) > 8 else ''}): {'the overflowing op is a cast of a value no fp16 op can hold' if more <= keep else f'{REPAIR_ROUNDS} rounds did not reach a program without overflow'}; "
+        "export fp32 instead")
+
+
 def export(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, path: Path, target: str,
-           image_input: bool, metadata: dict[str, str], eight_bit: list[str] | None = None) -> dict:
+           image_input: bool, metadata: dict[str, str], eight_bit: list[str] | None = None,
+           inputs: np.ndarray | None = None) -> dict:
     """Write the .mlpackage for `scheme` at deployment `target`; return manifest facts.
 
     `eight_bit`: the layers a `--quant auto` plan keeps at 8 bits (pal4/pal6 only; see `_compress`).
+    `inputs` (the parity inputs): an fp16-computing program is executed on them, and ops that overflow fp16 are
+    kept in fp32 (`kept_fp32_ops` in the facts) until none does.
     """
-    ml = convert(module, example, tower, scheme, target, image_input)
-    facts = {}
-    if scheme not in ("fp32", "fp16"):
-        ml, facts = _compress(ml, scheme, target, module, eight_bit)
+    def build(keep: set[str]) -> tuple[object, dict]:
+        return _build(module, example, tower, scheme, target, image_input, eight_bit, keep)
+
+    ml, facts = _repaired(build, path, inputs) if inputs is not None and scheme != "fp32" else build(set())
     ml.short_description = metadata.pop("description")
     ml.license = metadata.pop("license")
     ml.author = metadata.pop("author")

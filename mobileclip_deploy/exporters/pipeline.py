@@ -346,7 +346,8 @@ def _export(job: Job, ctx: _Context, path: Path, step=lambda _: None) -> tuple[d
                                   ctx.request.image_input, meta, eight_bit=plan.keep)
         return {**facts, "auto_plan": plan.to_dict()}, plan
     return coreml_exp.export(module, example, job.tower, job.scheme.name, path, job.target,
-                             ctx.request.image_input, meta, eight_bit=_kept(job, ctx.request)), None
+                             ctx.request.image_input, meta, eight_bit=_kept(job, ctx.request),
+                             inputs=ctx.inputs(job.tower) if ctx.request.parity else None), None
 
 
 def _check(job: Job, ctx: _Context, path: Path, handle: Any, threshold: float) -> dict[str, Any]:
