@@ -278,10 +278,11 @@ class Program:
                 var._sym_val = old
 
     def run(self, feeds: dict[str, np.ndarray], model: str | None = None,
-            observe: Callable[[int, Any, np.ndarray], None] | None = None) -> dict[str, np.ndarray]:
+            observe: Callable[[int, Any, dict[str, Any]], None] | None = None) -> dict[str, np.ndarray]:
         """Outputs of the main function on `feeds` under arithmetic `model` (default: the judged one).
 
-        `observe(index, op, value)` sees every op's first output as the program stores it (diagnose uses it).
+        `observe(index, op, values)` is called after each op with every value so far, by var name (diagnose reads
+        an op's inputs and outputs there).
         """
         model = model or self.models[0]
         native = model == NATIVE
@@ -304,7 +305,7 @@ class Program:
                     value = np.where(np.abs(value) < FP16_TINY, np.float16(0), value)
                 env[var.name] = value
             if observe is not None:
-                observe(index, op, env[op.outputs[0].name])
+                observe(index, op, env)
         return {name: env[name] for name in self.output_names}
 
     def _execute(self, op, env: dict[str, Any], native: bool) -> Any:
