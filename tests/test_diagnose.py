@@ -61,3 +61,29 @@ def test_diagnose_names_the_swapped_activation(towers, backend, suffix, tmp_path
     good = _export(backend, tower, tmp_path / f"clean{suffix}")
     clean = diagnose(good, tower, x, bits=32)
     assert clean["module"] is None and clean["compared"] > 5, clean
+
+
+def test_cli_names_the_layer_in_an_export(tmp_path, monkeypatch):
+    """`mobileclip-deploy diagnose EXPORT_DIR ARTIFACT` on a Core ML and an ONNX artifact exported (through the
+    pipeline) from a model with the planted ReLU, against the clean model: exit 1 and the layer's path."""
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from mobileclip_deploy.cli import app
+    from mobileclip_deploy.exporters import pipeline
+    from mobileclip_deploy.exporters.schemes import resolve_pairs
+
+    planted = tiny_model()
+    parent, _, leaf = PLANTED.removeprefix("model.").rpartition(".")
+    setattr(planted.get_submodule(parent), leaf, torch.nn.ReLU())
+    request = pipeline.ExportRequest(pairs=resolve_pairs([], ["coreml:fp32", "onnx:fp32"]), output_dir=tmp_path,
+                                     towers=("image",))
+    results = pipeline.run(request, planted, TINY, "0" * 64, Console(quiet=True))
+    assert [r.status for r in results] == ["ok", "ok"], [r.message for r in results]
+    monkeypatch.setattr("mobileclip_deploy.cli.verify.reference_model",
+                        lambda *a, **k: (TINY, reparameterize(tiny_model()).eval()))
+    for result in results:
+        out = CliRunner().invoke(app, ["diagnose", str(tmp_path), result.file])
+        assert out.exit_code == 1 and PLANTED in out.stdout, out.stdout
+    missing = CliRunner().invoke(app, ["diagnose", str(tmp_path), "nope.onnx"])
+    assert missing.exit_code == 2 and "not an artifact" in missing.stderr

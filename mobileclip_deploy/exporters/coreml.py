@@ -136,7 +136,8 @@ def convert(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, t
     return ct.convert(program, inputs=inputs, outputs=[ct.TensorType(name=OUTPUT_NAME[tower], dtype=np.float32)],
                       convert_to="mlprogram", minimum_deployment_target=getattr(ct.target, target),
                       compute_precision=ct.precision.FLOAT32 if scheme == "fp32" else ct.precision.FLOAT16
-                      if not keep_fp32 else ct.transform.FP16ComputePrecision(lambda op: op.name not in keep_fp32),
+                      if not keep_fp32 else ct.transform.FP16ComputePrecision(
+                          lambda op: op.name not in keep_fp32 and f"type:{op.op_type}" not in keep_fp32),
                       skip_model_load=True)
 
 
@@ -174,16 +175,23 @@ def _base(name: str) -> str:
     return name.removesuffix("_cast_fp16")
 
 
+# Data movement the converter's later passes recreate under new names (transposes moved across casts): kept in
+# fp32 by type (`type:<op>`), since no name selects them at the fp16 pass.
+_MOVEMENT = frozenset({"transpose", "reshape", "slice_by_index", "slice_by_size", "squeeze", "expand_dims",
+                       "concat", "split", "tile"})
+
+
 def fp32_ops_for(program, overflowing: list[str]) -> set[str]:
     """Ops to keep in fp32 for the overflowing ops: each one (unless a cast), the ops computing its inputs, and the
-    ops reading its output (an out-of-range value overflows again wherever it is cast back to fp16)."""
+    ops reading its output (an out-of-range value overflows again wherever it is cast back to fp16); data movement
+    by type."""
     by_name = {op.name: op for op in program.ops}
     keep = set()
     for name in overflowing:
         op = by_name[name]
         producers = [v.op for v in op.get_flattened_inputs() if v.op is not None]
         consumers = [child for v in op.outputs for child in v.child_ops]
-        keep |= {_base(o.name) for o in [op, *producers, *consumers]
+        keep |= {f"type:{o.op_type}" if o.op_type in _MOVEMENT else _base(o.name) for o in [op, *producers, *consumers]
                  if o.op_type != "cast" and o.op_type != "const" and not o.op_type.startswith("constexpr_")}
     return keep
 
