@@ -15,14 +15,16 @@ from mobileclip_deploy.training import distributed
 from mobileclip_deploy.training.loop import DistillConfig, Trainer
 
 STEPS, BATCH = 2, 8
-LOSSES = ("mobileclip", "dime-fm")
+LOSSES = ("mobileclip", "dime-fm", "dime-fm-image")  # dime-fm-image: the released VL form, text tower frozen
 
 
 def _train(env: distributed.DistEnv, batch: int, photos: Path, out: Path, loss: str) -> dict:
     torch.set_num_threads(1)
-    data = make_data(photos, captions=loss == "mobileclip", synthetic=loss == "mobileclip")
+    mobileclip = loss == "mobileclip"
+    data = make_data(photos, captions=mobileclip, synthetic=mobileclip, dims=(6, 10) if mobileclip else (16, 16))
     cfg = DistillConfig(student="tiny-vit", data="hand-made", out=str(out), steps=STEPS, batch_size=batch, lr=1e-3,
-                        warmup=1, save_every=1000, loss=loss)
+                        warmup=1, save_every=1000, loss="mobileclip" if mobileclip else "dime-fm",
+                        dime_vl="image" if loss == "dime-fm-image" else "both")
     trainer = Trainer(cfg, data, tiny_student(), env)
     losses, grads = [], None
     for _ in range(STEPS):

@@ -71,7 +71,7 @@ def test_cli_names_the_layer_in_an_export(tmp_path, monkeypatch):
 
     from mobileclip_deploy.cli import app
     from mobileclip_deploy.exporters import pipeline
-    from mobileclip_deploy.exporters.schemes import resolve_pairs
+    from mobileclip_deploy.exporters.backends import resolve_pairs
 
     planted = tiny_model()
     parent, _, leaf = PLANTED.removeprefix("model.").rpartition(".")

@@ -18,9 +18,9 @@ from test_eval import SAMPLES, wnid_folder
 from mobileclip_deploy import create_model, reparameterize
 from mobileclip_deploy.bench.frontier import MEASURED
 from mobileclip_deploy.cli import app
-from mobileclip_deploy.exporters import onnx as onnx_exporter
+from mobileclip_deploy import runtimes
 from mobileclip_deploy.exporters import pipeline
-from mobileclip_deploy.exporters.schemes import resolve_pairs
+from mobileclip_deploy.exporters.backends import resolve_pairs
 from mobileclip_deploy.hashing import sha256_path
 from mobileclip_deploy.registry import get_variant
 from mobileclip_deploy.training.loop import DistillConfig, distill
@@ -51,7 +51,7 @@ def test_distilled_s0_loads_folds_and_exports(shared_dir: Path, s0_checkpoint: P
     results = pipeline.run(request, trained, get_variant("mobileclip-s0"), sha256_path(student_file),
                            Console(quiet=True))
     assert [r.status for r in results] == ["ok"], [r.message for r in results]
-    run = onnx_exporter.runner(out / results[0].file, "image")
+    run = runtimes.load(out / results[0].file)
     ours = run(pixels.numpy())
     with torch.no_grad():
         reference = folded.encode_image(pixels).numpy()

@@ -34,7 +34,7 @@ def diagnose(
     from mobileclip_deploy.cli.verify import reference_model
     from mobileclip_deploy.exporters import manifest as mf
     from mobileclip_deploy.exporters.pipeline import ExportRequest, context
-    from mobileclip_deploy.exporters.schemes import get_backend
+    from mobileclip_deploy.exporters.backends import of_artifact
     from mobileclip_deploy.hashing import sha256_path
     from mobileclip_deploy.verify.diagnose import diagnose as run_diagnosis
 
@@ -53,7 +53,7 @@ def diagnose(
     request = ExportRequest(pairs=[], output_dir=export_dir, towers=(entry["tower"],), calibration=calibration,
                             calibration_limit=calibration_limit)
     ctx = context(folded, variant, request)
-    bits = get_backend(entry["backend"]).scheme(entry["scheme"]).bits
+    bits = of_artifact(entry["backend"]).scheme(entry["scheme"]).bits
     found = run_diagnosis(path, ctx.export_towers[entry["tower"]], ctx.inputs(entry["tower"])[:1], bits)
     if json_out:
         print_json({"file": entry["file"], **found})

@@ -30,4 +30,4 @@ def load(path: Path, threads: int = 1) -> Runner:
                   {"name": "executorch", "version": version("executorch"), "delegate": "XnnpackBackend"})
 
 
-register(Runtime("executorch", (".pte",), load, extra="export"))
+register(Runtime("executorch", (".pte",), load, extra="export", title="ExecuTorch"))

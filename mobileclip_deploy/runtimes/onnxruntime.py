@@ -39,4 +39,4 @@ def load(path: Path, threads: int = 1) -> Runner:
                    "graph_optimization": "ORT_ENABLE_ALL"})
 
 
-register(Runtime("onnxruntime", (".onnx", ".ort"), load, extra="export"))
+register(Runtime("onnxruntime", (".onnx", ".ort"), load, extra="export", title="ONNX Runtime"))

@@ -16,6 +16,8 @@ import torch
 
 from mobileclip_deploy.tokenizer import tokenize
 
+TRAIN_INTERPOLATION = "bicubic"  # open_clip's training RandomResizedCrop, hence the papers' student crops
+
 
 def pick(seed: int, epoch: int, uid: str, what: str, n: int) -> int:
     """A deterministic index in [0, n) for (seed, epoch, uid, what); independent across `what`."""
@@ -43,9 +45,13 @@ def as_float_pixels(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels.float()
 
 
-def collate(samples: Sequence, epochs: Sequence[int], seed: int, size: int, interpolation: str, context_length: int,
+def collate(samples: Sequence, epochs: Sequence[int], seed: int, size: int, context_length: int,
             caption_sets: Sequence[str] = ("real", "synthetic"), augmentation: int | None = None) -> Batch:
     """Replay one stored augmentation per sample at `size` and pair it with that augmentation's teacher row.
+
+    The crop is resampled bicubically whatever the student: the released training code copies open_clip's
+    training transform, whose RandomResizedCrop is bicubic for every model (the variant's own interpolation is
+    for inference preprocessing only).
 
     `epochs[i]` is the epoch sample i is drawn in (a batch can straddle two). `augmentation` fixes the index
     (evaluation uses 0); otherwise it is drawn by `pick`. Text embedding rows
@@ -58,13 +64,15 @@ def collate(samples: Sequence, epochs: Sequence[int], seed: int, size: int, inte
     t_text: dict[str, list[np.ndarray]] = {k: [] for k in caption_sets}
     for s, epoch in zip(samples, epochs, strict=True):
         a = augmentation if augmentation is not None else pick(seed, epoch, s.uid, "aug", len(s.param_aug))
-        images.append(as_float_pixels(replay_augmentation(s.image, s.param_aug[a], size, interpolation)))
+        images.append(as_float_pixels(replay_augmentation(s.image, s.param_aug[a], size, TRAIN_INTERPOLATION)))
         t_image.append(np.asarray(s.image_emb[a], dtype=np.float32))
         if "real" in captions:
             captions["real"].append(s.captions[0])
             t_text["real"].append(np.asarray(s.text_emb[0], dtype=np.float32))
-        if "synthetic" in captions:
-            j = pick(seed, epoch, s.uid, "syn", len(s.synthetic))
+        if "synthetic" in captions:  # a matching key, then one of its captions (the released trainer's draw)
+            counts = s.synthetic_counts or [len(s.synthetic)]
+            key = pick(seed, epoch, s.uid, "synkey", len(counts)) if len(counts) > 1 else 0
+            j = sum(counts[:key]) + pick(seed, epoch, s.uid, "syn", counts[key])
             captions["synthetic"].append(s.synthetic[j])
             t_text["synthetic"].append(np.asarray(s.text_emb[len(s.captions) + j], dtype=np.float32))
     # Synthetic captions from long-context captioners are cut to the student's context (pitfall 7).

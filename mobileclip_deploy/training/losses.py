@@ -84,34 +84,63 @@ class MobileCLIPLoss(nn.Module):
                 "distill": distill.detach()}
 
 
+DIME_VL_FORMS = ("image", "both")
+
+
 class DimeFMLoss(nn.Module):
     """w_vl L_VL + w_pvl L_PVL + w_udist L_udist over unpaired images and sentences (training.md section 3.2).
 
     Logits are `scale` * cosine for teacher (per member) and student, softmax at each term's temperature, KL
-    with batchmean. `pseudo_text` is the PVL column set in the student's space: the teacher's image embeddings
-    in DIME-FM, whose student shares the teacher's text space.
+    with batchmean. The student's image embeddings live in the teachers' space (one width for all), as in
+    DIME-FM: PVL is the paper's and the released code's, KL(softmax(I_T I_T^T) || softmax(I_S I_T^T)) with the
+    teacher's image embeddings as pseudo-texts. VL has two forms: `image` (the released code) trains the image
+    tower against the teacher's sentence embeddings; `both` also trains the student's text tower, the student's
+    own sentence embeddings taking the teacher's place. Where the student's logits use teacher columns, each
+    ensemble member gets its own KL and the KLs are averaged (one member: exactly the released loss).
     """
 
     def __init__(self, teacher_dims: Sequence[int], teacher_scales: Sequence[float] | None = None,
                  weights: tuple[float, float, float] = (0.7, 0.3, 0.0),
-                 temperatures: tuple[float, float, float] = (1.0, 3.0, 7.0), student_scale: float = 100.0):
+                 temperatures: tuple[float, float, float] = (1.0, 3.0, 7.0), student_scale: float = 100.0,
+                 vl: str = "both"):
         super().__init__()
+        if vl not in DIME_VL_FORMS:
+            raise ValueError(f"DIME-FM VL form {vl!r}: use one of {', '.join(DIME_VL_FORMS)}")
         self.teacher_dims = list(teacher_dims)
         self.teacher_scales = [float(s) for s in (teacher_scales or [100.0] * len(teacher_dims))]
-        self.weights, self.temperatures, self.student_scale = weights, temperatures, student_scale
+        self.weights, self.temperatures, self.student_scale, self.vl = weights, temperatures, student_scale, vl
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor, teacher_image: torch.Tensor,
-                teacher_text: torch.Tensor, pseudo_text: torch.Tensor) -> dict[str, torch.Tensor]:
-        image_all, text_all, pseudo_all = _gather(image, text, pseudo_text, with_grad=True)
+    def _per_member(self, rows: torch.Tensor, cols: torch.Tensor, student: torch.Tensor, t: float,
+                    student_rows: bool) -> torch.Tensor:
+        """mean_k KL(softmax(s_k rows_k cols_k^T / t) || softmax(s S cols_k^T / t)), S = `student` as the rows
+        (`student_rows`) or, transposed, softmax(s rows_k S^T / t) with the student as the columns."""
+        split = list(self.teacher_dims)
+        kls = []
+        for r, c, scale in zip(rows.split(split, dim=-1), cols.split(split, dim=-1), self.teacher_scales):
+            logits = student @ c.T if student_rows else r @ student.T
+            kls.append(kl_batchmean(F.softmax(scale * r @ c.T / t, dim=-1), self.student_scale * logits / t))
+        return torch.stack(kls).mean()
+
+    def forward(self, image: torch.Tensor, teacher_image: torch.Tensor, teacher_text: torch.Tensor,
+                text: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """`image`: the student's image embeddings; `text`: its embeddings of the sentences (`both` only)."""
+        if (text is None) != (self.vl == "image"):
+            raise ValueError(f"the {self.vl!r} VL form takes {'no' if self.vl == 'image' else 'the'} student text")
+        image_all, = _gather(image, with_grad=True)
         t_image_all, t_text_all = _gather(teacher_image, teacher_text, with_grad=False)
         (t_vl, t_pvl, t_udist), s = self.temperatures, self.student_scale
 
         def target(rows: torch.Tensor, cols: torch.Tensor, t: float) -> torch.Tensor:
             return ensemble_probs(rows, cols, self.teacher_dims, self.teacher_scales, t)
 
-        vl = (kl_batchmean(target(teacher_image, t_text_all, t_vl), s * image @ text_all.T / t_vl)
-              + kl_batchmean(target(teacher_text, t_image_all, t_vl), s * text @ image_all.T / t_vl))
-        pvl = 2 * kl_batchmean(target(teacher_image, t_image_all, t_pvl), s * image @ pseudo_all.T / t_pvl)
+        if text is None:  # released: the student's image against the teacher's sentences, both directions
+            vl = (self._per_member(teacher_image, t_text_all, image, t_vl, student_rows=True)
+                  + self._per_member(teacher_text, t_image_all, image_all, t_vl, student_rows=False))
+        else:
+            text_all, = _gather(text, with_grad=True)
+            vl = (kl_batchmean(target(teacher_image, t_text_all, t_vl), s * image @ text_all.T / t_vl)
+                  + kl_batchmean(target(teacher_text, t_image_all, t_vl), s * text @ image_all.T / t_vl))
+        pvl = 2 * self._per_member(teacher_image, t_image_all, image, t_pvl, student_rows=True)
         udist = 2 * kl_batchmean(target(teacher_image, t_image_all, t_udist), s * image @ image_all.T / t_udist)
         w_vl, w_pvl, w_udist = self.weights
         return {"loss": w_vl * vl + w_pvl * pvl + w_udist * udist, "vl": vl.detach(), "pvl": pvl.detach(),
