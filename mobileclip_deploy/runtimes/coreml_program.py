@@ -73,8 +73,7 @@ class Report:
             stats = self.ops.setdefault(op.name, OpStats(index, op.name, op.op_type))
             stats.overflow += over
             stats.underflow += under
-            peak = float(magnitude.max(initial=0.0)) if over == 0 or finite.any() else float("inf")
-            stats.max_abs = max(stats.max_abs, float("inf") if not finite.all() else peak)
+            stats.max_abs = max(stats.max_abs, float(magnitude.max(initial=0.0)) if finite.all() else float("inf"))
 
     @property
     def first_overflow(self) -> OpStats | None:
@@ -151,8 +150,7 @@ def _conv(op, a: dict[str, Any], native: bool) -> np.ndarray:
 
     bias = a.get("bias")
     if not native:
-        out = conv(xt, _torch(w), None if bias is None else _torch(bias), strides, 0, dilations, groups).numpy()
-        return out
+        return conv(xt, _torch(w), None if bias is None else _torch(bias), strides, 0, dilations, groups).numpy()
     out = _fp16_sum(partial(sl) for sl in _chunks(per_group))
     return out if bias is None else _fp16_sum([out, np.reshape(bias, (1, -1) + (1,) * spatial)])
 
