@@ -202,6 +202,9 @@ def onnx(path: Path, module: nn.Module, x: np.ndarray, tol: float) -> dict[str, 
                                      in weighted], tol, fused)
 
 
+SUFFIXES = (".mlpackage", ".onnx")
+
+
 def diagnose(path: Path, module: nn.Module, x: np.ndarray, bits: int) -> dict[str, Any]:
     """Compare the artifact at `path` with `module` (the affine-folded tower it was exported from) on one input."""
     suffix = Path(path).suffix
@@ -212,5 +215,5 @@ def diagnose(path: Path, module: nn.Module, x: np.ndarray, bits: int) -> dict[st
         return {"backend": "onnx", **onnx(path, module, x, tol)}
     from mobileclip_deploy.errors import UserError
 
-    raise UserError(f"{Path(path).name}: diagnose compares .mlpackage and .onnx artifacts; {suffix} is not "
+    raise UserError(f"{Path(path).name}: diagnose compares {' and '.join(SUFFIXES)} artifacts; {suffix} is not "
                     "supported yet")
