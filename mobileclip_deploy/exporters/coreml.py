@@ -196,56 +196,82 @@ def fp32_ops_for(program, overflowing: list[str]) -> set[str]:
     return keep
 
 
-def _repaired(build, path: Path, inputs: np.ndarray) -> tuple[object, dict]:
+HEADROOM = 4096.0  # fp16 values above this (1/16 of its range) are kept fp32 when the program misses the gate
+
+
+def _repaired(build, path: Path, inputs: np.ndarray, gate=None) -> tuple[object, dict]:
     """Build, execute on `inputs`, and while the fp16 program overflows rebuild with the overflowing ops (and their
-    producers and consumers) in fp32; returns the model and its facts (`kept_fp32_ops`, what overflowed)."""
+    producers and consumers) in fp32. If it then misses `gate(outputs) -> (passed, min cosine)`, keep the ops whose
+    values come within 16x of fp16's limit in fp32 too, once. Returns the model and its facts (`kept_fp32_ops`, what
+    overflowed), or raises Fp16Overflow naming the ops when no such choice works."""
     from mobileclip_deploy.runtimes.coreml_program import LENIENT, Program
 
     keep: set[str] = set()
-    history = []
+    history: list[dict] = []
+    widened = False
     for _ in range(REPAIR_ROUNDS + 1):
         ml, facts = build(keep)
         trial = path.parent / f".{path.stem}.fp16-trial.mlpackage"
         ml.save(str(trial))
         try:
             program = Program.load(trial)
-            feed = program.input_names[0]
+            feed, output = program.input_names[0], program.output_names[0]
             scale = 255.0 if _image_input(trial) else 1.0
-            for row in inputs:
-                program.run({feed: row[None] * scale if scale != 1.0 else row[None]}, LENIENT)
+            outputs = np.concatenate([program.run({feed: row[None] * scale if scale != 1.0 else row[None]},
+                                                  LENIENT)[output] for row in inputs])
         finally:
             shutil.rmtree(trial, ignore_errors=True)
-        report = program.reports[LENIENT].to_dict()
-        if report["first_overflow"] is None:
-            if history:
-                facts = {**facts, "kept_fp32_ops": sorted(keep), "fp16_overflow_repaired": history}
-            return ml, facts
-        history.append(report["first_overflow"])
-        more = fp32_ops_for(program, [o["op"] for o in report["overflow_ops"]])
+        report = program.reports[LENIENT]
+        summary = report.to_dict()
+        if summary["first_overflow"] is None:
+            passed, cosine = gate(outputs) if gate is not None else (True, None)
+            if passed:
+                if keep:
+                    facts = {**facts, "kept_fp32_ops": sorted(keep), "fp16_overflow_repaired": history}
+                return ml, facts
+            hot = [name for name, peak in report.peaks.items() if peak > HEADROOM]
+            more = fp32_ops_for(program, hot)
+            if widened or more <= keep:
+                raise Fp16Overflow(
+                    f"the fp16 program misses the parity gate (min cosine {cosine:.6f}) without overflowing"
+                    f"{f' after keeping {len(keep)} ops in fp32' if keep else ''}; no op of the rest holds values "
+                    f"above {HEADROOM:g} to keep in fp32 as well, so precision, not range, is lost: export fp32 "
+                    f"instead{_listed(keep)}")
+            widened = True
+            keep |= more
+            continue
+        history.append(summary["first_overflow"])
+        more = fp32_ops_for(program, [o["op"] for o in summary["overflow_ops"]])
         if more <= keep:
             break
         keep |= more
     first = history[-1]
     raise Fp16Overflow(
         f"fp16 overflow at op {first['op']} ({first['type']}, {first['overflow']} values up to "
-        f"{first['max_abs']:.3g}) remains after keeping {len(keep)} ops in fp32 ({', '.join(sorted(keep)[:8])}"
-        f"{', ...' if len(keep) > 8 else ''}): {'the overflowing op is a cast of a value no fp16 op can hold' if more <= keep else f'{REPAIR_ROUNDS} rounds did not reach a program without overflow'}; "
-        "export fp32 instead")
+        f"{first['max_abs']:.3g}) remains after keeping {len(keep)} ops in fp32: "
+        f"{'no op left to keep selects it' if more <= keep else f'{REPAIR_ROUNDS} rounds were not enough'}; "
+        f"export fp32 instead{_listed(keep)}")
+
+
+def _listed(keep: set[str]) -> str:
+    names = sorted(keep)
+    return f" (kept: {', '.join(names[:8])}{', ...' if len(names) > 8 else ''})" if names else ""
 
 
 def export(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, path: Path, target: str,
            image_input: bool, metadata: dict[str, str], eight_bit: list[str] | None = None,
-           inputs: np.ndarray | None = None) -> dict:
+           inputs: np.ndarray | None = None, gate=None) -> dict:
     """Write the .mlpackage for `scheme` at deployment `target`; return manifest facts.
 
     `eight_bit`: the layers a `--quant auto` plan keeps at 8 bits (pal4/pal6 only; see `_compress`).
     `inputs` (the parity inputs): an fp16-computing program is executed on them, and ops that overflow fp16 are
-    kept in fp32 (`kept_fp32_ops` in the facts) until none does.
+    kept in fp32 (`kept_fp32_ops` in the facts) until none does; `gate(outputs) -> (passed, min cosine)` (the
+    parity rule on `inputs`) decides whether the ops near fp16's limit must be kept too.
     """
     def build(keep: set[str]) -> tuple[object, dict]:
         return _build(module, example, tower, scheme, target, image_input, eight_bit, keep)
 
-    ml, facts = _repaired(build, path, inputs) if inputs is not None and scheme != "fp32" else build(set())
+    ml, facts = _repaired(build, path, inputs, gate) if inputs is not None and scheme != "fp32" else build(set())
     ml.short_description = metadata.pop("description")
     ml.license = metadata.pop("license")
     ml.author = metadata.pop("author")

@@ -63,10 +63,12 @@ class Report:
 
     model: str
     ops: dict[str, OpStats] = field(default_factory=dict)
+    peaks: dict[str, float] = field(default_factory=dict)  # every fp16 op's largest finite |x|
 
     def record(self, index: int, op, value: np.ndarray) -> None:
         finite = np.isfinite(value)
         magnitude = np.abs(np.where(finite, value, 0)).astype(np.float32)
+        self.peaks[op.name] = max(self.peaks.get(op.name, 0.0), float(magnitude.max(initial=0.0)))
         over = int((~finite).sum() + (magnitude > FP16_MAX).sum())
         under = int(((magnitude > 0) & (magnitude < FP16_TINY)).sum())
         if over or under:

@@ -113,7 +113,22 @@ class CoreML(CoreMLTarget):
             return {**facts, "auto_plan": plan.to_dict()}, plan
         parity = build.context.request.parity  # the parity inputs also find fp16 overflow (repaired in export)
         return coreml_exp.export(build.module, build.example, build.tower, build.scheme.name, build.path, target,
-                                 image_input, meta, eight_bit=build.keep, inputs=build.inputs if parity else None), None
+                                 image_input, meta, eight_bit=build.keep, inputs=build.inputs if parity else None,
+                                 gate=self._gate(build) if parity else None), None
+
+    @staticmethod
+    def _gate(build: Build):
+        """The parity rule on the build's inputs: (passed, min cosine) of outputs against the folded model."""
+        from mobileclip_deploy.exporters.parity import compare
+        from mobileclip_deploy.exporters.schemes import parse_thresholds
+
+        threshold = parse_thresholds(build.context.request.thresholds)[build.scheme.threshold_class]
+
+        def gate(outputs: np.ndarray) -> tuple[bool, float]:
+            cosine = compare(build.context.reference(build.tower)[: len(outputs)], outputs)["min_cosine"]
+            return cosine >= threshold, cosine
+
+        return gate
 
     def check(self, build: Build, path: Path, handle: Any) -> tuple[str, np.ndarray, dict[str, Any]]:
         from mobileclip_deploy.exporters import coreml as coreml_exp
