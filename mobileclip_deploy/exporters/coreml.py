@@ -234,9 +234,10 @@ def _repaired(build, path: Path, inputs: np.ndarray, gate=None) -> tuple[object,
             if widened or more <= keep:
                 raise Fp16Overflow(
                     f"the fp16 program misses the parity gate (min cosine {cosine:.6f}) without overflowing"
-                    f"{f' after keeping {len(keep)} ops in fp32' if keep else ''}; no op of the rest holds values "
-                    f"above {HEADROOM:g} to keep in fp32 as well, so precision, not range, is lost: export fp32 "
-                    f"instead{_listed(keep)}")
+                    f"{f' after keeping {len(keep)} ops in fp32' if keep else ''}; "
+                    + (f"keeping the ops above {HEADROOM:g} in fp32 as well did not help" if widened else
+                       f"no op of the rest holds values above {HEADROOM:g}")
+                    + f", so precision, not range, is lost: export fp32 instead{_listed(keep)}")
             widened = True
             keep |= more
             continue
