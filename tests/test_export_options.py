@@ -118,7 +118,8 @@ def test_coreml_targets_structure_and_tables(matrix) -> None:
             continue
         parity, structure = entry["parity"], entry["parity"]["structure"]
         assert entry["deployment_target"] == ("iOS18" if entry["scheme"] == "pal4" else "iOS17")
-        assert parity["check"] == "weights_decompressed_in_pytorch" and parity["weights_checked_fraction"] > 0.99
+        assert parity["check"] == "coreml_program_executed" and parity["passed"]
+        assert parity["program"]["precision"] == "fp16" and parity["program"]["fp16"]["fp16-storage"]["first_overflow"] is None
         assert bool(structure["compressed_weight_ops"]) == entry["scheme"].startswith("pal")
         if entry["tower"] == "text":
             assert structure["tables"] and set(structure["tables"].values()) == {"plain"}, structure["tables"]
@@ -130,7 +131,7 @@ def test_coreml_delegate_takes_the_whole_graph(matrix) -> None:
     for entry in entries(matrix[0]).values():
         if entry["backend"] == "executorch-coreml":
             assert entry["details"]["delegation"]["delegated_fraction"] == 1.0
-            assert entry["parity"]["check"] == "weights_decompressed_in_pytorch"
+            assert entry["parity"]["check"] == "coreml_program_executed"
 
 
 def test_xnnpack_delegates_attention(matrix) -> None:

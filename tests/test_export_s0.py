@@ -91,7 +91,7 @@ def test_manifest_describes_each_file(export, s0_checkpoint: Path) -> None:
         if expected_check:
             assert parity["check"] == expected_check
         else:
-            assert parity["check"] in ("weights_decompressed_in_pytorch", "coreml_predict")
+            assert parity["check"] in ("coreml_program_executed", "coreml_predict")
 
 
 def test_quantized_image_encoders_report_zero_shot_agreement(export) -> None:

@@ -14,6 +14,7 @@ from mobileclip_deploy.cli import bundle  # noqa: F401,E402
 from mobileclip_deploy.cli import export  # noqa: F401,E402
 from mobileclip_deploy.cli import train  # noqa: F401,E402
 from mobileclip_deploy.cli import verify  # noqa: F401,E402
+from mobileclip_deploy.cli import diagnose  # noqa: F401,E402
 
 
 def main() -> None:

@@ -47,11 +47,8 @@ def verify(
 
     Example: mobileclip-deploy verify out/android -c mobileclip_s0.pt --cpu cortex-a53,cortex-a76
     """
-    from mobileclip_deploy import create_model, reparameterize
     from mobileclip_deploy.exporters import manifest as mf
     from mobileclip_deploy.exporters.pipeline import ExportRequest, context
-    from mobileclip_deploy.hashing import sha256_path
-    from mobileclip_deploy.registry import get_variant
     from mobileclip_deploy.verify import arm64
     from mobileclip_deploy.verify.arm64_env import Arm64Env, check_tools, default_cache, parse_cpus
 
@@ -65,22 +62,8 @@ def verify(
         raise UserError(f"{export_dir} has no {mf.FILENAME}: export into it first")
     entries = arm64.select(export_dir, manifest, backend)  # refuses tampered artifacts before any work
     check_tools()
-    if manifest.get("checkpoint_sha256") is None:
-        raise UserError(f"{export_dir} was exported from random weights, so its PyTorch reference cannot be rebuilt; "
-                        "run `mobileclip-deploy export ... --verify arm64` instead")
-    if checkpoint is None:
-        raise UserError(f"pass --checkpoint: the checkpoint {export_dir} was exported from (sha256 "
-                        f"{manifest['checkpoint_sha256'][:12]}...), for the PyTorch reference")
-    from mobileclip_deploy.checkpoint import resolve_checkpoint_file
-
-    if sha256_path(resolve_checkpoint_file(checkpoint)) != manifest["checkpoint_sha256"]:
-        raise UserError(f"{checkpoint} is not the checkpoint {export_dir} was exported from (sha256 differs)")
-    needs_photos = any((e.get("parity") or {}).get("inputs") in ("held_out_images", "calibration_images")
-                       for e in entries)
-    if needs_photos and calibration is None:
-        raise UserError("this export's parity used photos from its --calibration folder: pass the same --calibration")
-    variant = get_variant(manifest["model"])
-    folded = reparameterize(create_model(variant.name, checkpoint)).eval()
+    variant, folded = reference_model(export_dir, manifest, entries, checkpoint, calibration,
+                                      "run `mobileclip-deploy export ... --verify arm64` instead")
     request = ExportRequest(pairs=[], output_dir=export_dir, towers=tuple(sorted({e["tower"] for e in entries})),
                             calibration=calibration, calibration_limit=calibration_limit)
     # Sysroot and progress lines are for humans (stderr); stdout carries the table or the JSON alone.
@@ -93,3 +76,28 @@ def verify(
                                         "not phone latency)", console.width))
     if not all(r.passed for r in rows):
         raise typer.Exit(1)
+
+
+def reference_model(export_dir: Path, manifest: dict, entries: list[dict], checkpoint: Path | None,
+                    calibration: Path | None, instead: str):
+    """(variant, folded PyTorch model) an export was made from, after checking the checkpoint is that one and that
+    the parity photos can be rebuilt; `instead` says what to do for a random-weight export."""
+    from mobileclip_deploy import create_model, reparameterize
+    from mobileclip_deploy.checkpoint import resolve_checkpoint_file
+    from mobileclip_deploy.hashing import sha256_path
+    from mobileclip_deploy.registry import get_variant
+
+    if manifest.get("checkpoint_sha256") is None:
+        raise UserError(f"{export_dir} was exported from random weights, so its PyTorch reference cannot be rebuilt; "
+                        + instead)
+    if checkpoint is None:
+        raise UserError(f"pass --checkpoint: the checkpoint {export_dir} was exported from (sha256 "
+                        f"{manifest['checkpoint_sha256'][:12]}...), for the PyTorch reference")
+    if sha256_path(resolve_checkpoint_file(checkpoint)) != manifest["checkpoint_sha256"]:
+        raise UserError(f"{checkpoint} is not the checkpoint {export_dir} was exported from (sha256 differs)")
+    needs_photos = any((e.get("parity") or {}).get("inputs") in ("held_out_images", "calibration_images")
+                       for e in entries)
+    if needs_photos and calibration is None:
+        raise UserError("this export's parity used photos from its --calibration folder: pass the same --calibration")
+    variant = get_variant(manifest["model"])
+    return variant, reparameterize(create_model(variant.name, checkpoint)).eval()

@@ -2,8 +2,10 @@
 
 Compression touches only `linear` and `conv` weights: by default coremltools compresses every constant over
 2048 elements, which ruins token embeddings and positional tables (reference/export-stack.md §0.10).
-Core ML cannot run on Linux, so the check is structural plus a weight proxy: the compressed weights are
-decompressed and loaded back into the PyTorch tower, whose outputs are compared with the fp32 tower.
+Core ML cannot run on Linux, so parity executes the saved program itself, op by op (runtimes/coreml_program.py:
+every constant and decompressed weight as the file holds it, fp16 results rounded and range-checked), next to a
+structural check. The weights-only proxy (`decompressed_tower`: the decompressed weights loaded into the PyTorch
+tower) stays for the `auto` search, which scores dozens of plans and needs no conversion per plan.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import platform
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -115,8 +118,10 @@ def _shared_alike(ml, per_op: dict[str, object], default) -> dict[str, object]:
     return out
 
 
-def convert(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, target: str, image_input: bool):
-    """The uncompressed mlprogram of `module` (fp32 compute for `fp32`, fp16 for every other scheme)."""
+def convert(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, target: str, image_input: bool,
+            keep_fp32: set[str] | frozenset[str] = frozenset()):
+    """The uncompressed mlprogram of `module` (fp32 compute for `fp32`, fp16 for every other scheme except the ops
+    named in `keep_fp32`, as the converter names them before its fp16 pass)."""
     import coremltools as ct
 
     with torch.no_grad():
@@ -130,7 +135,9 @@ def convert(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, t
         inputs = [ct.TensorType(name=INPUT_NAME[tower], shape=tuple(example.shape), dtype=dtype)]
     return ct.convert(program, inputs=inputs, outputs=[ct.TensorType(name=OUTPUT_NAME[tower], dtype=np.float32)],
                       convert_to="mlprogram", minimum_deployment_target=getattr(ct.target, target),
-                      compute_precision=ct.precision.FLOAT32 if scheme == "fp32" else ct.precision.FLOAT16,
+                      compute_precision=ct.precision.FLOAT32 if scheme == "fp32" else ct.precision.FLOAT16
+                      if not keep_fp32 else ct.transform.FP16ComputePrecision(
+                          lambda op: op.name not in keep_fp32 and f"type:{op.op_type}" not in keep_fp32),
                       skip_model_load=True)
 
 
@@ -148,16 +155,124 @@ def palettized_weights(ml, module: nn.Module, target: str, nbits: int) -> tuple[
     return {name: value for name, (_, value) in located.items()}, compressed
 
 
+REPAIR_ROUNDS = 6
+
+
+class Fp16Overflow(Exception):
+    """fp16 overflow that keeping ops in fp32 did not remove (the message names the ops)."""
+
+
+def _build(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, target: str, image_input: bool,
+           eight_bit: list[str] | None, keep_fp32: set[str]) -> tuple[object, dict]:
+    ml = convert(module, example, tower, scheme, target, image_input, frozenset(keep_fp32))
+    if scheme in ("fp32", "fp16"):
+        return ml, {}
+    return _compress(ml, scheme, target, module, eight_bit)
+
+
+def _base(name: str) -> str:
+    """An op's name as the converter gave it before the fp16 pass appended `_cast_fp16`."""
+    return name.removesuffix("_cast_fp16")
+
+
+# Data movement the converter's later passes recreate under new names (transposes moved across casts): kept in
+# fp32 by type (`type:<op>`), since no name selects them at the fp16 pass.
+_MOVEMENT = frozenset({"transpose", "reshape", "slice_by_index", "slice_by_size", "squeeze", "expand_dims",
+                       "concat", "split", "tile"})
+
+
+def fp32_ops_for(program, overflowing: list[str]) -> set[str]:
+    """Ops to keep in fp32 for the overflowing ops: each one (unless a cast), the ops computing its inputs, and the
+    ops reading its output (an out-of-range value overflows again wherever it is cast back to fp16); data movement
+    by type."""
+    by_name = {op.name: op for op in program.ops}
+    keep = set()
+    for name in overflowing:
+        op = by_name[name]
+        producers = [v.op for v in op.get_flattened_inputs() if v.op is not None]
+        consumers = [child for v in op.outputs for child in v.child_ops]
+        keep |= {f"type:{o.op_type}" if o.op_type in _MOVEMENT else _base(o.name) for o in [op, *producers, *consumers]
+                 if o.op_type != "cast" and o.op_type != "const" and not o.op_type.startswith("constexpr_")}
+    return keep
+
+
+HEADROOM = 4096.0  # fp16 values above this (1/16 of its range) are kept fp32 when the program misses the gate
+
+
+def _repaired(build, path: Path, inputs: np.ndarray, gate=None) -> tuple[object, dict]:
+    """Build, execute on `inputs`, and while the fp16 program overflows rebuild with the overflowing ops (and their
+    producers and consumers) in fp32. If it then misses `gate(outputs) -> (passed, min cosine)`, keep the ops whose
+    values come within 16x of fp16's limit in fp32 too, once. Returns the model and its facts (`kept_fp32_ops`, what
+    overflowed), or raises Fp16Overflow naming the ops when no such choice works."""
+    from mobileclip_deploy.runtimes.coreml_program import LENIENT, Program
+
+    keep: set[str] = set()
+    history: list[dict] = []
+    widened = False
+    for _ in range(REPAIR_ROUNDS + 1):
+        ml, facts = build(keep)
+        trial = path.parent / f".{path.stem}.fp16-trial.mlpackage"
+        ml.save(str(trial))
+        try:
+            program = Program.load(trial)
+            feed, output = program.input_names[0], program.output_names[0]
+            scale = 255.0 if _image_input(trial) else 1.0
+            outputs = np.concatenate([program.run({feed: row[None] * scale if scale != 1.0 else row[None]},
+                                                  LENIENT)[output] for row in inputs])
+        finally:
+            shutil.rmtree(trial, ignore_errors=True)
+        report = program.reports[LENIENT]
+        summary = report.to_dict()
+        if summary["first_overflow"] is None:
+            passed, cosine = gate(outputs) if gate is not None else (True, None)
+            if passed:
+                if keep:
+                    facts = {**facts, "kept_fp32_ops": sorted(keep), "fp16_overflow_repaired": history}
+                return ml, facts
+            hot = [name for name, peak in report.peaks.items() if peak > HEADROOM]
+            more = fp32_ops_for(program, hot)
+            if widened or more <= keep:
+                raise Fp16Overflow(
+                    f"the fp16 program misses the parity gate (min cosine {cosine:.6f}) without overflowing"
+                    f"{f' after keeping {len(keep)} ops in fp32' if keep else ''}; "
+                    + (f"keeping the ops above {HEADROOM:g} in fp32 as well did not help" if widened else
+                       f"no op of the rest holds values above {HEADROOM:g}")
+                    + f", so precision, not range, is lost: export fp32 instead{_listed(keep)}")
+            widened = True
+            keep |= more
+            continue
+        history.append(summary["first_overflow"])
+        more = fp32_ops_for(program, [o["op"] for o in summary["overflow_ops"]])
+        if more <= keep:
+            break
+        keep |= more
+    first = history[-1]
+    raise Fp16Overflow(
+        f"fp16 overflow at op {first['op']} ({first['type']}, {first['overflow']} values up to "
+        f"{first['max_abs']:.3g}) remains after keeping {len(keep)} ops in fp32: "
+        f"{'no op left to keep selects it' if more <= keep else f'{REPAIR_ROUNDS} rounds were not enough'}; "
+        f"export fp32 instead{_listed(keep)}")
+
+
+def _listed(keep: set[str]) -> str:
+    names = sorted(keep)
+    return f" (kept: {', '.join(names[:8])}{', ...' if len(names) > 8 else ''})" if names else ""
+
+
 def export(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, path: Path, target: str,
-           image_input: bool, metadata: dict[str, str], eight_bit: list[str] | None = None) -> dict:
+           image_input: bool, metadata: dict[str, str], eight_bit: list[str] | None = None,
+           inputs: np.ndarray | None = None, gate=None) -> dict:
     """Write the .mlpackage for `scheme` at deployment `target`; return manifest facts.
 
     `eight_bit`: the layers a `--quant auto` plan keeps at 8 bits (pal4/pal6 only; see `_compress`).
+    `inputs` (the parity inputs): an fp16-computing program is executed on them, and ops that overflow fp16 are
+    kept in fp32 (`kept_fp32_ops` in the facts) until none does; `gate(outputs) -> (passed, min cosine)` (the
+    parity rule on `inputs`) decides whether the ops near fp16's limit must be kept too.
     """
-    ml = convert(module, example, tower, scheme, target, image_input)
-    facts = {}
-    if scheme not in ("fp32", "fp16"):
-        ml, facts = _compress(ml, scheme, target, module, eight_bit)
+    def build(keep: set[str]) -> tuple[object, dict]:
+        return _build(module, example, tower, scheme, target, image_input, eight_bit, keep)
+
+    ml, facts = _repaired(build, path, inputs, gate) if inputs is not None and scheme != "fp32" else build(set())
     ml.short_description = metadata.pop("description")
     ml.license = metadata.pop("license")
     ml.author = metadata.pop("author")
@@ -288,6 +403,36 @@ def decompressed_tower(path: Path, tower_module: nn.Module) -> tuple[nn.Module, 
     checked = sum(tensors[name].numel() for name in located)
     total = sum(t.numel() for t in tensors.values())
     return proxy, {"weights_checked_fraction": round(checked / max(total, 1), 4)}
+
+
+def program_outputs(path: Path, tower: str, inputs: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The saved program's outputs on `inputs` (rows of the tower's PyTorch input), executed op by op on this host,
+    and what the run found: the arithmetic model judged, for fp16 programs the native model's gap to it and each
+    model's overflow / underflow report (the first overflowing op named)."""
+    from mobileclip_deploy.runtimes.coreml_program import Program, program_runner
+
+    program = Program.load(path)
+    runner = program_runner(program)
+    scale = 255.0 if _image_input(path) else 1.0  # an ImageType input takes 0..255 camera pixels
+    outputs = runner.batched(inputs * scale if scale != 1.0 else inputs)
+    facts = {k: runner.info[k] for k in ("precision", "judged_model", "native_min_cosine", "fp16") if k in runner.info}
+    return outputs, facts
+
+
+def _image_input(path: Path) -> bool:
+    import coremltools as ct
+
+    spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+    return spec.description.input[0].type.WhichOneof("Type") == "imageType"
+
+
+def overflow_text(facts: dict) -> str:
+    """'; first fp16 overflow at op NAME (TYPE, #i): N values, max |x| M' when the program overflowed, else ''."""
+    first = (facts.get("fp16") or {}).get("fp16-storage", {}).get("first_overflow")
+    if not first:
+        return ""
+    return (f"; fp16 overflow first at op {first['op']} ({first['type']}, op {first['index']} of the program): "
+            f"{first['overflow']} values, max |x| {first['max_abs']:.3g} > 65504")
 
 
 def can_predict() -> bool:

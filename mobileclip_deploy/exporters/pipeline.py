@@ -380,9 +380,24 @@ def _check(job: Job, build: Build, path: Path, handle: Any, threshold: float) ->
         raise ParityFailure(
             f"{path.name}: parity failed ({check}): min cosine {result['min_cosine']:.6f} < threshold "
             f"{threshold} for {job.scheme.name} (max abs error {result['max_abs_error']:.3g}, "
-            f"PSNR {result['psnr_db']} dB); nothing was written"
+            f"PSNR {result['psnr_db']} dB){extra.get('failure_note', '')}{_diagnosis(build, path)}; "
+            "nothing was written"
             + (f"; {job.backend.parity_hints[job.scheme.name]}" if job.scheme.name in job.backend.parity_hints else ""))
     return result
+
+
+def _diagnosis(build: Build, path: Path) -> str:
+    """'; first divergence at MODULE ...' for a failed artifact that `diagnose` can compare op by op, else ''."""
+    from mobileclip_deploy.verify.diagnose import SUFFIXES, diagnose
+
+    if path.suffix not in SUFFIXES:
+        return ""
+    build.step("diagnosing where it diverges")
+    found = diagnose(path, build.module, build.inputs[:1], build.scheme.bits)
+    if found["module"] is None:
+        return ""
+    return (f"; first divergence at {found['module']} ({found['where']}, op {found['op']}, relative error "
+            f"{found['relative_error']:.3g})")
 
 
 def _facts(job: Job, ctx: Context, request: ExportRequest, weights_id: str, threshold: float) -> dict[str, Any]:

@@ -53,12 +53,16 @@ class CoreMLTarget(Backend):
         if io_problems and structure["problems"]:
             raise ParityFailure(f"structure check failed: {'; '.join(structure['problems'])}")
 
-    def weights_check(self, build: Build, package: Path, facts: dict[str, Any]) -> tuple[str, np.ndarray]:
+    def program_check(self, build: Build, package: Path, facts: dict[str, Any]) -> tuple[str, np.ndarray]:
+        """The saved program executed op by op on this host (runtimes/coreml_program.py), fp16 range included."""
         from mobileclip_deploy.exporters import coreml as coreml_exp
 
-        proxy, coverage = coreml_exp.decompressed_tower(package, build.module)
-        facts.update(coverage)
-        return "weights_decompressed_in_pytorch", build.context.eager(build.tower, build.inputs, proxy)
+        out, program = coreml_exp.program_outputs(package, build.tower, build.inputs)
+        facts["program"] = program
+        note = coreml_exp.overflow_text(program)
+        if note:
+            facts["failure_note"] = note
+        return "coreml_program_executed", out
 
 
 @register
@@ -109,8 +113,24 @@ class CoreML(CoreMLTarget):
             facts = coreml_exp.export(build.module, build.example, build.tower, build.scheme.rebuilds_as, build.path,
                                       target, image_input, meta, eight_bit=plan.keep)
             return {**facts, "auto_plan": plan.to_dict()}, plan
+        parity = build.context.request.parity  # the parity inputs also find fp16 overflow (repaired in export)
         return coreml_exp.export(build.module, build.example, build.tower, build.scheme.name, build.path, target,
-                                 image_input, meta, eight_bit=build.keep), None
+                                 image_input, meta, eight_bit=build.keep, inputs=build.inputs if parity else None,
+                                 gate=self._gate(build) if parity else None), None
+
+    @staticmethod
+    def _gate(build: Build):
+        """The parity rule on the build's inputs: (passed, min cosine) of outputs against the folded model."""
+        from mobileclip_deploy.exporters.parity import compare
+        from mobileclip_deploy.exporters.schemes import parse_thresholds
+
+        threshold = parse_thresholds(build.context.request.thresholds)[build.scheme.threshold_class]
+
+        def gate(outputs: np.ndarray) -> tuple[bool, float]:
+            cosine = compare(build.context.reference(build.tower)[: len(outputs)], outputs)["min_cosine"]
+            return cosine >= threshold, cosine
+
+        return gate
 
     def check(self, build: Build, path: Path, handle: Any) -> tuple[str, np.ndarray, dict[str, Any]]:
         from mobileclip_deploy.exporters import coreml as coreml_exp
@@ -119,5 +139,5 @@ class CoreML(CoreMLTarget):
         self.check_structure(path, build.tower, facts)
         if coreml_exp.can_predict() and self.input_kind(build) == "tensor":
             return "coreml_predict", run_batched(coreml_exp.runner(path, build.tower), build.inputs), facts
-        name, out = self.weights_check(build, path, facts)
+        name, out = self.program_check(build, path, facts)
         return name, out, facts

@@ -31,11 +31,11 @@ class ExecutorchCoreML(CoreMLTarget):
 
     def check(self, build: Build, path: Path, handle: Any) -> tuple[str, np.ndarray, dict[str, Any]]:
         """The embedded Core ML payload: its structure (the delegate names payload I/O itself; the .pte's I/O is
-        what apps see), then its weights in the PyTorch tower."""
+        what apps see), then the payload program executed op by op."""
         from mobileclip_deploy.exporters import executorch as et_exp
 
         package = et_exp.extract_coreml_payload(handle, build.work_dir / "payload")
         facts: dict[str, Any] = {}
         self.check_structure(package, build.tower, facts, io_problems=False)
-        name, out = self.weights_check(build, package, facts)
+        name, out = self.program_check(build, package, facts)
         return name, out, facts

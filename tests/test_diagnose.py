@@ -1,0 +1,89 @@
+"""`diagnose` names the layer where an artifact departs from PyTorch: one GELU swapped for a ReLU in one block of the
+tiny S0-shaped image tower (golden weights) before export, Core ML and ONNX; the clean artifact has no divergence."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_export_options import TINY, tiny_model
+
+from mobileclip_deploy import reparameterize
+from mobileclip_deploy.exporters.fold import fold_affine
+from mobileclip_deploy.exporters.wrappers import example_input, tower_module
+from mobileclip_deploy.verify.diagnose import diagnose
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+META = {"description": "test", "license": "test", "author": "test", "version": "0"}
+PLANTED = "model.visual.trunk.stages.1.blocks.0.mlp.act"
+
+
+@pytest.fixture(scope="module")
+def towers():
+    """(clean affine-folded image tower, the same with PLANTED a ReLU, one input)."""
+    tower = fold_affine(tower_module(reparameterize(tiny_model()).eval(), "image", TINY.image_size,
+                                     TINY.context_length))
+    planted = copy.deepcopy(tower)
+    parent, _, leaf = PLANTED.rpartition(".")
+    assert isinstance(planted.get_submodule(PLANTED), torch.nn.GELU)
+    setattr(planted.get_submodule(parent), leaf, torch.nn.ReLU())
+    x = np.random.default_rng(0).random((1, 3, TINY.image_size, TINY.image_size), dtype=np.float32)
+    with torch.no_grad():
+        a, b = tower(torch.from_numpy(x)), planted(torch.from_numpy(x))
+    assert torch.nn.functional.cosine_similarity(a, b).item() > 0.99  # a final cosine barely sees it
+    return tower, planted, x
+
+
+def _export(backend: str, module: torch.nn.Module, path: Path) -> Path:
+    example = example_input("image", TINY.image_size, TINY.context_length)
+    if backend == "coreml":
+        from mobileclip_deploy.exporters import coreml as coreml_exp
+
+        coreml_exp.export(module, example, "image", "fp32", path, "iOS17", False, dict(META))
+    else:
+        from mobileclip_deploy.exporters import onnx as onnx_exp
+
+        onnx_exp.export(module, example, "image", "fp32", path, None, path.parent)
+    return path
+
+
+@pytest.mark.parametrize("backend,suffix", [("coreml", ".mlpackage"), ("onnx", ".onnx")])
+def test_diagnose_names_the_swapped_activation(towers, backend, suffix, tmp_path):
+    tower, planted, x = towers
+    bad = _export(backend, planted, tmp_path / f"planted{suffix}")
+    found = diagnose(bad, tower, x, bits=32)
+    assert found["backend"] == backend and found["module"] is not None, found
+    assert PLANTED in found["module"].split(", "), found
+    assert len(found["module"].split(", ")) <= 2, found  # the act, at most with one neighbour
+    good = _export(backend, tower, tmp_path / f"clean{suffix}")
+    clean = diagnose(good, tower, x, bits=32)
+    assert clean["module"] is None and clean["compared"] > 5, clean
+
+
+def test_cli_names_the_layer_in_an_export(tmp_path, monkeypatch):
+    """`mobileclip-deploy diagnose EXPORT_DIR ARTIFACT` on a Core ML and an ONNX artifact exported (through the
+    pipeline) from a model with the planted ReLU, against the clean model: exit 1 and the layer's path."""
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from mobileclip_deploy.cli import app
+    from mobileclip_deploy.exporters import pipeline
+    from mobileclip_deploy.exporters.backends import resolve_pairs
+
+    planted = tiny_model()
+    parent, _, leaf = PLANTED.removeprefix("model.").rpartition(".")
+    setattr(planted.get_submodule(parent), leaf, torch.nn.ReLU())
+    request = pipeline.ExportRequest(pairs=resolve_pairs([], ["coreml:fp32", "onnx:fp32"]), output_dir=tmp_path,
+                                     towers=("image",))
+    results = pipeline.run(request, planted, TINY, "0" * 64, Console(quiet=True))
+    assert [r.status for r in results] == ["ok", "ok"], [r.message for r in results]
+    monkeypatch.setattr("mobileclip_deploy.cli.verify.reference_model",
+                        lambda *a, **k: (TINY, reparameterize(tiny_model()).eval()))
+    for result in results:
+        out = CliRunner().invoke(app, ["diagnose", str(tmp_path), result.file])
+        assert out.exit_code == 1 and PLANTED in out.stdout, out.stdout
+    missing = CliRunner().invoke(app, ["diagnose", str(tmp_path), "nope.onnx"])
+    assert missing.exit_code == 2 and "not an artifact" in missing.stderr
