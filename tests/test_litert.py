@@ -148,18 +148,65 @@ def test_metadata_reads_back_from_every_scheme(artifacts, scheme):
         assert json.loads(entries[litert.METADATA_KEY]) == {**METADATA, "tower": tower}
 
 
-def test_export_chain_writes_fp16_with_reduced_precision_metadata(towers, tmp_path):
-    """The one-call export (convert, metadata, quantize) as the backend runs it; the float file is not left over."""
-    path = tmp_path / "text_fp16.tflite"
+@pytest.fixture(scope="module")
+def fp16_text(towers, tmp_path_factory):
+    """The text tower through the one-call export (convert, metadata, quantize) as the backend runs it."""
+    folder = tmp_path_factory.mktemp("litert-chain")
+    path = folder / "text_fp16.tflite"
     meta = {**METADATA, "tower": "text", "scheme": "fp16"}
     facts = litert.export(towers["text"], example_input("text", TINY.image_size, TINY.context_length), "text",
-                          "fp16", path, tmp_path, meta)
-    assert facts["quantizer"] == "ai-edge-quantizer" and list(tmp_path.iterdir()) == [path]
+                          "fp16", path, folder, meta)
+    return path, meta, facts
+
+
+def test_export_chain_writes_fp16_with_reduced_precision_metadata(towers, fp16_text):
+    path, meta, facts = fp16_text
+    assert facts["quantizer"] == "ai-edge-quantizer" and list(path.parent.iterdir()) == [path]  # no float leftover
     entries = litert.read_metadata(path)
     assert json.loads(entries[litert.METADATA_KEY]) == meta
     assert entries["reduced_precision_support"] == b"fp16accfp16"
     x = _inputs("text", 4, seed=0)
     assert compare(_reference(towers["text"], x), runtimes.load(path).batched(x))["min_cosine"] >= 0.999
+
+
+def test_arm64_guest_runs_litert_and_only_the_fp16_core_computes_in_fp16(towers, artifacts, fp16_text, tmp_path):
+    """The light guest (aarch64 ai_edge_litert wheel, no torch) under qemu-user: every artifact matches PyTorch on
+    cortex-a53 and cortex-a76; the fp16 file computes in fp32 on the A53 (same numbers as x86) and in fp16 on
+    the A76, whose fp16 arithmetic the reduced_precision_support entry unlocks (visibly larger deviation)."""
+    from mobileclip_deploy.verify import arm64
+    from mobileclip_deploy.verify.arm64_env import Arm64Env, default_cache, parse_cpus
+
+    env = Arm64Env(default_cache())
+    cpus = parse_cpus("cortex-a53,cortex-a76")
+    with arm64.folder_lock(env.cache, "the arm64 environment"):
+        env.prepare(cpus, executorch=False, litert=True)
+    folder = tmp_path / "export"
+    folder.mkdir()
+    files = {"image_fp32.tflite": artifacts["image", "fp32"], "text_8da8w.tflite": artifacts["text", "8da8w"],
+             "text_fp16.tflite": fp16_text[0]}
+    for name, src in files.items():
+        shutil.copy(src, folder / name)
+    x = {"image": _inputs("image", 2, seed=0), "text": _inputs("text", 3, seed=0)}
+    npy = {}
+    for tower, value in x.items():
+        npy[tower] = tmp_path / f"{tower}.npy"
+        np.save(npy[tower], value)
+    entries = [{"file": name, "backend": "litert", "tower": name.split("_")[0]} for name in files]
+    deviation = {}
+    for cpu in cpus:
+        results = arm64._run_guest(env, cpu, folder, entries, npy, tmp_path / cpu.name, {"litert"}, lambda _: None)
+        for entry in entries:
+            result, tower, scheme = results[entry["file"]], entry["tower"], entry["file"].split("_")[1][:-7]
+            assert result["ok"], result
+            assert result["evidence"]["reduced_precision_metadata"] == (scheme == "fp16")
+            out = np.load(tmp_path / cpu.name / f"{entry['file']}.out.npy")
+            metrics = compare(_reference(towers[tower], x[tower]), out)
+            assert metrics["min_cosine"] >= DEFAULT_THRESHOLDS[SCHEMES[scheme].threshold_class], (cpu.name, metrics)
+            host = runtimes.load(folder / entry["file"]).batched(x[tower])
+            deviation[cpu.name, scheme] = float(np.abs(out - host).max())
+    assert deviation["cortex-a53", "fp32"] < 1e-5 and deviation["cortex-a76", "fp32"] < 1e-5
+    assert deviation["cortex-a53", "fp16"] < 1e-4
+    assert deviation["cortex-a76", "fp16"] > 10 * max(deviation["cortex-a53", "fp16"], 1e-4)
 
 
 def test_a_planted_defect_fails_parity_the_clean_artifact_passes(towers, artifacts, tmp_path):
