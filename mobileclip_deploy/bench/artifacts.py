@@ -19,7 +19,8 @@ from typing import Any
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.hashing import sha256_path
 
-BACKEND_BY_SUFFIX = {".onnx": "onnx", ".ort": "onnx", ".pte": "executorch", ".mlpackage": "coreml", ".mlmodelc": "coreml"}
+BACKEND_BY_SUFFIX = {".onnx": "onnx", ".ort": "onnx", ".pte": "executorch", ".mlpackage": "coreml", ".mlmodelc": "coreml",
+                     ".tflite": "litert"}
 # `<model>_<tower>_<backend>_<scheme>.<ext>`, the naming convention of the exporters.
 _NAME = re.compile(r"^(?P<model>.+?)_(?P<tower>image|text)_(?P<backend>[a-z0-9-]+)_(?P<scheme>[A-Za-z0-9]+)$")
 
@@ -93,6 +94,8 @@ def runtime_of(backend: str) -> str:
         return "executorch"
     if backend in ("coreml", "executorch-coreml"):
         return "coreml"
+    if backend == "litert":
+        return "litert"
     raise UserError(f"unknown backend {backend!r}")
 
 

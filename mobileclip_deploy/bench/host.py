@@ -152,6 +152,17 @@ def et_loader(artifact: Artifact, threads: int) -> tuple[Callable[[], Callable[[
     return load, {"name": "executorch", "version": package_version("executorch"), "delegate": "XnnpackBackend"}
 
 
+def litert_loader(artifact: Artifact, threads: int) -> tuple[Callable[[], Callable[[], object]], dict[str, Any]]:
+    from mobileclip_deploy import runtimes
+
+    def load() -> Callable[[], object]:
+        runner = runtimes.load(artifact.path, threads, runtime="litert")
+        x = example_input(artifact.tower or _guess_tower(runner.input_shape), runner.input_shape, runner.input_dtype)
+        return lambda: runner.run(x)
+
+    return load, {"name": "litert", "version": package_version("ai-edge-litert"), "delegate": "XNNPACK"}
+
+
 def eager_loader(
     build: Callable[[], Any], tower: str, image_size: int, threads: int
 ) -> tuple[Callable[[], Callable[[], object]], dict[str, Any]]:
@@ -183,6 +194,8 @@ def loader_for(artifact: Artifact, threads: int) -> tuple[Callable[[], Callable[
         return ort_loader(artifact, threads)
     if runtime == "executorch":
         return et_loader(artifact, threads)
+    if runtime == "litert":
+        return litert_loader(artifact, threads)
     raise UserError(
         f"{artifact.path.name}: {artifact.backend} artifacts cannot run on this host "
         "(Core ML needs macOS: use --target ios on a Mac)"
