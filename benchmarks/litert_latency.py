@@ -5,8 +5,9 @@ Per model and tower every path is exported from the same folded tower (golden-re
 something), checked against PyTorch on 8 photos / prompts, then timed in one interleaved run (rounds of one untimed
 and a few timed calls of each path in turn, so machine load hits every path alike). Ratios: to the same runtime's
 fp32 and to the tower's compute bound (its FLOPs / this CPU's best single-thread fp32 matmul throughput).
-The image towers also run `litert fp32 split`: the ExecuTorch depthwise rewrite (exporters/xnnpack_depthwise.py)
-applied before the LiteRT conversion, to see whether LiteRT's XNNPACK falls off the same slow kernels.
+The LiteRT backend converts the tower after the ExecuTorch depthwise rewrite (exporters/xnnpack_depthwise.py); the
+image towers also run `litert fp32 unsplit`, converted without it, to show what the rewrite buys. The LiteRT int8
+files are derived from the fp32 file by ai-edge-quantizer, as the backend does (one conversion per tower).
 
     python benchmarks/litert_latency.py [--models mobileclip-s0,...] [--rounds 10]
 
@@ -44,12 +45,11 @@ from mobileclip_deploy.exporters.backends import litert  # noqa: E402
 from mobileclip_deploy.exporters.fold import fold_affine  # noqa: E402
 from mobileclip_deploy.exporters.parity import compare  # noqa: E402
 from mobileclip_deploy.exporters.wrappers import example_input, tower_module  # noqa: E402
-from mobileclip_deploy.exporters.xnnpack_depthwise import split_depthwise  # noqa: E402
 from mobileclip_deploy.registry import get_variant  # noqa: E402
 from mobileclip_deploy.tokenizer import tokenize  # noqa: E402
 
 PATHS = [("onnxruntime", "fp32"), ("onnxruntime", "8da8w"), ("executorch", "fp32"), ("executorch", "8da8w"),
-         ("litert", "fp32"), ("litert", "8da8w"), ("litert", "w8a8"), ("litert", "fp32 split")]
+         ("litert", "fp32"), ("litert", "8da8w"), ("litert", "w8a8"), ("litert", "fp32 unsplit")]
 SUFFIX = {"onnxruntime": ".onnx", "executorch": ".pte", "litert": ".tflite"}
 BLOCK = 3
 PHOTOS = Path(os.environ.get("MOBILECLIP_SHARED") or ROOT.parent / "shared") / "data" / "imagenet-samples"
@@ -86,10 +86,12 @@ def export(runtime: str, scheme: str, module, example, tower: str, path: Path, c
         onnx_exp.export(module, example, tower, scheme, path, None, work)
     elif runtime == "executorch":
         et_exp.export(module, example, scheme, "xnnpack", path, None)
+    elif scheme == "fp32 unsplit":
+        litert.convert(module, example, tower, path, split=False)
+    elif scheme == "fp32":
+        litert.export(module, example, tower, scheme, path, work, {"variant": variant.name, "tower": tower})
     else:
-        split = scheme == "fp32 split"
-        litert.export(split_depthwise(module) if split else module, example, tower, "fp32" if split else scheme,
-                      path, work, {"variant": variant.name, "tower": tower}, calibration)
+        litert.quantize(path.with_name(f"{tower}_litert_fp32.tflite"), scheme, path, calibration, tower)
 
 
 def runner(runtime: str, path: Path, tower: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -128,12 +130,13 @@ def main() -> None:
             example = example_input(tower, variant.image_size, variant.context_length)
             flops = tower_flops(module, example)
             bound_ms = flops / (gflops * 1e9) * 1e3
-            x, calibration = inputs(tower, variant, photos, 0), inputs(tower, variant, photos, 1)
+            x = inputs(tower, variant, photos, 0)
+            calibration = np.concatenate([inputs(tower, variant, photos, 1), inputs(tower, variant, photos, 2)])
             with torch.no_grad():
                 reference = np.concatenate([module(torch.from_numpy(x[i:i + 1])).numpy() for i in range(len(x))])
             runs, facts = {}, {}
             for runtime, scheme in PATHS:
-                if scheme == "fp32 split" and tower != "image":
+                if scheme == "fp32 unsplit" and tower != "image":
                     continue
                 label = f"{runtime} {scheme}"
                 path = args.work_dir / name / f"{tower}_{runtime}_{scheme.replace(' ', '_')}{SUFFIX[runtime]}"
