@@ -145,7 +145,7 @@ def quantize(float_path: Path, scheme: str, out: Path, calibration: np.ndarray |
                                      for row in calibration]}, manager)
         qsvs = calib.get_model_qsvs()
     with contextlib.redirect_stdout(sys.stderr):
-        result = qt.quantize(qsvs, enable_progress_report=False)
+        result = qt.quantize(qsvs, enable_progress_bar=False, enable_progress_report=False)
     Path(out).write_bytes(bytes(result.quantized_model))
 
 
