@@ -50,8 +50,8 @@ N_AUG = 2
 @torch.no_grad()
 def teacher_embed(teacher: torch.nn.Module, images: list, params: list, captions: list[str]) -> tuple:
     """One teacher's unit-norm image embedding per (image, view) and text embedding per caption, as reinforce."""
-    size, interp = teacher.variant.image_size, teacher.variant.interpolation
-    views = torch.stack([replay_augmentation(im, p, size, interp) for im, p in zip(images, params)]).float() / 255
+    size = teacher.variant.image_size
+    views = torch.stack([replay_augmentation(im, p, size) for im, p in zip(images, params)]).float() / 255
     image = F.normalize(teacher.encode_image(views), dim=-1)
     text = F.normalize(teacher.encode_text(tokenize(captions, teacher.variant.context_length)), dim=-1)
     return image, text
@@ -94,8 +94,8 @@ class OnlineTrainer(Trainer):
         pos = self.positions_of(micro_step)
         chosen = [self.samples[self.train_idx[i]] for _, i in pos]
         t = self.teacher.variant
-        views = collate(chosen, [e for e, _ in pos], self.cfg.seed, t.image_size, t.interpolation,
-                        t.context_length, list(stored.tokens))
+        views = collate(chosen, [e for e, _ in pos], self.cfg.seed, t.image_size, t.context_length,
+                        list(stored.tokens))
         with torch.no_grad():  # every member costs one forward: the (random-weight) teacher runs once per member
             images = [F.normalize(self.teacher.encode_image(views.images), dim=-1) for _ in range(self.members)]
             texts = {k: [F.normalize(self.teacher.encode_text(v), dim=-1) for _ in range(self.members)]

@@ -24,7 +24,7 @@ from rich.table import Table
 from mobileclip_deploy import create_model
 from mobileclip_deploy.atomic import write_text
 from mobileclip_deploy.exporters import pipeline
-from mobileclip_deploy.exporters.schemes import BACKENDS
+from mobileclip_deploy.exporters.backends import all_backends
 from mobileclip_deploy.hashing import sha256_path
 from mobileclip_deploy.registry import get_variant
 
@@ -49,13 +49,13 @@ def main() -> None:
     args = parse_args()
     console = Console()
     variant = get_variant("mobileclip-s0")
-    pairs = [(backend, scheme) for backend in BACKENDS.values() for scheme in backend.schemes]
+    pairs = [(backend, scheme) for backend in all_backends().values() for scheme in backend.schemes]
     with tempfile.TemporaryDirectory(prefix="export_s0.") as tmp:
         out = args.out or Path(tmp)
         if (out / "manifest.json").exists():
             raise SystemExit(f"{out} already holds an export; give an empty folder so nothing is cached")
         request = pipeline.ExportRequest(pairs=pairs, output_dir=out, calibration=args.calibration,
-                                         calibration_limit=args.calibration_limit, ort=True)
+                                         calibration_limit=args.calibration_limit, options={"ort": True})
         model = create_model(variant.name, args.checkpoint)
         start = time.perf_counter()
         results = pipeline.run(request, model, variant, sha256_path(args.checkpoint) if args.checkpoint else None,

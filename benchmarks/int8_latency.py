@@ -40,7 +40,7 @@ from mobileclip_deploy.bench.host import host_device, loader_for, package_versio
 from mobileclip_deploy.bench.records import now_iso
 from mobileclip_deploy.bench.stats import interleaved_medians
 from mobileclip_deploy.exporters import pipeline
-from mobileclip_deploy.exporters.schemes import get_backend
+from mobileclip_deploy.exporters.backends import get_backend
 from mobileclip_deploy.exporters.wrappers import example_input, tower_module
 from mobileclip_deploy.registry import get_variant
 
@@ -127,8 +127,7 @@ def text_agreements(folded: torch.nn.Module, v, request, out: Path, entries: dic
     """Top-1 agreement of each text artifact with fp32: the share of TEXT_PROMPTS ImageNet prompts (none of the
     export's calibration or parity prompts) whose nearest held-out photo (the export's parity photos, fp32 image
     embeddings) is the same with the artifact's and the fp32 tower's text embeddings, as `--quant auto` scores it."""
-    from mobileclip_deploy.exporters import executorch as et_exp
-    from mobileclip_deploy.exporters import onnx as onnx_exp
+    from mobileclip_deploy import runtimes
     from mobileclip_deploy.exporters.parity import run_batched, top1_agreement
     from mobileclip_deploy.tokenizer import tokenize
     from mobileclip_deploy.zeroshot import imagenet_classnames, openai_templates
@@ -145,7 +144,7 @@ def text_agreements(folded: torch.nn.Module, v, request, out: Path, entries: dic
     for (tower, backend, scheme), e in entries.items():
         if tower == "text" and scheme != "fp32":
             path = out / e["file"]
-            run = onnx_exp.runner(path, "text") if backend == "onnx" else et_exp.runner(path)
+            run = runtimes.load(path)
             agreement[(backend, scheme)] = round(top1_agreement(reference, run_batched(run, tokens), photos), 4)
     return agreement
 
@@ -189,7 +188,7 @@ def measure_model(name: str, args, gops: float) -> tuple[list[dict], dict]:
         if not wanted:
             raise RuntimeError(f"--cached-only: nothing exported in {out}")
     pairs = [(get_backend(b), get_backend(b).scheme(s)) for b, s in wanted]
-    request = pipeline.ExportRequest(pairs=pairs, output_dir=out, calibration=args.calibration, ort=False)
+    request = pipeline.ExportRequest(pairs=pairs, output_dir=out, calibration=args.calibration)
     print(f"{v.display_name}: exporting (cached in {out})", flush=True)
     torch.set_num_threads(os.cpu_count() or 1)  # searches and references: every core
     results = pipeline.run(request, model, v, sha256_path(ckpt))

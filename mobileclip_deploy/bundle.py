@@ -11,7 +11,8 @@ from typing import Any
 from mobileclip_deploy.atomic import atomic_path
 from mobileclip_deploy.errors import UserError
 
-COREML_SUFFIXES = (".mlpackage", ".mlmodelc")
+# What MobileCLIPKit loads: Core ML programs, and Core AI assets (iOS 27; the app picks Core AI there, Core ML below).
+APP_SUFFIXES = (".mlpackage", ".mlmodelc", ".aimodel")
 # Written into every bundle: only a folder carrying it is ever replaced by a later `bundle`.
 MARKER = ".mobileclip-bundle"
 
@@ -72,19 +73,25 @@ def _coreml_artifacts(manifest: dict[str, Any], export_dir: Path) -> list[dict[s
     chosen = [
         a
         for a in manifest["artifacts"]
-        if a.get("backend") == "coreml"
-        and str(a.get("file", "")).endswith(COREML_SUFFIXES)
+        if _is_ios(a) and str(a.get("file", "")).endswith(APP_SUFFIXES)
         and a.get("status", "ok") == "ok"
     ]
     if not chosen:
         raise UserError(
-            f"{export_dir} has no Core ML artifacts (backend 'coreml', .mlpackage or .mlmodelc); "
-            "export with the coreml backend (on Linux or macOS) before bundling for iOS"
+            f"{export_dir} has no Core ML artifacts (backend 'coreml', .mlpackage or .mlmodelc) or Core AI assets "
+            "(backend 'coreai', .aimodel); export with the coreml or coreai backend before bundling for iOS"
         )
     missing = [a["file"] for a in chosen if not (export_dir / a["file"]).exists()]
     if missing:
         raise UserError(f"manifest lists Core ML files missing from {export_dir}: {', '.join(missing)}")
     return chosen
+
+
+def _is_ios(artifact: dict[str, Any]) -> bool:
+    from mobileclip_deploy.exporters.backends import all_backends
+
+    backend = all_backends().get(str(artifact.get("backend")))
+    return backend is not None and backend.platform == "ios"
 
 
 def _copy(source: Path, target: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .cache import cache_dir
 from .tokenizer import tokenize
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "class_text_embeddings",
     "zero_shot_logits",
     "cached_class_embeddings",
-    "cache_dir",
     "MAX_LOGIT_SCALE",
 ]
 
@@ -103,16 +102,6 @@ def zero_shot_logits(
     return scale * image_emb @ class_emb.T
 
 
-# Overrides the cache folder (tests, shared machines); else $XDG_CACHE_HOME/mobileclip-deploy or ~/.cache/...
-CACHE_ENV = "MOBILECLIP_DEPLOY_CACHE"
-
-
-def cache_dir() -> Path:
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mobileclip-deploy"
-
-
 def cached_class_embeddings(text_identity: str | None, classnames: Sequence[str], templates: Sequence[str],
                             compute: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, Path | None]:
     """`compute()`'s classifier, reused from disk when the text encoder, class names and templates are the same.
@@ -131,7 +120,7 @@ def cached_class_embeddings(text_identity: str | None, classnames: Sequence[str]
         return compute(), None
     key = json.dumps({"text": text_identity, "classnames": list(classnames), "templates": list(templates),
                       "format": 1}, sort_keys=True)
-    path = cache_dir() / "zeroshot" / f"{hashlib.sha256(key.encode()).hexdigest()}.safetensors"
+    path = cache_dir("zeroshot") / f"{hashlib.sha256(key.encode()).hexdigest()}.safetensors"
     if path.is_file():
         try:
             with safe_open(str(path), "pt") as fh:

@@ -8,6 +8,8 @@ yields the same fields from real shards).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,3 +87,11 @@ def make_data(photos: Path, n: int = 8, dims: tuple[int, ...] = (6, 10), n_aug: 
                               [names[j] for j in syn]))
     return FakeData(records, [TeacherInfo(f"toy-{i}", d, 100.0) for i, d in enumerate(dims)],
                     names if sentences else None, bank if sentences else None, captions, synthetic)
+
+
+def without_synthetic_every_other(data: FakeData) -> FakeData:
+    """The data as reinforce writes it when the synthetic-caption file names only some photos (every other one)."""
+    partial = copy.copy(data)
+    partial.records = [s if k % 2 else dataclasses.replace(s, synthetic=[], text_emb=s.text_emb[:len(s.captions)])
+                       for k, s in enumerate(data.records)]
+    return partial

@@ -1,10 +1,11 @@
 """Reinforced-data fixtures for tests: public DataCompDR-12M shards in their v1 layout, made from the sample photos.
 
 `write_datacompdr_v1` writes what the public dataset holds after the join with the DataComp images (jpg, txt,
-url.txt, syn.json, paug.json as a JSON string like the HF export, npz with `image_emb` (n_aug, 1536) and
-`text_emb` (1 + n_syn, 1536), json with uid and sha256), and no manifest. The toy teachers embed the view they saw
-(a fixed random projection of a 16x16 thumbnail of the replayed augmentation), so a student that learns from it
-must look at the stored crop; caption embeddings are one random unit vector per class and teacher.
+url.txt, syn.json, paug.json `{"param_aug": [...]}` as the released writer emits it, npz with `image_emb`
+(n_aug, 1536) and `text_emb` (1 + n_syn, 1536), json with uid and sha256), and no manifest. The toy teachers
+embed the view they saw (a fixed random projection of a 16x16 thumbnail of the replayed augmentation), so a
+student that learns from it must look at the stored crop; caption embeddings are one random unit vector per
+class and teacher.
 
 `tiny_teacher` is the test-only way to a small teacher: a 2-block open_clip CLIP ViT in the native layout (what
 `openclip-vit-b-16` / `openclip-vit-l-14` are, scaled down), built with `CLIP(variant)` and handed to
@@ -14,7 +15,6 @@ must look at the stored crop; caption embeddings are one random unit vector per 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +28,11 @@ from mobileclip_deploy.training.records import ShardWriter, encode_sample, unit_
 DIMS = (768, 768)
 
 
-def tiny_teacher(quick: bool, width: int = 32) -> Variant:
+def tiny_teacher(quick: bool, width: int = 32, image_size: int = 32) -> Variant:
     """A 2-block open_clip CLIP ViT in the native layout (what the full-size teachers are, scaled down)."""
-    image = ViTConfig(width, 2, 2, 32, 8, conv_stem=False, eps=1e-5, pos_embed_has_cls=True, norm_pre=True,
+    image = ViTConfig(width, 2, 2, image_size, 8, conv_stem=False, eps=1e-5, pos_embed_has_cls=True, norm_pre=True,
                       quick_gelu=quick)
-    return Variant("tiny-clip", "tiny", image, TextConfig(24, 2, 2, causal=True, quick_gelu=quick), 16, 32,
+    return Variant("tiny-clip", "tiny", image, TextConfig(24, 2, 2, causal=True, quick_gelu=quick), 16, image_size,
                    "openclip-native", "", OPENAI_MEAN, OPENAI_STD, "bicubic")
 
 
@@ -66,7 +66,6 @@ def write_datacompdr_v1(folder: Path, files: list[Path], n_aug: int = 2, n_syn: 
             uid = hashlib.sha256(data).hexdigest()[:32]
             record = encode_sample(uid, data, "jpg", params, image_emb, bank[[k, *syn]], [names[k]],
                                    [names[j] for j in syn])
-            record["paug.json"] = json.dumps(json.dumps({"param_aug": params})).encode()  # the HF string form
             record["url.txt"] = f"https://example.invalid/{files[k].name}".encode()
             writer.write(record)
             uids.append(uid)

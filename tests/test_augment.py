@@ -93,3 +93,11 @@ def test_replay_of_stored_entry_equals_the_view(photo: Image.Image) -> None:
         again = replay_augmentation(photo, json.loads(json.dumps(param)), 224).permute(1, 2, 0).numpy()
         assert again.dtype == np.uint8 and again.shape == (224, 224, 3)
         assert np.abs(again.astype(int) - seen).max() <= 1
+
+
+def test_skipped_rand_augment_replays_the_crop(photo: Image.Image) -> None:
+    """The released generator writes `[[i, j, h, w], null]` when RandAugment was skipped: the crop alone."""
+    param = json.loads("[[20, 30, 100, 120], null]")
+    view = replay_augmentation(photo, param, 64).permute(1, 2, 0).numpy()
+    want = np.asarray(photo.crop((30, 20, 150, 120)).resize((64, 64), Image.BICUBIC))
+    assert np.array_equal(view, want)

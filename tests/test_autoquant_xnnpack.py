@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from mobileclip_deploy import runtimes
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import autoquant
 from mobileclip_deploy.exporters import executorch as et_exp
@@ -74,7 +75,7 @@ def test_recipe_rebuilds_the_same_pte(searched, tmp_path):
     assert sha256_path(built[0]) == sha256_path(built[1]) == sha256_path(searched_pte)
     assert sha256_path(built[0]) != sha256_path(built[2])  # the hand-written list keeps other layers float
     assert searched_facts["kept_in_float"] == plan.keep and searched_facts["delegation"]["partitions"] > 0
-    run = et_exp.runner(built[0])
+    run = runtimes.load(built[0])
     reference = tower(torch.from_numpy(images[:1])).detach().numpy()
     out = run(images[:1])
     cos = float((reference * out).sum() / np.linalg.norm(reference) / np.linalg.norm(out))

@@ -35,12 +35,15 @@ def test_measure_separates_load_first_warmup_and_samples():
 
     def load():
         calls.append("load")
-        return lambda: calls.append("run")
+        time.sleep(0.03)
+        return lambda: (calls.append("run"), time.sleep(0.005))
 
     seen = []
     m = host.measure(load, warmup=3, iterations=5, progress=lambda i, n: seen.append((i, n)))
     assert calls == ["load"] + ["run"] * 9  # first + 3 warm-up + 5 timed
-    assert len(m.samples_ms) == 5 and m.warmup == 3 and m.load_ms >= 0 and m.first_inference_ms >= 0
+    assert len(m.samples_ms) == 5 and m.warmup == 3
+    # each span is timed on its own, in milliseconds: loading (30 ms) is not counted as an inference
+    assert m.load_ms >= 30 and 5 <= m.first_inference_ms < 30 and all(5 <= s < 30 for s in m.samples_ms)
     assert seen[-1] == (8, 8)
     with pytest.raises(UserError):
         host.measure(load, 0, 0)
@@ -56,12 +59,33 @@ def test_measure_time_budget_bounds_slow_runs():
     assert len(host.measure(load, warmup=0, iterations=3, max_seconds=0.001).samples_ms) == 3
 
 
-def test_thread_counts():
-    assert host.thread_counts("1") == [1]
-    assert host.thread_counts("1,all") == [1] + ([os.cpu_count()] if os.cpu_count() != 1 else [])
-    assert host.thread_counts("1,all", all_cores=5) == [1, 5]
-    with pytest.raises(UserError):
-        host.thread_counts("zero")
+def test_each_thread_count_asked_runs_with_that_many_threads(tmp_path, monkeypatch):
+    """`--threads 1,all`: one run per count, each ONNX Runtime session made with that many intra-op threads ('all':
+    every core here); a count that is not a positive number is refused before anything runs."""
+    from mobileclip_deploy.cli import app
+    from mobileclip_deploy.runtimes import onnxruntime as ort_runtime
+
+    made = []
+    real = ort_runtime.session
+
+    def spy(*args, **kwargs):
+        sess = real(*args, **kwargs)
+        made.append(sess.get_session_options().intra_op_num_threads)
+        return sess
+
+    monkeypatch.setattr(ort_runtime, "session", spy)
+    folder, out = export_folder(tmp_path), tmp_path / "r.jsonl"
+    cores = os.cpu_count() or 1
+    res = CliRunner().invoke(app, ["bench", str(folder), "--no-eager", "--threads", "1,all", "--warmup", "0",
+                                   "--iterations", "1", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    asked = sorted({1, cores})  # '1,all' on a 1-core machine is one count
+    assert sorted(r["threads"] for r in read_records(out)) == sorted(asked * 2)  # two towers each
+    assert sorted(made) == sorted(asked * 2)
+    refused = CliRunner().invoke(app, ["bench", str(folder), "--no-eager", "--threads", "1,zero", "-o",
+                                       str(tmp_path / "z.jsonl")])
+    assert refused.exit_code == 2 and "'zero' is not a positive number" in refused.stderr
+    assert not (tmp_path / "z.jsonl").exists()
 
 
 def test_collect_reads_manifest_and_names(tmp_path):

@@ -72,17 +72,12 @@ def test_frontier_refuses_checkpoint_for_an_unmeasured_variant(tmp_path: Path) -
 def test_more_threads_than_cores_are_refused(tmp_path: Path) -> None:
     import os
 
-    from mobileclip_deploy.bench.host import thread_counts
-
     cores = os.cpu_count() or 1
     res = run("frontier", "--variants", "mobileclip-s0", "--threads", str(cores + 1), "-o", tmp_path / "f")
     assert res.exit_code == 2 and f"--threads {cores + 1}: only {cores} cores here" in flat(res.stderr)
     bench = run("bench", "--model", "mobileclip-s0", "--threads", f"1,{cores + 1}", "-o", tmp_path / "b.jsonl")
     assert bench.exit_code == 2 and f"--threads {cores + 1}: only {cores} cores here" in flat(bench.stderr)
     assert not (tmp_path / "b.jsonl").exists()
-    with pytest.raises(UserError, match="only"):
-        thread_counts(f"1,{cores + 1}")
-    assert thread_counts("1,all") == sorted({1, cores})
 
 
 def test_wrong_variant_hint_names_the_callers_flag(tmp_path: Path, shared_dir: Path) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from distill_fakes import make_data, tiny_student
+from distill_fakes import make_data, tiny_student, without_synthetic_every_other
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.training import distributed
 from mobileclip_deploy.training.agreement import agreement
@@ -76,14 +77,69 @@ def test_resume_continues_exactly(data, tmp_path: Path) -> None:
     assert losses == pytest.approx(reference, rel=1e-6, abs=1e-7)
 
 
-def test_dime_fm_from_images_and_sentences(photos: Path, tmp_path: Path) -> None:
-    image_only = make_data(photos, captions=False, synthetic=False)
-    trainer = Trainer(config(tmp_path, steps=60, lr=2e-3), image_only, tiny_student(), CPU)
+def test_photos_without_synthetic_captions_train_on_the_captions_they_have(photos: Path, data,
+                                                                          tmp_path: Path) -> None:
+    partial = without_synthetic_every_other(data)
+    trainer = Trainer(config(tmp_path, steps=2), partial, tiny_student(), CPU)
+    batch = trainer.batch(0)
+    by_uid = {s.uid: s for s in partial.records}
+    norms = batch.teacher_text["synthetic"].norm(dim=-1)
+    assert [float(n) for n in norms] == pytest.approx([math.sqrt(2) if by_uid[u].synthetic else 0.0 for u in batch.uids],
+                                                      abs=1e-6)  # two unit-norm teacher slices, or none
+    assert all(math.isfinite(h["loss"]) and h["loss"] > 0 for h in trainer.run())
+    # Without ground-truth captions, retrieval agreement is among the synthetic captions that exist.
+    only_synthetic = without_synthetic_every_other(make_data(photos, captions=False))
+    result = agreement(tiny_student(), only_synthetic.records, only_synthetic, [100.0, 100.0], torch.device("cpu"))
+    assert result["retrieval_chance"] == 1 / 4 and "retrieval_agreement" in result  # 4 of the 8 photos have one
+
+
+@pytest.mark.parametrize("vl_form", ["image", "both"])
+def test_dime_fm_from_images_and_sentences(photos: Path, tmp_path: Path, vl_form: str) -> None:
+    """A 16-D teacher for the 16-D student (DIME-FM's shared space); `image` leaves the text tower as it was."""
+    image_only = make_data(photos, dims=(16,), captions=False, synthetic=False)
+    student = tiny_student()
+    text_before = copy.deepcopy(student.text.state_dict())
+    trainer = Trainer(config(tmp_path, steps=60, lr=2e-3, dime_vl=vl_form), image_only, student, CPU)
     assert trainer.kind == "dime-fm" and not trainer.student.logit_scale.requires_grad
     log = trainer.run()
     assert set(log[0]) >= {"vl", "pvl", "udist"}
     first, last = (sum(h["loss"] for h in part) / len(part) for part in (log[:10], log[-10:]))
     assert last < first, (first, last)
+    same = all(torch.equal(v, student.text.state_dict()[k]) for k, v in text_before.items())
+    assert same == (vl_form == "image")
+    if vl_form == "image":  # its agreement pairs the student's image tower with the teacher's text embeddings
+        import torch.nn.functional as F
+
+        from mobileclip_deploy.training.batches import collate
+        from mobileclip_deploy.training.losses import ensemble_probs
+
+        got = agreement(student, image_only.records, image_only, [100.0], torch.device("cpu"), teacher_text=True)
+        batch = collate(image_only.records, [0] * 8, 0, 32, 77, (), augmentation=0)
+        with torch.no_grad():
+            s_img = F.normalize(student.encode_image(batch.images), dim=-1)
+        bank = torch.from_numpy(image_only.sentence_emb)
+        want = (ensemble_probs(batch.teacher_image, bank, [16], [100.0]).argmax(-1) == (s_img @ bank.T).argmax(-1))
+        assert got["text_tower"] == "teacher" and got["zero_shot_top1_agreement"] == float(want.float().mean())
+
+
+def test_dime_fm_objective_uses_the_teacher_image_columns(photos: Path, tmp_path: Path) -> None:
+    """The loop hands PVL the teacher's image embeddings (the paper's pseudo-texts), not the student's rows."""
+    import torch.nn.functional as F
+
+    data = make_data(photos, dims=(16,), captions=False, synthetic=False)
+    trainer = Trainer(config(tmp_path, dime_vl="image"), data, tiny_student(), CPU)
+    batch = trainer.batch(0)
+    with torch.no_grad():
+        out = trainer.objective(trainer.forward, trainer.student, batch)
+        i_s = F.normalize(trainer.student.encode_image(batch.images), dim=-1)
+    i_t, t_t = batch.teacher_image, batch.teacher_text["sentences"]
+
+    def kl(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return F.kl_div(F.log_softmax(logits, -1), F.softmax(target, -1), reduction="batchmean")
+
+    torch.testing.assert_close(out["pvl"], 2 * kl(100 * i_t @ i_t.T / 3, 100 * i_s @ i_t.T / 3))
+    torch.testing.assert_close(out["vl"], kl(100 * i_t @ t_t.T, 100 * i_s @ t_t.T) + kl(100 * t_t @ i_t.T,
+                                                                                          100 * t_t @ i_s.T))
 
 
 def test_schedule_and_no_decay_groups() -> None:
@@ -122,6 +178,10 @@ def test_refusals(photos: Path, data, tmp_path: Path) -> None:
                 tiny_student(), CPU)
     with pytest.raises(UserError, match="--teacher-scale was given 1 times but the data has 2 teachers"):
         Trainer(config(tmp_path, teacher_scales=[100.0]), data, tiny_student(), CPU)
+    with pytest.raises(UserError, match=r"tiny-vit is 16-D, the teachers \(toy-0, toy-1\) are 6, 10-D"):
+        Trainer(config(tmp_path, loss="dime-fm"), data, tiny_student(), CPU)
+    with pytest.raises(UserError, match="unknown --dime-vl 'text'"):
+        Trainer(config(tmp_path, loss="dime-fm", dime_vl="text"), data, tiny_student(), CPU)
 
 
 def test_resume_refuses_other_settings_and_existing_runs(data, tmp_path: Path) -> None:
@@ -130,5 +190,31 @@ def test_resume_refuses_other_settings_and_existing_runs(data, tmp_path: Path) -
         distill(config(tmp_path, steps=2), student=tiny_student(), data=data)
     with pytest.raises(UserError, match=r"started with other settings: batch_size \(8 -> 4\)"):
         distill(config(tmp_path, steps=2, batch_size=4), resume=True, student=tiny_student(), data=data)
+    for changed, name in ((dict(syn_text_key="^syn_text_dfn"), "syn_text_key"), (dict(dime_vl="image"), "dime_vl")):
+        with pytest.raises(UserError, match=f"started with other settings: {name} "):
+            distill(config(tmp_path, steps=2, **changed), resume=True, student=tiny_student(), data=data)
     with pytest.raises(UserError, match="nothing to resume"):
         distill(config(tmp_path / "new", steps=2), resume=True, student=tiny_student(), data=data)
+
+
+def test_student_crops_are_bicubic_whatever_the_variant(data, tmp_path: Path) -> None:
+    """Training crops are resampled bicubically (open_clip's training transform, as the released code), even for a
+    student whose inference preprocessing is bilinear (MobileCLIP S0-S2/B, and the tiny test student)."""
+    from mobileclip_deploy.registry import get_variant
+    from mobileclip_deploy.training.augment import replay_augmentation
+    from mobileclip_deploy.training.batches import pick
+
+    student = tiny_student()
+    assert student.variant.interpolation == "bilinear"
+    assert {get_variant(n).interpolation for n in ("mobileclip-s0", "mobileclip-s2", "mobileclip-b")} == {"bilinear"}
+    trainer = Trainer(config(tmp_path), data, student, CPU)
+    batch = trainer.batch(0)
+    by_uid = {s.uid: s for s in data.records}
+    differs = 0
+    for uid, pixels in zip(batch.uids, batch.images):
+        s = by_uid[uid]
+        param = s.param_aug[pick(0, 0, uid, "aug", len(s.param_aug))]
+        bicubic = replay_augmentation(s.image, param, 32, "bicubic").float() / 255
+        assert torch.equal(pixels, bicubic)
+        differs += not torch.equal(pixels, replay_augmentation(s.image, param, 32, "bilinear").float() / 255)
+    assert differs == len(batch.uids)

@@ -33,6 +33,39 @@ def wnid_folder(tmp_path, n=4, name="val"):
     return root
 
 
+def uneven_folder(tmp_path, name="val"):
+    """Three class folders holding 1, 2 and 3 photos (the extra ones are other classes' photos).
+
+    The sizes differ so that the top-1 depends on which label each photo carries even when a model gives every
+    photo the same class (as MobileCLIP on default-init or golden weights does on these photos).
+    """
+    rows = _rows(6)
+    root = tmp_path / name
+    for folder, photos in ((rows[0], rows[:1]), (rows[1], [rows[1], rows[3]]), (rows[2], [rows[2], *rows[4:6]])):
+        (root / folder["wnid"]).mkdir(parents=True)
+        for photo in photos:
+            (root / folder["wnid"] / photo["filename"]).symlink_to(SAMPLES / photo["filename"])
+    return root
+
+
+def expected_top1(model, root, image_size):
+    """Top-1 (%) of `model` on a folder of wnid folders, computed here: labels from labels.csv, the class whose
+    simple-template text embedding is nearest (cosine) to each photo's image embedding."""
+    from mobileclip_deploy.preprocess import load_image, preprocess_pil
+    from mobileclip_deploy.zeroshot import class_text_embeddings, imagenet_classnames, simple_templates
+
+    index = {r["wnid"]: int(r["index"]) for r in _rows(None)}
+    labelled = [(f, index[d.name]) for d in sorted(root.iterdir()) for f in sorted(d.iterdir())]
+    classes = sorted({i for _, i in labelled})
+    with torch.no_grad():
+        text = class_text_embeddings(model.encode_text, [imagenet_classnames()[i] for i in classes],
+                                     simple_templates())
+        pixels = torch.stack([preprocess_pil(load_image(f), image_size) for f, _ in labelled])
+        image = torch.nn.functional.normalize(model.encode_image(pixels), dim=-1)
+    predicted = [classes[j] for j in (image @ text.T).argmax(dim=1).tolist()]
+    return 100.0 * sum(p == label for p, (_, label) in zip(predicted, labelled)) / len(labelled)
+
+
 def test_folder_mapping_rules(tmp_path):
     from mobileclip_deploy.zeroshot import imagenet_classnames
 
@@ -106,18 +139,21 @@ def test_artifact_encoder_runs_onnx_row_by_row(tmp_path):
         ev.artifact_encoder(tmp_path / "t.mlpackage", "coreml")
 
 
-def test_cli_eval_random_weights_small_folder(tmp_path):
+@pytest.mark.usefixtures("one_thread")
+def test_cli_eval_checkpoint_small_folder(tmp_path, s0_checkpoint):
+    from mobileclip_deploy import create_model, reparameterize
     from mobileclip_deploy.cli import app
 
-    root = wnid_folder(tmp_path, n=3)
+    root = uneven_folder(tmp_path)
     out = tmp_path / "eval.json"
-    res = CliRunner().invoke(app, ["eval", "--data", str(root), "--model", "mobileclip-s0", "--random-weights",
+    res = CliRunner().invoke(app, ["eval", "--data", str(root), "--model", "mobileclip-s0", "-c", str(s0_checkpoint),
                                    "--class-map", str(SAMPLES / "labels.csv"), "--templates", "simple",
                                    "--classes", "present", "-o", str(out)])
     assert res.exit_code == 0, res.output
     summary = json.loads(out.read_text())
-    assert summary["images"] == 3 and summary["classes_scored"] == 3 and summary["random_weights"] is True
-    assert 0.0 <= summary["top1"] <= 100.0 and summary["top5"] is None
+    assert summary["images"] == 6 and summary["classes_scored"] == 3 and summary["random_weights"] is False
+    top1 = expected_top1(reparameterize(create_model("mobileclip-s0", s0_checkpoint)), root, 256)
+    assert summary["top1"] == pytest.approx(top1) and summary["top5"] is None
     assert summary["image"] == "eager PyTorch (folded)"
 
 

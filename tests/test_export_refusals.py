@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import helpers
 import pytest
 from rich.console import Console
-from typer.testing import CliRunner
 
 from mobileclip_deploy import create_model
-from mobileclip_deploy.cli import app
-from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import pipeline
 from mobileclip_deploy.exporters.recipe import load_recipe
-from mobileclip_deploy.exporters.schemes import resolve_pairs
+from mobileclip_deploy.exporters.backends import resolve_pairs
 from mobileclip_deploy.registry import get_variant
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,10 +19,8 @@ RECIPES = sorted((REPO / "export").glob("*.toml"))
 
 
 def refusal(*args: str | Path) -> str:
-    """Run `mobileclip-deploy export ...` in-process and return the UserError message (one line, unwrapped)."""
-    result = CliRunner().invoke(app, ["export", *map(str, args)])
-    assert isinstance(result.exception, UserError), result.output
-    return " ".join(str(result.exception).split())
+    """`mobileclip-deploy export ...`'s refusal (one line, unwrapped)."""
+    return helpers.refusal("export", *args)
 
 
 @pytest.fixture
@@ -96,7 +92,7 @@ def test_deployment_target_too_low_for_scheme(out: Path) -> None:
     assert "coreml pal4 needs deployment target iOS18" in message
     request = pipeline.ExportRequest(pairs=resolve_pairs(["coreml"], ["pal4"]), output_dir=out)
     jobs, notices = pipeline.plan(request)
-    assert {j.target for j in jobs} == {"iOS18"} and "raised to iOS18" in notices[0]
+    assert {j.options["deployment_target"] for j in jobs} == {"iOS18"} and "raised to iOS18" in notices[0]
 
 
 def test_option_misuse(out: Path) -> None:
@@ -135,7 +131,7 @@ def test_shipped_recipes_plan(recipe: Path, tmp_path: Path) -> None:
     spec = load_recipe(recipe)
     assert spec.quants, recipe
     request = pipeline.ExportRequest(pairs=resolve_pairs([], spec.quants), output_dir=tmp_path,
-                                     deployment_target=spec.deployment_target, ort=bool(spec.ort))
+                                     format_options=spec.options)
     jobs, _ = pipeline.plan(request)
     assert {j.tower for j in jobs} == {"image", "text"}
 

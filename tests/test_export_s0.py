@@ -16,7 +16,7 @@ from rich.console import Console
 
 from mobileclip_deploy import create_model
 from mobileclip_deploy.exporters import pipeline
-from mobileclip_deploy.exporters.schemes import resolve_pairs
+from mobileclip_deploy.exporters.backends import resolve_pairs
 from mobileclip_deploy.hashing import sha256_path, size_bytes
 from mobileclip_deploy.registry import get_variant
 
@@ -94,17 +94,12 @@ def test_manifest_describes_each_file(export, s0_checkpoint: Path) -> None:
             assert parity["check"] in ("weights_decompressed_in_pytorch", "coreml_predict")
 
 
-def test_thresholds_per_scheme(export) -> None:
-    entries = _manifest(export[0])["artifacts"]
-    for entry in entries:
-        expected = 0.99999 if entry["scheme"] == "fp32" else 0.99
-        assert entry["parity"]["threshold"] == expected, entry["file"]
-
-
 def test_quantized_image_encoders_report_zero_shot_agreement(export) -> None:
     for entry in _manifest(export[0])["artifacts"]:
         if entry["tower"] == "image" and entry["scheme"] != "fp32":
-            assert 0.5 <= entry["parity"]["zero_shot_top1_agreement"] <= 1.0, entry["file"]
+            # 8 photos: agreement moves in steps of 1/8; int8 keeps at least 7 of 8 top-1 classes on these weights
+            agreement = entry["parity"]["zero_shot_top1_agreement"]
+            assert agreement >= 0.875 and (agreement * 8).is_integer(), entry["file"]
 
 
 def test_parity_used_real_images_and_prompts(export) -> None:
@@ -165,16 +160,15 @@ def test_coreml_w8_compresses_weights_but_not_embeddings(export) -> None:
 
 
 def test_onnx_and_executorch_reproduce_official_outputs(export, golden: dict[str, np.ndarray]) -> None:
-    from mobileclip_deploy.exporters import executorch as et_exp
-    from mobileclip_deploy.exporters import onnx as onnx_exp
+    from mobileclip_deploy import runtimes
     from mobileclip_deploy.exporters.parity import compare, run_batched
 
     folder = export[0]
     inputs = {"image": golden["image"], "text": golden["tokens"].astype(np.int32)}
     expected = {"image": golden["image_features"], "text": golden["text_features"]}
     for tower in ("image", "text"):
-        runners = {"onnx": onnx_exp.runner(folder / f"mobileclip-s0_{tower}_onnx_fp32.onnx", tower),
-                   "executorch": et_exp.runner(folder / f"mobileclip-s0_{tower}_executorch-xnnpack_fp32.pte")}
+        runners = {"onnx": runtimes.load(folder / f"mobileclip-s0_{tower}_onnx_fp32.onnx"),
+                   "executorch": runtimes.load(folder / f"mobileclip-s0_{tower}_executorch-xnnpack_fp32.pte")}
         for backend, run in runners.items():
             cosine = compare(expected[tower], run_batched(run, inputs[tower]))["min_cosine"]
             assert cosine >= GOLDEN_COSINE, (tower, backend, cosine)

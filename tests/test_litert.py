@@ -173,12 +173,14 @@ def test_arm64_guest_runs_litert_and_only_the_fp16_core_computes_in_fp16(towers,
     """The light guest (aarch64 ai_edge_litert wheel, no torch) under qemu-user: every artifact matches PyTorch on
     cortex-a53 and cortex-a76; the fp16 file computes in fp32 on the A53 (same numbers as x86) and in fp16 on
     the A76, whose fp16 arithmetic the reduced_precision_support entry unlocks (visibly larger deviation)."""
+    from mobileclip_deploy.atomic import locked_folder
     from mobileclip_deploy.verify import arm64
     from mobileclip_deploy.verify.arm64_env import Arm64Env, default_cache, parse_cpus
 
     env = Arm64Env(default_cache())
     cpus = parse_cpus("cortex-a53,cortex-a76")
-    with arm64.folder_lock(env.cache, "the arm64 environment"):
+    env.cache.mkdir(parents=True, exist_ok=True)
+    with locked_folder(env.cache):
         env.prepare(cpus, executorch=False, litert=True)
     folder = tmp_path / "export"
     folder.mkdir()
@@ -236,3 +238,19 @@ def test_missing_converter_is_one_message_naming_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "litert_torch", None)
     message = litert.LiteRT().missing()
     assert message and "\n" not in message and '".[litert]"' in message and "litert_torch" in message
+
+
+def test_pipeline_exports_judges_and_records_a_litert_artifact(tmp_path):
+    """`export -q litert:8da8w` through the backend registry: the manifest names the file, the parity gate passed
+    on LiteRT's runtime and the record says what XNNPACK took; the embedded metadata matches the manifest."""
+    from tests.test_export_options import entries
+    from tests.test_export_options import export as pipeline_export
+
+    pipeline_export(tmp_path, ["litert:8da8w"], towers=("text",))
+    ((name, entry),) = entries(tmp_path).items()
+    assert name.endswith("_text_litert_8da8w.tflite") and entry["parity"]["passed"]
+    assert entry["parity"]["min_cosine"] >= DEFAULT_THRESHOLDS["8bit"]
+    assert entry["details"]["quantizer"] == "ai-edge-quantizer"
+    embedded = json.loads(litert.read_metadata(tmp_path / name)[litert.METADATA_KEY])
+    assert embedded["tower"] == "text" and embedded["scheme"] == "8da8w"
+    assert json.dumps(entry).count("xnnpack_partitions") == 1

@@ -12,7 +12,9 @@ import pytest
 from PIL import Image
 
 from mobileclip_deploy.errors import UserError
-from mobileclip_deploy.training.records import ShardWriter, encode_sample, open_reinforced
+from mobileclip_deploy.registry import get_variant
+from mobileclip_deploy.training.records import (DATACOMPDR_TEACHERS, DEFAULT_TEACHER_SCALE, ShardWriter,
+                                                encode_sample, open_reinforced)
 from reinforced_fixtures import photos, write_datacompdr_v1
 
 
@@ -40,6 +42,38 @@ def test_datacompdr_v1_layout_reads(v1) -> None:
     assert np.allclose(s.text_emb[1], samples[2].text_emb[0])
     names = open_reinforced(folder, ["a", "b", "c", "d"]).teachers
     assert [t.dim for t in names] == [384] * 4 and names[0].name == "a"
+
+
+def test_datacompdr_teachers_are_the_released_config_order() -> None:
+    """datacompdr12m.json: OpenAI ViT-L/14 (QuickGELU) first, then DataComp-XL ViT-L/14 (GELU), 768-D, scale 100."""
+    (openai, openai_dim), (datacomp, datacomp_dim) = DATACOMPDR_TEACHERS
+    assert get_variant(openai).text.quick_gelu and not get_variant(datacomp).text.quick_gelu
+    assert openai_dim == datacomp_dim == get_variant(openai).embed_dim == get_variant(datacomp).embed_dim == 768
+    assert DEFAULT_TEACHER_SCALE == 100.0
+
+
+@pytest.mark.parametrize("form", ["released", "hf_string", "double_encoded"])
+def test_every_paug_form_reads_the_same(v1, tmp_path: Path, form: str) -> None:
+    """The released writer's `{"param_aug": [...]}` (the fixture's), the HF viewer's `{"param_aug": "<json>"}`,
+    and a whole member encoded twice all give the same entries."""
+    folder, uids, _ = v1
+
+    def change(name: str, data: bytes) -> bytes:
+        if not name.endswith(".paug.json"):
+            return data
+        value = json.loads(data)
+        assert isinstance(value, dict) and isinstance(value["param_aug"], list)  # the fixture is the released form
+        if form == "hf_string":
+            return json.dumps({"param_aug": json.dumps(value["param_aug"])}).encode()
+        if form == "double_encoded":
+            return json.dumps(json.dumps(value)).encode()
+        return data
+
+    for shard in ("00000000.tar", "00000001.tar"):
+        _rewrite(folder / shard, tmp_path / shard, change)
+    want = [s.param_aug for s in open_reinforced(folder).samples()]
+    assert [s.param_aug for s in open_reinforced(tmp_path).samples()] == want
+    assert all(len(p) == 3 and len(p[0][0]) == 4 and len(p[0][1]) == 2 for p in want)
 
 
 def _rewrite(src: Path, dst: Path, change) -> None:
@@ -117,3 +151,48 @@ def test_our_manifest_checks_teachers_and_image_hash(tmp_path: Path, shared_dir:
     writer.close()
     with pytest.raises(UserError, match="p0 in shard .*sha256"):
         list(open_reinforced(tmp_path).samples())
+
+
+def _two_key_shard(folder: Path, shared_dir: Path, layout: str) -> np.ndarray:
+    """One sample with a gt caption and two synthetic keys (DataCompDR's `syn_text`, DFNDR's fine-tuned one),
+    embeddings in the v1 (`text_emb` rows) or v2 (`<key>_emb`) layout; returns the 5 text rows in syn.json order."""
+    data = photos(shared_dir, 1)[0].read_bytes()
+    rng = np.random.default_rng(3)
+    unit = rng.standard_normal((5, 8)).astype(np.float32)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    param = [[[0, 0, 10, 10], None]]
+    record = encode_sample("p0", data, "jpg", param, unit[:1], unit if layout == "v1" else unit[:1], ["gt"], [])
+    syn = {"syn_text": ["coca 0", "coca 1"], "syn_text_dfn_mscoco38k": ["dfn 0", "dfn 1"]}
+    record["syn.json"] = json.dumps(syn).encode()
+    if layout == "v2":
+        buf = io.BytesIO()
+        np.savez(buf, image_emb=unit[:1], text_emb=unit[:1], syn_text_emb=unit[1:3],
+                 syn_text_dfn_mscoco38k_emb=unit[3:5])
+        record["npz"] = buf.getvalue()
+    writer = ShardWriter(folder / "00000000.tar")
+    writer.write(record)
+    writer.close()
+    return unit
+
+
+@pytest.mark.parametrize("layout", ["v1", "v2"])
+def test_syn_text_key_regex(layout: str, tmp_path: Path, shared_dir: Path) -> None:
+    """`--syn-text-key` as the released trainer: every matching key (default ^syn_text.*$), one drawn per sample."""
+    from mobileclip_deploy.training.batches import collate
+
+    rows = _two_key_shard(tmp_path, shared_dir, layout)
+    (both,) = open_reinforced(tmp_path, ["t"]).samples()
+    assert both.synthetic == ["coca 0", "coca 1", "dfn 0", "dfn 1"] and both.synthetic_counts == [2, 2]
+    assert np.array_equal(both.text_emb, rows)
+    drawn = set()
+    for epoch in range(40):
+        batch = collate([both], [epoch], 0, 16, 77, ["synthetic"])
+        drawn.add(int(np.argmax(rows @ batch.teacher_text["synthetic"][0].numpy())))
+    assert drawn == {1, 2, 3, 4}  # both keys, every caption, each with its own embedding row
+    (dfn,) = open_reinforced(tmp_path, ["t"], r"^syn_text_dfn").samples()
+    assert dfn.synthetic == ["dfn 0", "dfn 1"] and np.array_equal(dfn.text_emb, rows[[0, 3, 4]])
+    with pytest.raises(UserError, match=r"no synthetic-caption key matches --syn-text-key '\^caption' "
+                                        r"\(syn.json has syn_text, syn_text_dfn_mscoco38k\)"):
+        list(open_reinforced(tmp_path, ["t"], "^caption").samples())
+    with pytest.raises(UserError, match="is not a regular expression"):
+        open_reinforced(tmp_path, ["t"], "syn_text(")

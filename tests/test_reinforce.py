@@ -24,12 +24,12 @@ from mobileclip_deploy.training.augment import replay_augmentation
 from mobileclip_deploy.training.records import TeacherInfo, open_reinforced
 
 
-def _teacher(name: str, embed: int, seed: int) -> rf.Teacher:
-    base = tiny_teacher(quick=seed % 2 == 0)
-    variant = Variant(name, name, base.image, base.text, embed, 32, "openclip-native", "", base.mean, base.std,
+def _teacher(name: str, embed: int, seed: int, size: int = 32) -> rf.Teacher:
+    base = tiny_teacher(quick=seed % 2 == 0, image_size=size)
+    variant = Variant(name, name, base.image, base.text, embed, size, "openclip-native", "", base.mean, base.std,
                       "bicubic")
     torch.manual_seed(seed)
-    return rf.Teacher(TeacherInfo(name, embed, 100.0 - 10 * seed, f"{seed:064d}", 32, 77), CLIP(variant).eval())
+    return rf.Teacher(TeacherInfo(name, embed, 100.0 - 10 * seed, f"{seed:064d}", size, 77), CLIP(variant).eval())
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +219,35 @@ def test_images_from_webdataset_shards(inputs, tmp_path: Path) -> None:
     samples = list(open_reinforced(out).samples())
     assert [s.captions for s in samples] == [["caption 0"], ["caption 1"], ["caption 2"]]
     assert [s.sha256 for s in samples] == [sha256_path(f) for f in files] and samples[0].text_emb.shape == (1, 16)
+
+
+def test_teachers_of_different_sizes_share_one_view(inputs, tmp_path: Path) -> None:
+    """As the released generator: one view per stored augmentation at the largest size (32 px), bicubic-resized
+    (F.interpolate) for the 24-px teacher, not replayed at 24 px (which differs after pixel-level ops)."""
+    import tarfile
+
+    small, large = _teacher("tiny-small", 8, 2, size=24), _teacher("tiny-large", 16, 1)
+    one = tmp_path / "one"
+    one.mkdir()
+    for f in sorted(inputs["photos"].glob("*.JPEG"))[:2]:
+        shutil.copy(f, one)
+    out = tmp_path / "data"
+    manifest = rf.reinforce(rf.ReinforceConfig(one, out, 3), [small, large])
+    assert manifest["augmentation"]["crop_size"] == 32
+    replayed_at_24 = 0.0
+    for s in open_reinforced(out).samples():
+        view = torch.stack([replay_augmentation(s.image, p, 32) for p in s.param_aug]).float() / 255.0
+        resized = torch.nn.functional.interpolate(view, size=(24, 24), mode="bicubic", align_corners=False)
+        assert np.allclose(s.image_emb[:, :8], _embed(small, resized), atol=2e-5)
+        assert np.allclose(s.image_emb[:, 8:], _embed(large, view), atol=2e-5)
+        own = torch.stack([replay_augmentation(s.image, p, 24) for p in s.param_aug]).float() / 255.0
+        replayed_at_24 = max(replayed_at_24, float(np.abs(s.image_emb[:, :8] - _embed(small, own)).max()))
+    assert replayed_at_24 > 1e-2, replayed_at_24
+    # The stored augmentations are the released writer's form: {"param_aug": [[[i, j, h, w], [[op, m], [op, m]]]]}
+    with tarfile.open(out / "shards" / "00000000.tar") as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(".paug.json"))
+        paug = json.loads(tar.extractfile(member).read())
+    assert list(paug) == ["param_aug"] and len(paug["param_aug"]) == 3
+    for box, ops in paug["param_aug"]:
+        assert len(box) == 4 and all(isinstance(v, int) for v in box)
+        assert len(ops) == 2 and all(isinstance(i, int) and isinstance(m, float) for i, m in ops)

@@ -14,15 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import refusal as refused
 from PIL import Image
 from test_bench_host import export_folder
 from test_export_options import entries, export
 from tiny_artifacts import tiny_onnx, tiny_text_onnx
-from typer.testing import CliRunner
 
 from mobileclip_deploy.atomic import locked_folder
 from mobileclip_deploy.bench import artifacts, sweep
-from mobileclip_deploy.cli import app
 from mobileclip_deploy.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -38,35 +37,23 @@ def photos(folder: Path, seed: int, n: int = 4) -> Path:
     return folder
 
 
-def refused(*args: str | Path) -> str:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert isinstance(result.exception, UserError), result.output
-    assert result.exit_code == 2 and "error:" in result.stderr and "Traceback" not in result.output
-    return " ".join(str(result.exception).split())
-
-
 # ------------------------------------------------------------------------------------ export caches
 
 
-def fake_export(job, ctx, path: Path, step=lambda _: None):
-    """Stands in for the converter where only the cache decision is tested: the file records its inputs."""
-    path.write_bytes(f"{job.filename(ctx.variant.name)} {ctx.calibration_sha256}".encode())
-    return {}, None
+def test_calibration_cache_keys_on_photo_content(tmp_path: Path) -> None:
+    from helpers import registered
 
-
-def test_calibration_cache_keys_on_photo_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mobileclip_deploy.exporters import pipeline
-
-    monkeypatch.setattr(pipeline, "_export", fake_export)
     out, calib = tmp_path / "out", photos(tmp_path / "calib", seed=0)
-    run = lambda: export(out, ["onnx:w8a8"], towers=("image",), calibration=calib, parity=False)  # noqa: E731
-    assert [r.status for r in run()] == ["ok"]
-    assert [r.status for r in run()] == ["cached"]
-    [entry] = entries(out).values()
-    photos(calib, seed=1)  # other photos, same names
-    assert [r.status for r in run()] == ["ok"]
+    run = lambda: export(out, ["test-recording:w8a8"], towers=("image",), calibration=calib, parity=False)  # noqa: E731
+    with registered():
+        assert [r.status for r in run()] == ["ok"]
+        assert [r.status for r in run()] == ["cached"]
+        [entry] = entries(out).values()
+        photos(calib, seed=1)  # other photos, same names
+        assert [r.status for r in run()] == ["ok"]
     [again] = entries(out).values()
     assert again["calibration_images"] == entry["calibration_images"] and again["cache_key"] != entry["cache_key"]
+    assert again["details"]["calibration_sha256"] != entry["details"]["calibration_sha256"]
 
 
 def test_fp32_exported_without_photos_is_not_cached_once_photos_are_given(tmp_path: Path) -> None:
@@ -144,10 +131,10 @@ from pathlib import Path
 sys.path.insert(0, {tests!r})
 from rich.console import Console
 from test_export_options import TINY, WEIGHTS, tiny_model
-from test_stale_artifacts import fake_export
+from helpers import registered
 from mobileclip_deploy.exporters import pipeline
-from mobileclip_deploy.exporters.schemes import resolve_pairs
-pipeline._export = fake_export  # the lock and the manifest are under test, not the converter
+from mobileclip_deploy.exporters.backends import resolve_pairs
+registered().__enter__()  # the lock and the manifest are under test, not a real converter
 request = pipeline.ExportRequest(pairs=resolve_pairs([], [sys.argv[2]]), output_dir=Path(sys.argv[1]), towers=("text",),
                                  parity=False)
 print("STATUS", *[r.status for r in pipeline.run(request, tiny_model(), TINY, WEIGHTS, Console(file=sys.stdout))])
@@ -163,7 +150,7 @@ def test_two_exports_into_one_folder_take_turns(tmp_path: Path) -> None:
     with locked_folder(out):
         procs = [subprocess.Popen([sys.executable, "-c", code, str(out), quant], stdout=log.open("w"),
                                   stderr=subprocess.STDOUT, text=True)
-                 for quant, log in zip(("onnx:fp32", "onnx:fp16"), logs)]
+                 for quant, log in zip(("test-recording:fp32", "test-recording:fp16"), logs)]
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and not all("waiting" in log.read_text() for log in logs):
             assert all(p.poll() is None for p in procs), [log.read_text()[-3000:] for log in logs]
@@ -173,5 +160,5 @@ def test_two_exports_into_one_folder_take_turns(tmp_path: Path) -> None:
         assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
         text = " ".join(log.read_text().split())
         assert "waiting for it to finish" in text and "STATUS ok" in text, text[-3000:]
-    assert sorted(entries(out)) == ["tiny-s0_text_onnx_fp16.onnx", "tiny-s0_text_onnx_fp32.onnx"]
+    assert sorted(entries(out)) == ["tiny-s0_text_test-recording_fp16.rec", "tiny-s0_text_test-recording_fp32.rec"]
     assert all((out / f).is_file() for f in entries(out))

@@ -23,7 +23,7 @@ from mobileclip_deploy.bundle import MARKER, bundle_ios
 from mobileclip_deploy.cli import app
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import pipeline
-from mobileclip_deploy.exporters.schemes import resolve_pairs
+from mobileclip_deploy.exporters.backends import resolve_pairs
 
 
 def cli(*args: str | Path):
@@ -264,10 +264,19 @@ def test_export_refuses_a_folder_of_other_weights(tmp_path: Path, theirs, ours, 
     assert snapshot(folder) == before
 
 
-def test_overwrite_replaces_other_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_overwrite_replaces_other_weights(tmp_path: Path) -> None:
+    from helpers import Recording, registered
+
+    class Failing(Recording):  # the refusal and removal are what is tested, not a converter
+        def export(self, build):
+            raise RuntimeError("converter crashed")
+
     folder = made_by(tmp_path / "out", "old-checkpoint")
-    monkeypatch.setattr(pipeline, "_run_job", lambda *args: [])  # the refusal and removal are what is tested
-    assert run_into(folder, WEIGHTS, overwrite=True) == []
+    with registered(Failing):
+        request = pipeline.ExportRequest(pairs=resolve_pairs([], ["test-recording:fp32"]), output_dir=folder,
+                                         towers=("text",), overwrite=True)
+        results = pipeline.run(request, tiny_model(), TINY, WEIGHTS, Console(quiet=True))
+    assert [r.status for r in results] == ["failed"] and "converter crashed" in results[0].message
     assert not (folder / "tiny-s0_text_onnx_fp32.onnx").exists()
     assert not (folder / "manifest.json").exists()  # no manifest listing nothing
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from mobileclip_deploy.bench.artifacts import Artifact, runtime_of
+from mobileclip_deploy.bench.artifacts import Artifact
 from mobileclip_deploy.bench.parsers import (
     ExecutorRunnerRun,
     RunnerOutputError,
@@ -266,7 +266,7 @@ def run_on_device(t: AdbTransport, artifact: Artifact, runner: Path, thread_coun
     Returns (measurement, extra record keys, threads) per thread count.
     """
     kind = kind or runner_kind(runner)
-    if runtime_of(artifact.backend) != kind:
+    if artifact.runtime != kind:
         raise UserError(f"{artifact.path.name} is a {artifact.backend} artifact; {runner.name} runs {kind} files")
     if artifact.path.is_dir():
         raise UserError(f"{artifact.path.name} is a folder; Android runners take a single file")

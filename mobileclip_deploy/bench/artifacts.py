@@ -7,22 +7,18 @@ to the exact file that produced it; an artifact listed in a manifest is used onl
 
 from __future__ import annotations
 
-import contextlib
 import json
-import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.exporters.backends import Backend, all_backends, of_artifact
+from mobileclip_deploy.exporters.manifest import parse_artifact_name
 from mobileclip_deploy.hashing import sha256_path
 
-BACKEND_BY_SUFFIX = {".onnx": "onnx", ".ort": "onnx", ".pte": "executorch", ".mlpackage": "coreml", ".mlmodelc": "coreml",
-                     ".tflite": "litert"}
-# `<model>_<tower>_<backend>_<scheme>.<ext>`, the naming convention of the exporters.
-_NAME = re.compile(r"^(?P<model>.+?)_(?P<tower>image|text)_(?P<backend>[a-z0-9-]+)_(?P<scheme>[A-Za-z0-9]+)$")
+COMPILED_COREML = ".mlmodelc"  # Xcode's compiled form of an .mlpackage: benchmarked on iOS like its source
 
 
 @dataclass
@@ -40,6 +36,15 @@ class Artifact:
         if self.manifest_entry and self.manifest_entry.get("inputs"):
             return list(self.manifest_entry["inputs"][0]["shape"])
         return None
+
+    @property
+    def backend_info(self) -> Backend:
+        return of_artifact(self.backend)
+
+    @property
+    def runtime(self) -> str | None:
+        """The runtime that executes this artifact on this host (None: it cannot run here)."""
+        return self.backend_info.runtime
 
     @cached_property
     def sha256(self) -> str:
@@ -73,32 +78,6 @@ def verified(artifact: Artifact) -> Artifact:
     return artifact
 
 
-@contextlib.contextmanager
-def loading(path: Path, runtime: str) -> Iterator[None]:
-    """A file the runtime cannot parse (truncated, not a model) is bad input, reported in one line."""
-    try:
-        yield
-    except UserError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - runtimes raise their own types (InvalidProtobuf, RuntimeError)
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UserError(f"{path}: {runtime} cannot load it ({why}); is it truncated or not an artifact? "
-                        "Re-export it") from None
-
-
-def runtime_of(backend: str) -> str:
-    """Which runtime executes a manifest backend (`executorch-xnnpack` -> executorch, `executorch-coreml` -> coreml)."""
-    if backend == "onnx":
-        return "onnxruntime"
-    if backend in ("executorch", "executorch-xnnpack"):
-        return "executorch"
-    if backend in ("coreml", "executorch-coreml"):
-        return "coreml"
-    if backend == "litert":
-        return "litert"
-    raise UserError(f"unknown backend {backend!r}")
-
-
 def load_manifest(folder: Path) -> dict[str, Any]:
     path = folder / "manifest.json"
     if not path.is_file():
@@ -106,10 +85,20 @@ def load_manifest(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text("utf-8"))
 
 
+def _suffixes() -> dict[str, str]:
+    """Artifact suffix -> the first backend writing it (a loose file's backend, unless its name or manifest says)."""
+    found: dict[str, str] = {}
+    for backend in sorted(all_backends().values(), key=lambda b: b.runtime is None):  # runnable ones first
+        for suffix in backend.files({**backend.option_defaults, **{k: True for k in backend.option_defaults}}):
+            found.setdefault(suffix, backend.name)
+    return {**found, COMPILED_COREML: found.get(".mlpackage", "coreml")}
+
+
 def _from_file(path: Path) -> Artifact:
-    backend = BACKEND_BY_SUFFIX.get(path.suffix)
+    suffixes = _suffixes()
+    backend = suffixes.get(path.suffix)
     if backend is None:
-        raise UserError(f"{path.name}: unknown artifact type (expected one of {', '.join(BACKEND_BY_SUFFIX)})")
+        raise UserError(f"{path.name}: unknown artifact type (expected one of {', '.join(suffixes)})")
     manifest_path = path.parent / "manifest.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text("utf-8"))
@@ -117,7 +106,7 @@ def _from_file(path: Path) -> Artifact:
             if entry.get("file") == path.name:
                 return verified(Artifact(path, entry.get("model"), entry.get("tower"),
                                          entry.get("backend", backend), entry.get("scheme"), entry, manifest))
-    m = _NAME.match(path.name[: -len(path.suffix)])
+    m = parse_artifact_name(path.name[: -len(path.suffix)])
     if m:
         return Artifact(path, m["model"], m["tower"], m["backend"], m["scheme"])
     return Artifact(path, None, None, backend, None)
@@ -129,7 +118,7 @@ def collect(paths: list[Path]) -> list[Artifact]:
     for path in paths:
         if not path.exists():
             raise UserError(f"{path} does not exist")
-        if path.is_dir() and path.suffix not in BACKEND_BY_SUFFIX:
+        if path.is_dir() and path.suffix not in _suffixes():
             manifest = load_manifest(path)
             for entry in manifest.get("artifacts", []):
                 if entry.get("status", "ok") != "ok":

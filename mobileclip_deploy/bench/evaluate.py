@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from mobileclip_deploy.bench.artifacts import loading
 from mobileclip_deploy.errors import UserError
 
 ImageFn = Callable[[torch.Tensor], torch.Tensor]
@@ -191,34 +190,12 @@ def torch_encoders(model: torch.nn.Module) -> tuple[ImageFn, TextFn]:
 
 
 def artifact_encoder(path: Path, backend: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Run an ONNX or ExecuTorch artifact one row at a time (exported artifacts have a fixed batch of 1)."""
-    if backend == "onnx":
-        import onnxruntime as ort
+    """Run an exported artifact with its backend's runtime, one fixed-size batch at a time."""
+    from mobileclip_deploy import runtimes
+    from mobileclip_deploy.exporters.backends import of_artifact
 
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        with loading(path, "ONNX Runtime"):
-            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        inp = sess.get_inputs()[0]
-        dtype = {"tensor(float)": np.float32, "tensor(int32)": np.int32, "tensor(int64)": np.int64}[inp.type]
-
-        def run_one(x: np.ndarray) -> np.ndarray:
-            return sess.run(None, {inp.name: x.astype(dtype)})[0]
-    elif backend.startswith("executorch") and backend != "executorch-coreml":
-        from executorch.runtime import Runtime
-
-        with loading(path, "ExecuTorch"):
-            method = Runtime.get().load_program(str(path)).load_method("forward")
-        code = method.metadata.input_tensor_meta(0).dtype()
-        dtype = {3: np.int32, 4: np.int64, 6: np.float32}[code]
-
-        def run_one(x: np.ndarray) -> np.ndarray:
-            return method.execute((torch.from_numpy(np.ascontiguousarray(x.astype(dtype))),))[0].numpy()
-    else:
+    runtime = of_artifact(backend).runtime
+    if runtime is None:
         raise UserError(f"{path.name}: {backend} artifacts cannot be evaluated on this machine")
-
-    def encode(x: torch.Tensor) -> torch.Tensor:
-        arr = x.numpy()
-        return torch.from_numpy(np.concatenate([run_one(arr[i : i + 1]) for i in range(len(arr))]))
-
-    return encode
+    runner = runtimes.load(path, runtime=runtime)
+    return lambda x: torch.from_numpy(runner.batched(x.numpy()))

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mobileclip_deploy.bench.artifacts import Artifact, loading, runtime_of
+from mobileclip_deploy.bench.artifacts import Artifact
 from mobileclip_deploy.bench.records import Measurement
 from mobileclip_deploy.errors import UserError
 
@@ -27,7 +27,6 @@ Progress = Callable[[int, int], None]
 # (the text towers' cost does not depend on which ids are fed, only on the fixed 77-long shape).
 EXAMPLE_TOKENS = [49406, 320, 1125, 539, 320, 1929, 49407]
 CONTEXT_LENGTH = 77
-_ET_DTYPES = {3: np.int32, 4: np.int64, 6: np.float32}
 
 
 def example_input(tower: str, shape: list[int] | tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -108,59 +107,27 @@ def measure(
     return Measurement(samples, load_ms, first_ms, done_warmup, peak, extra=extra)
 
 
-def ort_loader(artifact: Artifact, threads: int) -> tuple[Callable[[], Callable[[], object]], dict[str, Any]]:
-    import onnxruntime as ort
-
-    def load() -> Callable[[], object]:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # ALL adds this CPU's layout transforms (NCHWc convolutions), which exporters leave out for
-        # portability: the runtime applies them at load, as an app's session would by default.
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        with loading(artifact.path, "ONNX Runtime"):
-            sess = ort.InferenceSession(str(artifact.path), so, providers=["CPUExecutionProvider"])
-        inp = sess.get_inputs()[0]
-        shape = artifact.input_shape or [d if isinstance(d, int) else 1 for d in inp.shape]
-        dtype = {"tensor(float)": np.float32, "tensor(int32)": np.int32, "tensor(int64)": np.int64}[inp.type]
-        feeds = {inp.name: example_input(artifact.tower or _guess_tower(shape), shape, dtype)}
-        return lambda: sess.run(None, feeds)
-
-    return load, {"name": "onnxruntime", "version": ort.__version__, "provider": "CPUExecutionProvider",
-                  "graph_optimization": "ORT_ENABLE_ALL"}
-
-
-def et_loader(artifact: Artifact, threads: int) -> tuple[Callable[[], Callable[[], object]], dict[str, Any]]:
-    import torch
-    from executorch.extension.pybindings import portable_lib
-    from executorch.runtime import Runtime
-
-    def load() -> Callable[[], object]:
-        # The XNNPACK threadpool is process-wide; set it before loading so the method uses it.
-        portable_lib._unsafe_reset_threadpool(threads)
-        with loading(artifact.path, "ExecuTorch"):
-            method = Runtime.get().load_program(str(artifact.path)).load_method("forward")
-        meta = method.metadata.input_tensor_meta(0)
-        shape = list(meta.sizes())
-        dtype = _ET_DTYPES.get(meta.dtype())
-        if dtype is None:
-            raise UserError(f"{artifact.path.name}: unsupported input dtype code {meta.dtype()}")
-        x = torch.from_numpy(example_input(artifact.tower or _guess_tower(shape), shape, dtype))
-        return lambda: method.execute((x,))
-
-    return load, {"name": "executorch", "version": package_version("executorch"), "delegate": "XnnpackBackend"}
-
-
-def litert_loader(artifact: Artifact, threads: int) -> tuple[Callable[[], Callable[[], object]], dict[str, Any]]:
+def loader_for(artifact: Artifact, threads: int) -> tuple[Callable[[], Callable[[], object]], dict[str, Any]]:
+    """Load and run an exported artifact with its backend's runtime on this host (`runtimes.load`)."""
     from mobileclip_deploy import runtimes
 
-    def load() -> Callable[[], object]:
-        runner = runtimes.load(artifact.path, threads, runtime="litert")
-        x = example_input(artifact.tower or _guess_tower(runner.input_shape), runner.input_shape, runner.input_dtype)
-        return lambda: runner.run(x)
+    if artifact.runtime is None:
+        raise UserError(f"{artifact.path.name}: {artifact.backend} artifacts cannot run on this host "
+                        "(Core ML needs macOS: use --target ios on a Mac)")
+    refused = runtimes.get(artifact.runtime).not_latency
+    if refused:
+        raise UserError(f"{artifact.path.name}: {refused}; time it on a device (bench --target ios)")
+    info: dict[str, Any] = {}
 
-    return load, {"name": "litert", "version": package_version("ai-edge-litert"), "delegate": "XNNPACK"}
+    def load() -> Callable[[], object]:
+        runner = runtimes.load(artifact.path, threads, runtime=artifact.runtime)
+        info.update(runner.info)
+        shape = artifact.input_shape or runner.input_shape
+        x = example_input(artifact.tower or _guess_tower(shape), shape, runner.input_dtype)
+        return lambda: runner(x)
+
+    # The record's runtime: what the runner reported at load (`measure` loads before the record is written).
+    return load, info
 
 
 def eager_loader(
@@ -188,31 +155,14 @@ def eager_loader(
     return load, {"name": "pytorch", "version": torch.__version__}
 
 
-def loader_for(artifact: Artifact, threads: int) -> tuple[Callable[[], Callable[[], object]], dict[str, Any]]:
-    runtime = runtime_of(artifact.backend)
-    if runtime == "onnxruntime":
-        return ort_loader(artifact, threads)
-    if runtime == "executorch":
-        return et_loader(artifact, threads)
-    if runtime == "litert":
-        return litert_loader(artifact, threads)
-    raise UserError(
-        f"{artifact.path.name}: {artifact.backend} artifacts cannot run on this host "
-        "(Core ML needs macOS: use --target ios on a Mac)"
-    )
-
-
 def _guess_tower(shape: list[int]) -> str:
     return "image" if len(shape) == 4 else "text"
 
 
 def package_version(dist: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
+    from mobileclip_deploy.exporters.manifest import package_versions
 
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return None
+    return package_versions([dist]).get(dist)
 
 
 def host_device() -> dict[str, Any]:

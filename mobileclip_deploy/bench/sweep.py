@@ -33,8 +33,14 @@ DEFAULT_SCHEMES = (("onnx", "fp32"), ("onnx", "8da8w"))
 CALIBRATED_SCHEMES = (("onnx", "fp32"), ("onnx", "auto"))
 ALL_SCHEMES = (("onnx", "fp32"), ("onnx", "8da8w"), ("executorch-xnnpack", "fp32"),
                ("executorch-xnnpack", "8da8w"))
-HOST_BACKENDS = ("onnx", "executorch-xnnpack")  # what this machine's runtimes execute
 KEY_FILE = "frontier-key.json"
+
+
+def host_backends() -> list[str]:
+    """The backends whose artifacts this machine's runtimes execute and time as latency (the frontier's points)."""
+    from mobileclip_deploy.exporters.backends import all_backends
+
+    return [b.name for b in all_backends().values() if b.runtime and b.platform == "android"]
 
 
 @dataclass
@@ -135,7 +141,7 @@ def build_artifacts(cfg: SweepConfig, variant_name: str, log: Log,
     from mobileclip_deploy import create_model
     from mobileclip_deploy.checkpoint import resolve_checkpoint_file
     from mobileclip_deploy.exporters import pipeline
-    from mobileclip_deploy.exporters.schemes import get_backend
+    from mobileclip_deploy.exporters.backends import get_backend
     from mobileclip_deploy.hashing import sha256_path
     from mobileclip_deploy.registry import get_variant
 

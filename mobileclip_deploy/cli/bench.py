@@ -145,10 +145,11 @@ def bench(
         from mobileclip_deploy.bench.host import thread_counts
         from mobileclip_deploy.registry import get_variant
 
-        runnable = [a for a in artifacts if arts_mod.runtime_of(a.backend) != "coreml"]
+        runnable = [a for a in artifacts if a.runtime is not None]
         skipped = [a.path.name for a in artifacts if a not in runnable]
         if skipped:
-            err_console.print(f"[yellow]skipped (Core ML needs --target ios on a Mac): {', '.join(skipped)}[/]")
+            err_console.print(f"[yellow]skipped (no runtime for them on this host; Core ML needs --target ios on a "
+                              f"Mac): {', '.join(skipped)}[/]")
         towers: dict[str, set[str]] = {}
         for a in runnable:
             if a.model and a.tower:
@@ -189,7 +190,6 @@ LITERT_BINARY = ("--target android runs .tflite artifacts with LiteRT's benchmar
 def _android(artifacts: list, serial: str | None, runner: Path | None, benchmark_binary: Path | None, adb: str,
              threads: str, warmup: int, iterations: int) -> list[dict[str, Any]]:
     from mobileclip_deploy.bench import android
-    from mobileclip_deploy.bench.artifacts import runtime_of
     from mobileclip_deploy.bench.host import thread_counts
     from mobileclip_deploy.bench.records import make_record
 
@@ -198,12 +198,12 @@ def _android(artifacts: list, serial: str | None, runner: Path | None, benchmark
         if not benchmark_binary.is_file():
             raise UserError(f"--benchmark-binary {benchmark_binary} does not exist")
         runners["litert"] = benchmark_binary
-    if "litert" not in runners and any(runtime_of(a.backend) == "litert" for a in artifacts):
+    if "litert" not in runners and any(a.runtime == "litert" for a in artifacts):
         raise UserError(LITERT_BINARY)
     if not runners:
         raise UserError("--target android needs --runner PATH: ExecuTorch's executor_runner or ONNX Runtime's "
                         "onnxruntime_perf_test built for the device (see benchmarks/android/README.md)")
-    todo = [a for a in artifacts if runtime_of(a.backend) in runners]
+    todo = [a for a in artifacts if a.runtime in runners]
     if not todo:
         raise UserError(f"no {' or '.join(runners)} artifacts among the given paths for "
                         f"{', '.join(r.name for r in runners.values())}")
@@ -213,7 +213,7 @@ def _android(artifacts: list, serial: str | None, runner: Path | None, benchmark
     records = []
     for a in todo:
         with console.status(f"{a.path.name} on {info.props.get('model', transport.serial)}, {counts} thread(s)"):
-            kind = runtime_of(a.backend)
+            kind = a.runtime
             runs = android.run_on_device(transport, a, runners[kind], counts, warmup, iterations, info, kind=kind)
         for m, extra, used in runs:
             if a.manifest_entry:
@@ -354,16 +354,16 @@ def _text_identity(text_artifact: Any, model: str, ckpt_sha: str | None) -> str 
 
 def _frontier_pair(item: str, calibration: Path | None = None) -> tuple[str, str]:
     """`backend:scheme` for the frontier: a host-runnable backend, and calibration photos for a static scheme."""
-    from mobileclip_deploy.bench.sweep import HOST_BACKENDS
-    from mobileclip_deploy.exporters.schemes import get_backend
+    from mobileclip_deploy.bench.sweep import host_backends
+    from mobileclip_deploy.exporters.backends import get_backend
 
     name, sep, scheme_name = item.strip().partition(":")
     if not sep:
         raise UserError(f"--schemes {item!r}: expected BACKEND:SCHEME, e.g. onnx:fp32 or executorch:8da8w")
     backend = get_backend(name)
     scheme = backend.scheme(scheme_name.strip().lower())
-    if backend.name not in HOST_BACKENDS:
-        raise UserError(f"--schemes {item}: frontier runs {' and '.join(HOST_BACKENDS)} on the host")
+    if backend.name not in host_backends():
+        raise UserError(f"--schemes {item}: frontier runs {' and '.join(host_backends())} on the host")
     if scheme.static and calibration is None:
         raise UserError(f"--schemes {item}: static quantization needs calibration images: pass --calibration DIR "
                         "(photos like the ones the app will see)")

@@ -14,9 +14,16 @@ from mobileclip_deploy.errors import UserError
 
 
 def _format_help() -> str:
-    from mobileclip_deploy.exporters.schemes import BACKENDS
+    from mobileclip_deploy.exporters.backends import all_backends
 
-    return "; ".join(f"{b.name}: {', '.join(b.scheme_names)}" for b in BACKENDS.values())
+    return "; ".join(f"{b.name}: {', '.join(b.scheme_names)}" for b in all_backends().values())
+
+
+def _formats_help() -> str:
+    from mobileclip_deploy.exporters.backends import all_backends
+
+    backends = all_backends()
+    return ", ".join(backends) + "".join(f"; {a} = {b.name}" for b in backends.values() for a in b.aliases)
 
 
 def _parse_thresholds(values: list[str]) -> dict[str, float]:
@@ -63,7 +70,7 @@ def export(
     checkpoint: CheckpointOpt = None,
     random_weights: RandomWeightsOpt = False,
     format: Annotated[list[str] | None, typer.Option(
-        "--format", "-f", help="coreml, executorch (= executorch-xnnpack), executorch-coreml or onnx; repeatable.")] = None,
+        "--format", "-f", help=f"{_formats_help()}; repeatable.")] = None,
     quant: Annotated[list[str] | None, typer.Option(
         "--quant", "-q", help="Scheme for every --format, or FORMAT:SCHEME for one; repeatable. "
                               f"Supported: {_format_help()}.")] = None,
@@ -115,7 +122,7 @@ def export(
     """
     from mobileclip_deploy.exporters import pipeline
     from mobileclip_deploy.exporters.recipe import Recipe, load_recipe
-    from mobileclip_deploy.exporters.schemes import resolve_pairs
+    from mobileclip_deploy.exporters.backends import resolve_pairs
 
     spec = load_recipe(recipe) if recipe else Recipe()
     towers_opt = tower or spec.tower or "both"
@@ -129,9 +136,8 @@ def export(
         calibration=calibration or spec.calibration,
         calibration_limit=calibration_limit or spec.calibration_limit or 16,
         parity=parity, thresholds={**spec.thresholds, **_parse_thresholds(threshold or [])},
-        deployment_target=deployment_target or spec.deployment_target,
-        image_input=bool(image_input if image_input is not None else spec.image_input),
-        ort=bool(ort if ort is not None else spec.ort), overwrite=overwrite,
+        options={"deployment_target": deployment_target, "image_input": image_input, "ort": ort},
+        format_options=spec.options, overwrite=overwrite,
         verify_arm64=_verify_cpus(verify, verify_cpu, parity), keep=spec.keep,
         min_cos=min_cos, min_agreement=min_agreement)
     pipeline.plan(request)  # refuse bad combinations before the model is even loaded

@@ -77,6 +77,10 @@ def distill_command(
                                                                      "with, in order (checked, default: the data's)."),
     teacher_scale: list[float] | None = typer.Option(None, "--teacher-scale", help="Fixed logit scale per teacher "
                                                      "(default: the data's, 100 for DataCompDR's ViT-L/14s)."),
+    dime_vl: str = typer.Option("both", "--dime-vl", help="DIME-FM's VL term: image (the released code: the "
+                                "student's image tower against the teacher's sentence embeddings; the text tower is "
+                                "left as initialised and summary agreement uses the teacher's text) or both (the "
+                                "student's own text tower is trained on the sentences too)."),
     distill_weight: float = typer.Option(1.0, "--lambda", help="Weight of distillation vs CLIP loss (MobileCLIP)."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 1e-3 * sqrt(batch / 8192))."),
     weight_decay: float | None = typer.Option(None, "--weight-decay", help="Default 0.2 (mobileclip), 0.05 (dime)."),
@@ -87,6 +91,10 @@ def distill_command(
     holdout: float = typer.Option(0.0, "--holdout", help="Fraction of images kept out of training for the "
                                                          "agreement check (0: measure on the training images)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sample order and augmentation choice."),
+    syn_text_key: str = typer.Option(r"^syn_text.*$", "--syn-text-key", help="Regular expression over the "
+                                     "syn.json keys (re.match): each sample draws one matching key, then one of its "
+                                     "captions, as the released trainer's --dataset-reinforcement-syn-text-key-regex "
+                                     "(e.g. ^syn_text_dfn_mscoco38k$ for DFNDR's fine-tuned captioner)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
     amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision on GPUs (bf16, else fp16)."),
     device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
@@ -101,7 +109,8 @@ def distill_command(
                         loss=loss, init=str(init) if init else None, teachers=teacher or None,
                         teacher_scales=teacher_scale or None, distill_weight=distill_weight, lr=lr,
                         weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip, accum=accum,
-                        save_every=save_every, seed=seed, holdout=holdout, amp=amp, device=device)
+                        save_every=save_every, seed=seed, holdout=holdout, amp=amp, device=device,
+                        syn_text_key=syn_text_key, dime_vl=dime_vl)
     summary = distill(cfg, resume=resume, console=None if as_json else console)
     if "agreement" not in summary:  # not the main rank
         return

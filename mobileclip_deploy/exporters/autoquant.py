@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,6 +30,8 @@ from torch import nn
 
 from mobileclip_deploy.atomic import write_text
 from mobileclip_deploy.bench.stats import interleaved_medians
+from mobileclip_deploy.cache import cache_dir
+from mobileclip_deploy import runtimes
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import onnx as onnx_exp
 from mobileclip_deploy.exporters.parity import compare, top1_agreement
@@ -122,10 +123,6 @@ def _weights_hash(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("MOBILECLIP_DEPLOY_CACHE", Path.home() / ".cache" / "mobileclip-deploy")) / "autoquant"
-
-
 class _Search:
     """One tower's search state: the float ONNX model, its calibrated ranges, the reference outputs."""
 
@@ -186,8 +183,7 @@ class _Search:
         return float_modules(self.module)
 
     def _outputs(self, path: Path) -> np.ndarray:
-        run = onnx_exp.runner(path, self.tower)
-        return np.concatenate([run(self.inputs[i : i + 1]) for i in range(len(self.inputs))])
+        return runtimes.load(path, runtime="onnxruntime").batched(self.inputs)
 
     def score(self, exclude: list[str]) -> dict:
         out = self._outputs(self.quantized(exclude))
@@ -197,16 +193,9 @@ class _Search:
 
     def cost(self, candidates: dict[str, list[str] | None]) -> dict[str, float]:
         """Median ms per candidate (None: fp32) at 1 thread, timed in interleaved rounds against load drift."""
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.log_severity_level = 1, 3
-        sessions = {}
-        for name, exclude in candidates.items():
-            path = self.raw if exclude is None else self.quantized(exclude)
-            sessions[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        feed = {INPUT_NAME[self.tower]: self.inputs[:1]}
-        return interleaved_ms({name: lambda s=session: s.run(None, feed) for name, session in sessions.items()})
+        runners = {name: runtimes.load(self.raw if exclude is None else self.quantized(exclude), runtime="onnxruntime")
+                   for name, exclude in candidates.items()}
+        return interleaved_ms({name: lambda r=runner: r(self.inputs[:1]) for name, runner in runners.items()})
 
 
 def interleaved_ms(calls: dict[str, Callable[[], object]]) -> dict[str, float]:
@@ -229,7 +218,7 @@ def cached_search(key: str, make_search: Callable[[Path], object], targets: Targ
 
     `searched(search, plan)` runs after a new search, while its work folder (the candidates it exported) exists.
     """
-    cached = cache_dir() / f"{key}.json"
+    cached = cache_dir("autoquant") / f"{key}.json"
     if use_cache and cached.is_file():
         try:
             data = json.loads(cached.read_text(encoding="utf-8"))
@@ -360,22 +349,17 @@ def _search(search, targets: Targets, step) -> Plan:
                         "candidates": cost})
 
 
-RUNTIME_NAMES = {("onnx", "w8a8"): "ONNX static int8", ("executorch-xnnpack", "w8a8"): "ExecuTorch XNNPACK static int8",
-                 ("executorch-xnnpack", "8da8w"): "ExecuTorch XNNPACK dynamic int8",
-                 ("coreml", "pal4"): "Core ML 4-bit palettes"}
-
-
 def recipe_text(plan: Plan, model: str, calibration: Path, calibration_limit: int) -> str:
     """A recipe (export/*.toml style) that rebuilds the chosen artifact as `plan.scheme` without searching again."""
-    from mobileclip_deploy.exporters.schemes import BACKENDS
+    from mobileclip_deploy.exporters.backends import get_backend
 
-    backend = BACKENDS[plan.backend]
+    backend = get_backend(plan.backend)
     base = plan.chosen["baseline"]
     lines = [f"# Written by `--quant auto` for {model} ({plan.tower} tower): reproduces the chosen plan",
              f"# without the search. Plan cache key {plan.cache_key[:16]}; chosen: cosine "
              f"{plan.chosen['min_cosine']}, top-1 agreement {plan.chosen['top1_agreement']}, "
              f"{plan.chosen[f'ratio_to_{base}']}x the {base} {plan.chosen['cost']} on the search host.",
-             f'description = "{model} {plan.tower}: {RUNTIME_NAMES[plan.backend, plan.scheme]}, kept layers chosen by '
+             f'description = "{model} {plan.tower}: {backend.auto_titles[plan.scheme]}, kept layers chosen by '
              '--quant auto"',
              f'tower = "{plan.tower}"', f"calibration = {json.dumps(str(Path(calibration).resolve()))}",
              f"calibration_limit = {calibration_limit}", "", f"[formats.{plan.backend}]",

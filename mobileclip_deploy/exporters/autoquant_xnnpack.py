@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobileclip_deploy import runtimes
 from mobileclip_deploy.exporters import executorch as et_exp
 from mobileclip_deploy.exporters.autoquant import Plan, Targets, cached_search, interleaved_ms, search_key, unit_of
 from mobileclip_deploy.exporters.parity import compare, top1_agreement
@@ -55,7 +56,7 @@ class XnnpackSearch:
         portable_lib._unsafe_reset_threadpool(1)  # timed at 1 thread; process-wide, set before any method loads
         self.module, self.example, self.tower, self.work, self.scheme = module, example, tower, work, scheme
         self.calibration, self.inputs, self.anchors = calibration, inputs, anchors
-        self._methods: dict[tuple[str, ...] | None, object] = {}
+        self._methods: dict[tuple[str, ...] | None, runtimes.Runner] = {}
         self._exported: dict[tuple[str, ...], tuple[Path, dict]] = {}  # each int8 candidate's .pte and export facts
         self.split = split_depthwise(module)  # the form every XNNPACK export quantizes (module paths kept)
         with torch.no_grad():
@@ -110,10 +111,8 @@ class XnnpackSearch:
                 model = et_exp._quantize(self.split, self.example, self.scheme, None, exclude, set())
         return _score(self.reference, self._outputs(model), self.anchors, "pytorch_reference_int8")
 
-    def _method(self, exclude: list[str] | None):
-        """The ExecuTorch method of this plan (None: fp32), exported once and kept for scoring and timing."""
-        from executorch.runtime import Runtime
-
+    def _method(self, exclude: list[str] | None) -> runtimes.Runner:
+        """The ExecuTorch runner of this plan (None: fp32), exported once and kept for scoring and timing."""
         key = None if exclude is None else tuple(exclude)
         if key not in self._methods:
             path = self.work / f"candidate{len(self._methods)}.pte"
@@ -122,7 +121,7 @@ class XnnpackSearch:
                                          "xnnpack", path, self.calibration, keep=exclude)
             if key is not None:
                 self._exported[key] = path, facts
-            self._methods[key] = Runtime.get().load_program(str(path)).load_method("forward")
+            self._methods[key] = runtimes.load(path, runtime="executorch")
         return self._methods[key]
 
     def write_chosen(self, plan: Plan, path: Path) -> dict | None:
@@ -141,14 +140,9 @@ class XnnpackSearch:
                 return {**facts, "kept_in_float": plan.keep}
         return None
 
-    @staticmethod
-    def _run(method, x: np.ndarray) -> np.ndarray:
-        return method.execute((torch.from_numpy(np.ascontiguousarray(x)),))[0].numpy()
-
     def confirm(self, exclude: list[str]) -> dict:
         """The plan's score on the ExecuTorch runtime's own outputs (XNNPACK's int8 arithmetic, not PT2E's)."""
-        method = self._method(exclude)
-        out = np.concatenate([self._run(method, self.inputs[i : i + 1]) for i in range(len(self.inputs))])
+        out = self._method(exclude).batched(self.inputs)
         return _score(self.reference, out, self.anchors, "executorch_runtime")
 
     def hand_written(self) -> list[str]:
@@ -157,7 +151,7 @@ class XnnpackSearch:
     def cost(self, candidates: dict[str, list[str] | None]) -> dict[str, float]:
         """Median ms per candidate (None: fp32) on the ExecuTorch runtime at 1 thread, in interleaved rounds."""
         first = self.inputs[:1]
-        return interleaved_ms({name: lambda m=self._method(exclude): self._run(m, first)
+        return interleaved_ms({name: lambda r=self._method(exclude): r(first)
                                for name, exclude in candidates.items()})
 
 

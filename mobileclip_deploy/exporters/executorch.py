@@ -224,18 +224,6 @@ def export(module: nn.Module, example: torch.Tensor, scheme: str, delegate: str,
     return facts, edge
 
 
-def runner(path: Path):
-    """A function running the .pte on the ExecuTorch Python runtime for one batch."""
-    from executorch.runtime import Runtime
-
-    method = Runtime.get().load_program(str(path)).load_method("forward")
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return method.execute((torch.from_numpy(np.ascontiguousarray(x)),))[0].numpy()
-
-    return run
-
-
 def extract_coreml_payload(edge, folder: Path) -> Path:
     """Unpack the model.mlpackage the Core ML delegate embedded, so its structure can be checked on Linux."""
     from executorch.backends.apple.coreml import executorchcoreml

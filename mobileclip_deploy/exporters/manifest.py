@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -20,22 +21,44 @@ from mobileclip_deploy.hashing import package_source_sha256
 
 FORMAT_VERSION = 1
 FILENAME = "manifest.json"
-_TOOLS = ("mobileclip_deploy", "torch", "numpy", "coremltools", "executorch", "torchao", "onnx", "onnxruntime",
-          "onnxscript")
+_TOOLS = ("mobileclip_deploy", "torch", "numpy")  # beside the converters each backend names (`Backend.tools`)
+
+
+def package_versions(names: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """The installed version of each named distribution that is installed: the one tool-versions collector (manifests,
+    bench records, the arm64 guest's pins)."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            if name == "mobileclip_deploy":
+                from mobileclip_deploy import __version__
+
+                versions[name] = __version__
+    return versions
 
 
 def tool_versions() -> dict[str, str]:
     """Versions of every tool that shapes an artifact, and the sha256 of this package's own code."""
-    versions = {"mobileclip_deploy_source": package_source_sha256()[:16]}
-    for tool in _TOOLS:
-        try:
-            versions[tool] = metadata.version(tool.replace("_", "-"))
-        except metadata.PackageNotFoundError:
-            if tool == "mobileclip_deploy":
-                from mobileclip_deploy import __version__
+    from mobileclip_deploy.exporters.backends import all_backends
 
-                versions[tool] = __version__
-    return versions
+    tools = dict.fromkeys([*_TOOLS, *(t for b in all_backends().values() for t in b.tools)])
+    return {"mobileclip_deploy_source": package_source_sha256()[:16], **package_versions(list(tools))}
+
+
+# `<model>_<tower>_<backend>_<scheme><suffix>`: the one rule for artifact file names, written and parsed here.
+_NAME = re.compile(r"^(?P<model>.+?)_(?P<tower>image|text)_(?P<backend>[a-z0-9-]+)_(?P<scheme>[A-Za-z0-9-]+)$")
+
+
+def artifact_name(model: str, tower: str, backend: str, scheme: str, suffix: str) -> str:
+    return f"{model}_{tower}_{backend}_{scheme}{suffix}"
+
+
+def parse_artifact_name(stem: str) -> dict[str, str] | None:
+    """model, tower, backend and scheme of a file name without its suffix, or None if it does not follow the rule."""
+    m = _NAME.match(stem)
+    return m.groupdict() if m else None
 
 
 def cache_key(facts: dict[str, Any]) -> str:

@@ -21,24 +21,17 @@ from torch import nn
 
 from mobileclip_deploy.exporters.sensitive import float_modules, inside
 from mobileclip_deploy.exporters.wrappers import INPUT_NAME, OUTPUT_NAME, Float16Compute
+from mobileclip_deploy.runtimes.onnxruntime import session
 
 OPSET = 20
 QUANT_OP_TYPES = {"8da8w": ["MatMul", "Gemm"], "w8a8": ["Conv", "MatMul", "Gemm"]}
 
 
-def _session(path: Path, optimized_output: Path | None = None, ort_format: bool = False, optimize: bool = True):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if optimized_output is not None:
-        # EXTENDED, not ALL: ALL adds layout transforms tied to this CPU, which would not be portable.
-        options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if optimize
-                                            else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-        options.optimized_model_filepath = str(optimized_output)
-        if ort_format:
-            options.add_session_config_entry("session.save_model_format", "ORT")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+def _optimize(path: Path, output: Path, ort_format: bool = False, optimize: bool = True) -> None:
+    """Save ONNX Runtime's optimized graph; EXTENDED, not ALL: ALL adds layout transforms tied to this CPU, which
+    would not be portable."""
+    session(path, optimized_output=output, ort_format=ort_format,
+            level="ORT_ENABLE_EXTENDED" if optimize else "ORT_DISABLE_ALL")
 
 
 def _torch_export(module: nn.Module, example: torch.Tensor, tower: str, path: Path) -> None:
@@ -97,7 +90,7 @@ def export(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, pa
     onnx.checker.check_model(str(raw))
     facts: dict = {}
     if scheme in ("fp32", "fp16"):
-        _session(raw, optimized_output=path)
+        _optimize(raw, path)
     elif scheme in ("8da8w", "w8a8"):
         keep = float_modules(module) if keep is None else keep
         common = dict(op_types_to_quantize=QUANT_OP_TYPES[scheme], per_channel=True, reduce_range=True,
@@ -124,14 +117,4 @@ def write_ort(onnx_path: Path, ort_path: Path, scheme: str) -> None:
     fp16 is converted as is: optimizing on this CPU-only host folds the casts ORT inserts for its CPU kernels
     into fp32 weights, which doubled the file (S0 image 23 -> 46 MB) and undid fp16 for mobile EPs.
     """
-    _session(onnx_path, optimized_output=ort_path, ort_format=True, optimize=scheme != "fp16")
-
-
-def runner(path: Path, tower: str):
-    """A function running the artifact on ONNX Runtime for one batch."""
-    session = _session(path)
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return session.run([OUTPUT_NAME[tower]], {INPUT_NAME[tower]: x})[0]
-
-    return run
+    _optimize(onnx_path, ort_path, ort_format=True, optimize=scheme != "fp16")

@@ -1,4 +1,9 @@
-"""The export run: plan (refuse bad requests before any work), fold, export, check parity, write atomically."""
+"""The export run, orchestration only: plan (refuse bad requests before any work) -> fold -> for each job: the
+backend's export -> the backend's check, judged by the common gate -> manifest entry, written atomically.
+
+What a format does lives in its module under `exporters/backends/`; what every check compares against lives in
+`exporters/context.py`; the ARM64 gate (`verify.arm64`) is called from here and imports nothing from here.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +22,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from torch import nn
@@ -27,15 +30,11 @@ from mobileclip_deploy.atomic import atomic_path, check_folder, locked_folder
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import calibration as calib_mod
 from mobileclip_deploy.exporters import manifest as mf
-from mobileclip_deploy.exporters.fold import fold_affine
-from mobileclip_deploy.exporters.parity import compare, run_batched, top1_agreement
-from mobileclip_deploy.exporters.schemes import BACKENDS, IOS_TARGETS, TOWERS, Backend, Scheme, parse_thresholds
-from mobileclip_deploy.exporters.wrappers import INPUT_NAME, OUTPUT_NAME, example_input, tower_module
+from mobileclip_deploy.exporters.backends import Backend, Build, all_backends, get_backend
+from mobileclip_deploy.exporters.context import Context, ParityFailure, judge
+from mobileclip_deploy.exporters.schemes import TOWERS, Scheme, parse_thresholds
+from mobileclip_deploy.exporters.wrappers import INPUT_NAME, OUTPUT_NAME, example_input
 from mobileclip_deploy.hashing import sha256_path, size_bytes
-
-DEFAULT_TARGET = "iOS17"
-PARITY_IMAGES = 8
-ZERO_SHOT_TEMPLATE = "a photo of a {}."
 
 
 @dataclass
@@ -47,15 +46,19 @@ class ExportRequest:
     calibration_limit: int = 16
     parity: bool = True
     thresholds: dict[str, float] = field(default_factory=dict)
-    deployment_target: str | None = None  # None: iOS17, raised per artifact when a scheme needs more
-    image_input: bool = False
-    ort: bool = False
+    # Format options (`deployment_target`, `image_input`, `ort`, ...): `options` applies to every requested format
+    # that honours the option (CLI flags), `format_options` to one format (a recipe's [formats.<name>] table).
+    options: dict[str, Any] = field(default_factory=dict)
+    format_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     overwrite: bool = False  # replace artifacts of other weights in output_dir (refused otherwise)
     verify_arm64: str | None = None  # CPU models (comma-separated, "" = defaults) to check artifacts on, or None
-    arm64_samples: int = 2
     keep: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # backend -> tower -> paths (Recipe.keep)
     min_cos: float = 0.999  # --quant auto targets, on the calibration inputs
     min_agreement: float = 0.99
+
+    def options_for(self, backend: Backend) -> dict[str, Any]:
+        given = {k: v for k, v in self.options.items() if k in backend.option_defaults and v is not None}
+        return {**self.format_options.get(backend.name, {}), **given}
 
 
 @dataclass
@@ -63,10 +66,10 @@ class Job:
     backend: Backend
     scheme: Scheme
     tower: str
-    target: str | None  # Core ML deployment target (coreml and executorch-coreml)
+    options: dict[str, Any]  # this format's options, resolved (Backend.resolve)
 
     def filename(self, model: str, suffix: str | None = None) -> str:
-        return f"{model}_{self.tower}_{self.backend.name}_{self.scheme.name}{suffix or self.backend.suffix}"
+        return mf.artifact_name(model, self.tower, self.backend.name, self.scheme.name, suffix or self.backend.suffix)
 
 
 @dataclass
@@ -82,10 +85,6 @@ class ArtifactResult:
     message: str = ""  # why it failed, or for an `auto` artifact what its plan keeps and what it buys
 
 
-class ParityFailure(Exception):
-    pass
-
-
 def plan(request: ExportRequest) -> tuple[list[Job], list[str]]:
     """Check the whole request and list the jobs, before any model is loaded; returns (jobs, notices)."""
     notices: list[str] = []
@@ -94,9 +93,9 @@ def plan(request: ExportRequest) -> tuple[list[Job], list[str]]:
     for tower in request.towers:
         if tower not in TOWERS:
             raise UserError(f"unknown tower {tower!r}; use image, text or both")
-    target = request.deployment_target
-    if target is not None and target not in IOS_TARGETS:
-        raise UserError(f"unknown deployment target {target!r}; use one of {', '.join(IOS_TARGETS)}")
+    for backend in dict.fromkeys(b for b, _ in request.pairs):
+        if (missing := backend.missing()) is not None:
+            raise UserError(missing)
     static = [f"{b.name}:{s.name}" for b, s in request.pairs if s.static]
     if static and request.calibration is None:
         raise UserError(f"{', '.join(static)} is static quantization: activation ranges are fixed from "
@@ -111,27 +110,20 @@ def plan(request: ExportRequest) -> tuple[list[Job], list[str]]:
     _check_auto(request)
     jobs = []
     for backend, scheme in request.pairs:
-        job_target = None
-        if backend.name in ("coreml", "executorch-coreml"):
-            job_target = target or DEFAULT_TARGET
-            if scheme.min_target and _ios(job_target) < _ios(scheme.min_target):
-                if target is not None:
-                    raise UserError(f"coreml {scheme.name} needs deployment target {scheme.min_target} or later "
-                                    f"({scheme.help}); you asked for {target}")
-                notices.append(f"coreml {scheme.name}: deployment target raised to {scheme.min_target} ({scheme.help})")
-                job_target = scheme.min_target
-        jobs += [Job(backend, scheme, tower, job_target) for tower in request.towers]
-    if request.image_input and not any(j.backend.name == "coreml" and j.tower == "image" for j in jobs):
-        raise UserError("--image-input applies to Core ML image encoders; add --format coreml and the image tower")
-    if request.ort and not any(j.backend.name == "onnx" for j in jobs):
-        raise UserError("--ort converts ONNX artifacts; add --format onnx")
+        options, said = backend.resolve(scheme, request.options_for(backend))
+        notices += [n for n in said if n not in notices]
+        jobs += [Job(backend, scheme, tower, options) for tower in request.towers]
+    for option, value in request.options.items():
+        if value and not any(option in j.backend.option_defaults and j.backend.honours(option, j.tower) for j in jobs):
+            raise UserError(next(b.option_refusals[option] for b in all_backends().values()
+                                 if option in b.option_refusals))
     if request.verify_arm64 is not None:
-        from mobileclip_deploy.verify.arm64 import RUNTIMES
         from mobileclip_deploy.verify.arm64_env import check_tools, parse_cpus
 
         parse_cpus(request.verify_arm64 or None)
-        if not any(j.backend.name in RUNTIMES for j in jobs):
-            raise UserError("--verify arm64 checks Android artifacts; add --format executorch or --format onnx")
+        if not any(j.backend.arm64_guest for j in jobs):
+            guests = [b.name for b in all_backends().values() if b.arm64_guest]
+            raise UserError(f"--verify arm64 checks Android artifacts; add --format {' or --format '.join(guests)}")
         check_tools()
     return jobs, notices
 
@@ -143,7 +135,7 @@ def _check_auto(request: ExportRequest) -> None:
 
     check_targets(request.min_cos, request.min_agreement)
     for backend, towers in request.keep.items():
-        b = BACKENDS[backend]
+        b = get_backend(backend)
         if not any(p.name == backend and s.name in b.rebuilt for p, s in request.pairs):
             raise UserError(f"{b.keep_key} (a --quant auto recipe) for {backend} applies to its "
                             f"{' or '.join(sorted(b.rebuilt))}; add that format and scheme")
@@ -152,38 +144,10 @@ def _check_auto(request: ExportRequest) -> None:
                 raise UserError(f"{b.keep_key}: unknown tower {tower!r}; use image or text")
 
 
-def _search_inputs(job: Job, ctx: _Context) -> tuple[np.ndarray, np.ndarray, Any]:
-    """What `--quant auto` scores `job` on: calibration inputs, zero-shot anchors, the targets."""
-    from mobileclip_deploy.exporters.autoquant import check_targets
-
-    if job.tower == "image":
-        inputs, anchors = ctx.calibration, ctx.class_embeddings()
-    else:  # a prompt's top-1 photo among the calibration photos (fp32 image embeddings)
-        with torch.no_grad():
-            anchors = run_batched(lambda b: ctx.folded.encode_image(torch.from_numpy(b)).numpy(), ctx.calibration)
-        inputs = ctx.calibration_tokens
-    return inputs, anchors, check_targets(ctx.request.min_cos, ctx.request.min_agreement)
-
-
-def _auto_plan(job: Job, ctx: _Context, module: nn.Module, example: torch.Tensor, step) -> Any:
-    """Search the kept layers of `job` (an ONNX or Core ML `auto` scheme)."""
-    from mobileclip_deploy.exporters.autoquant import search_onnx
-    from mobileclip_deploy.exporters.autoquant_coreml import search_coreml
-
-    inputs, anchors, targets = _search_inputs(job, ctx)
-    if job.backend.name == "coreml":
-        return search_coreml(module, example, job.tower, job.target, inputs, anchors, targets, step)
-    return search_onnx(module, example, job.tower, ctx.calibration_for(job.tower), inputs, anchors, targets, step)
-
-
 def _kept(job: Job, request: ExportRequest) -> list[str] | None:
     """The module paths a recipe keeps out of this job's low-bit form (float for int8, 8-bit palettes for pal4),
     if the job's scheme is one `auto` plans rebuild as; None: the exporter's own lists."""
     return request.keep.get(job.backend.name, {}).get(job.tower) if job.scheme.name in job.backend.rebuilt else None
-
-
-def _ios(target: str) -> int:
-    return int(target.removeprefix("iOS"))
 
 
 @contextlib.contextmanager
@@ -223,201 +187,14 @@ def _weights_id(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _prompts(count: int, offset: int = 0) -> list[str]:
-    """`count` ImageNet prompts spread over classes and templates; another `offset` gives a disjoint-ish set."""
-    from mobileclip_deploy.zeroshot import imagenet_classnames, openai_templates
-
-    names, templates = imagenet_classnames(), openai_templates()
-    return [templates[(7 * i + offset) % len(templates)].replace("{}", names[(i * 997 // count + offset) % len(names)])
-            for i in range(count)]
-
-
-def context(folded: nn.Module, variant, request: ExportRequest) -> "_Context":
+def context(folded: nn.Module, variant, request: ExportRequest) -> Context:
     """Parity inputs and references of an export, rebuilt the way its run built them (for later checks)."""
-    return _Context(folded, variant, request)
+    return Context(folded, variant, request)
 
 
-class _Context:
-    """Everything shared by the jobs of one run: towers, reference outputs, calibration data."""
-
-    def __init__(self, folded: nn.Module, variant, request: ExportRequest) -> None:
-        from mobileclip_deploy.tokenizer import tokenize
-
-        self.folded, self.variant, self.request = folded, variant, request
-        self.towers = {t: tower_module(folded, t, variant.image_size, variant.context_length) for t in request.towers}
-        # Artifacts are made from the affine-folded towers; parity compares them with the plain folded ones.
-        self.export_towers = {t: fold_affine(m) for t, m in self.towers.items()}
-        self.calibration_files: list[Path] = []
-        self.calibration: np.ndarray | None = None
-        parity_files: list[Path] = []
-        if request.calibration is not None:
-            images = calib_mod.list_images(request.calibration)
-            self.calibration_files = calib_mod.pick(images, request.calibration_limit)
-            self.calibration = calib_mod.load_batch(self.calibration_files, variant.image_size, variant.interpolation)
-            # Compare on photos the calibration did not see, when the folder has enough of them.
-            chosen = set(self.calibration_files)
-            unseen = [p for p in images if p not in chosen]
-            held_out = len(unseen) >= PARITY_IMAGES
-            parity_files = calib_mod.pick(unseen if held_out else images, PARITY_IMAGES)
-            self.parity_images = calib_mod.load_batch(parity_files, variant.image_size, variant.interpolation)
-            self.parity_source = "held_out_images" if held_out else "calibration_images"
-        else:
-            self.parity_images = calib_mod.synthetic_batch(PARITY_IMAGES, variant.image_size)
-            self.parity_source = "synthetic_images"
-        # Cache keys name photos by content: other photos under the same names are other inputs.
-        self.calibration_sha256 = [sha256_path(f) for f in self.calibration_files]
-        self.parity_inputs = {"source": self.parity_source, "sha256": [sha256_path(f) for f in parity_files]}
-        self.prompts = _prompts(PARITY_IMAGES)
-        self.tokens = tokenize(self.prompts, variant.context_length).to(torch.int32).numpy()
-        self.calibration_tokens = tokenize(_prompts(request.calibration_limit, offset=500),
-                                           variant.context_length).to(torch.int32).numpy()
-        self._references: dict[str, np.ndarray] = {}
-        self._class_embeddings: np.ndarray | None = None
-
-    def inputs(self, tower: str) -> np.ndarray:
-        return self.parity_images if tower == "image" else self.tokens
-
-    def reference(self, tower: str) -> np.ndarray:
-        """The folded PyTorch tower's outputs on the parity inputs, computed on first use (never without parity)."""
-        if tower not in self._references:
-            self._references[tower] = self._eager(tower, self.inputs(tower))
-        return self._references[tower]
-
-    def calibration_for(self, tower: str) -> np.ndarray | None:
-        return self.calibration if tower == "image" else self.calibration_tokens
-
-    def _eager(self, tower: str, x: np.ndarray, module: nn.Module | None = None) -> np.ndarray:
-        module = module or self.towers[tower]
-        with torch.no_grad():
-            return run_batched(lambda b: module(torch.from_numpy(b)).numpy(), x)
-
-    def class_embeddings(self) -> np.ndarray:
-        """ImageNet class prompt embeddings of the fp32 text tower (computed once per run)."""
-        if self._class_embeddings is None:
-            from mobileclip_deploy.zeroshot import class_text_embeddings, imagenet_classnames
-
-            with torch.no_grad():
-                self._class_embeddings = class_text_embeddings(
-                    self.folded.encode_text, imagenet_classnames(), [ZERO_SHOT_TEMPLATE],
-                    context_length=self.variant.context_length).numpy()
-        return self._class_embeddings
-
-
-def _export(job: Job, ctx: _Context, path: Path, step=lambda _: None) -> tuple[dict[str, Any], Any]:
-    """Write one artifact to `path`; returns (facts for the manifest, backend handle for the check)."""
-    module = ctx.export_towers[job.tower]
-    example = example_input(job.tower, ctx.variant.image_size, ctx.variant.context_length)
-    calibration = ctx.calibration_for(job.tower) if job.scheme.static else None
-    if job.backend.name == "onnx":
-        from mobileclip_deploy.exporters import onnx as onnx_exp
-
-        if job.scheme.rebuilds_as:
-            plan = _auto_plan(job, ctx, module, example, step)
-            step("exporting the chosen plan")
-            facts = onnx_exp.export(module, example, job.tower, "w8a8", path, calibration, path.parent,
-                                    keep=plan.keep)
-            return {**facts, "auto_plan": plan.to_dict()}, plan
-        return onnx_exp.export(module, example, job.tower, job.scheme.name, path, calibration, path.parent,
-                               keep=_kept(job, ctx.request)), None
-    if job.backend.name.startswith("executorch"):
-        from mobileclip_deploy.exporters import executorch as et_exp
-
-        delegate = job.backend.name.split("-", 1)[1]
-        if job.scheme.rebuilds_as:  # the search writes the chosen .pte (XNNPACK is the only ExecuTorch auto)
-            from mobileclip_deploy.exporters.autoquant_xnnpack import search_and_export
-
-            inputs, anchors, targets = _search_inputs(job, ctx)
-            plan, facts = search_and_export(module, example, job.tower, ctx.calibration_for(job.tower), inputs,
-                                            anchors, targets, path, step, scheme=job.scheme.rebuilds_as)
-            return {**facts, "auto_plan": plan.to_dict()}, plan
-        facts, edge = et_exp.export(module, example, job.scheme.name, delegate, path, calibration,
-                                    job.target or DEFAULT_TARGET, keep=_kept(job, ctx.request))
-        if job.target:
-            facts["deployment_target"] = job.target
-        return facts, edge
-    from mobileclip_deploy import __version__
-    from mobileclip_deploy.exporters import coreml as coreml_exp
-
-    meta = coreml_exp.metadata_for(ctx.variant, job.tower, job.scheme.name, mf.preprocessing(ctx.variant), __version__)
-    if job.scheme.rebuilds_as:
-        plan = _auto_plan(job, ctx, module, example, step)
-        step("exporting the chosen plan")
-        facts = coreml_exp.export(module, example, job.tower, job.scheme.rebuilds_as, path, job.target,
-                                  ctx.request.image_input, meta, eight_bit=plan.keep)
-        return {**facts, "auto_plan": plan.to_dict()}, plan
-    return coreml_exp.export(module, example, job.tower, job.scheme.name, path, job.target,
-                             ctx.request.image_input, meta, eight_bit=_kept(job, ctx.request)), None
-
-
-def _check(job: Job, ctx: _Context, path: Path, handle: Any, threshold: float) -> dict[str, Any]:
-    """Run (or, for Core ML on Linux, inspect and weight-check) the artifact against the folded PyTorch tower."""
-    tower, x = job.tower, ctx.inputs(job.tower)
-    extra: dict[str, Any] = {}
-    name = job.backend.name
-    if name == "onnx" or name == "ort":
-        from mobileclip_deploy.exporters import onnx as onnx_exp
-
-        check, out = "onnxruntime", run_batched(onnx_exp.runner(path, tower), x)
-    elif name == "executorch-xnnpack":
-        from mobileclip_deploy.exporters import executorch as et_exp
-
-        check, out = "executorch_runtime", run_batched(et_exp.runner(path), x)
-    else:
-        from mobileclip_deploy.exporters import coreml as coreml_exp
-
-        package = path
-        if name == "executorch-coreml":
-            from mobileclip_deploy.exporters import executorch as et_exp
-
-            package = et_exp.extract_coreml_payload(handle, path.parent / "payload")
-        structure = coreml_exp.inspect_structure(package, tower)
-        if name == "executorch-coreml":
-            structure["problems"] = []  # the delegate names payload I/O itself; the .pte's I/O is what apps see
-        extra["structure"] = {k: structure[k] for k in ("specification_version", "op_counts", "compressed_weight_ops",
-                                                        "tables")}
-        if structure["problems"]:
-            raise ParityFailure(f"{path.name}: structure check failed: {'; '.join(structure['problems'])}")
-        if name == "coreml" and coreml_exp.can_predict() and not ctx.request.image_input:
-            check, out = "coreml_predict", run_batched(coreml_exp.runner(path, tower), x)
-        else:
-            proxy, coverage = coreml_exp.decompressed_tower(package, ctx.export_towers[tower])
-            extra.update(coverage)
-            check, out = "weights_decompressed_in_pytorch", ctx._eager(tower, x, proxy)
-    result = judge(ctx, tower, job.scheme, check, out, threshold, extra)
-    if not result["passed"]:
-        raise ParityFailure(
-            f"{path.name}: parity failed ({check}): min cosine {result['min_cosine']:.6f} < threshold "
-            f"{threshold} for {job.scheme.name} (max abs error {result['max_abs_error']:.3g}, "
-            f"PSNR {result['psnr_db']} dB); nothing was written")
-    return result
-
-
-def judge(ctx: _Context, tower: str, scheme: Scheme, check: str, out: np.ndarray, threshold: float,
-          extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Parity of `out` (outputs on the first len(out) parity inputs) against the folded PyTorch reference.
-
-    The one rule for every runtime: host parity and `verify --arch arm64` both call it.
-    """
-    ref = ctx.reference(tower)[: len(out)]
-    inputs = ctx.inputs(tower)
-    result = {"check": check, **compare(ref, out), "threshold": threshold, "inputs": (
-        ctx.parity_source if tower == "image" else "imagenet_prompts"), "count": len(out),
-        "inputs_sha256": inputs_sha256(inputs), **(extra or {})}
-    if tower == "image" and scheme.bits < 16:
-        result["zero_shot_top1_agreement"] = top1_agreement(ref, out, ctx.class_embeddings())
-    result["passed"] = result["min_cosine"] >= threshold
-    return result
-
-
-def inputs_sha256(inputs: np.ndarray) -> str:
-    """Identifies the parity inputs, so a later check can prove it used the very same ones."""
-    return hashlib.sha256(np.ascontiguousarray(inputs).tobytes()).hexdigest()[:16]
-
-
-def _io_specs(job: Job, variant, image_input: bool) -> tuple[list[dict], list[dict]]:
-    tower = job.tower
+def _io_specs(build: Build, kind: str) -> tuple[list[dict], list[dict]]:
+    variant, tower = build.variant, build.tower
     if tower == "image":
-        kind = "image" if image_input and job.backend.name == "coreml" else "tensor"
         spec = {"name": INPUT_NAME[tower], "shape": [1, 3, variant.image_size, variant.image_size],
                 "dtype": "float32", "kind": kind, "pixel_range": [0.0, 255.0] if kind == "image" else [0.0, 1.0],
                 "normalization": "inside_model"}
@@ -429,7 +206,11 @@ def _io_specs(job: Job, variant, image_input: bool) -> tuple[list[dict], list[di
 
 def run(request: ExportRequest, model: nn.Module, variant, checkpoint_sha256: str | None,
         console: Console | None = None) -> list[ArtifactResult]:
-    """Export every planned artifact; finished artifacts are in the folder and the manifest, failed ones in neither."""
+    """Export every planned artifact; finished artifacts are in the folder and the manifest, failed ones in neither.
+
+    When nothing finished, what this run created is taken back, but the results (with each failure's reason) are
+    still returned and `export --verify arm64` is skipped, so the user always sees why.
+    """
     from mobileclip_deploy import reparameterize
     from mobileclip_deploy.tokenizer import get_tokenizer
 
@@ -448,7 +229,7 @@ def run(request: ExportRequest, model: nn.Module, variant, checkpoint_sha256: st
     results: list[ArtifactResult] = []
     try:
         with locked_folder(out_dir, lambda: console.print(
-                f"[yellow]note:[/] another export is writing to {out_dir}; waiting for it to finish")):
+                f"[yellow]note:[/] another run is writing to {out_dir}; waiting for it to finish")):
             _remove_partials(out_dir)
             manifest = _open_manifest(out_dir, variant, checkpoint_sha256, model, request.overwrite, console)
             with Progress(*columns, console=console, transient=False) as progress, _quiet():
@@ -456,7 +237,7 @@ def run(request: ExportRequest, model: nn.Module, variant, checkpoint_sha256: st
                 folded = reparameterize(model).eval()
                 weights_id = checkpoint_sha256 or f"random:{_weights_id(folded)}"
                 progress.update(task, description="preparing parity and calibration inputs")
-                ctx = _Context(folded, variant, request)
+                ctx = Context(folded, variant, request)
                 tokenizer = get_tokenizer()
                 tokenizer.write_assets(out_dir / "tokenizer")
                 manifest["tokenizer"] = {"merges": "tokenizer/merges.txt", "vocab": "tokenizer/vocab.json",
@@ -479,20 +260,19 @@ def run(request: ExportRequest, model: nn.Module, variant, checkpoint_sha256: st
                 shutil.rmtree(out_dir / "tokenizer", ignore_errors=True)
             if created:
                 shutil.rmtree(out_dir, ignore_errors=True)
-    if request.verify_arm64 is not None:
+    if request.verify_arm64 is not None and manifest["artifacts"]:
         results = _verify_arm64(request, ctx, results, console)
     return results
 
 
-def _verify_arm64(request: ExportRequest, ctx: _Context, results: list[ArtifactResult],
+def _verify_arm64(request: ExportRequest, ctx: Context, results: list[ArtifactResult],
                   console: Console) -> list[ArtifactResult]:
     """The arm64 part of the parity gate: an artifact that fails on an ARM CPU model is not finished."""
     from mobileclip_deploy.verify import arm64
     from mobileclip_deploy.verify.arm64_env import Arm64Env, default_cache, parse_cpus
 
     env = Arm64Env(default_cache(), report=lambda m: console.print(f"[dim]{m}[/]"))
-    rows = arm64.verify(request.output_dir, ctx, parse_cpus(request.verify_arm64 or None), env,
-                        request.arm64_samples, console)
+    rows = arm64.verify(request.output_dir, ctx, parse_cpus(request.verify_arm64 or None), env, console=console)
     console.print(arm64.table(rows, "arm64 parity (qemu-user; cost is emulated time, not phone latency)"))
     failed = {r.file: r for r in rows if not r.passed}
     for result in results:
@@ -502,7 +282,7 @@ def _verify_arm64(request: ExportRequest, ctx: _Context, results: list[ArtifactR
             result.message = (f"{result.file}: arm64 parity failed on {row.cpu}: " + (
                 row.record.get("error") or f"min cosine {row.record['min_cosine']:.6f} < {row.record['threshold']}"))
     if failed:
-        with arm64.folder_lock(request.output_dir, "this export folder"):
+        with locked_folder(request.output_dir):
             manifest = mf.load(request.output_dir)
             for entry in manifest["artifacts"]:
                 if entry["file"] in failed:
@@ -555,25 +335,65 @@ def _open_manifest(out_dir: Path, variant, checkpoint_sha256: str | None, model:
     return fresh
 
 
-def _run_job(job: Job, ctx: _Context, request: ExportRequest, manifest: dict[str, Any], weights_id: str,
-             checkpoint_sha256: str | None, thresholds: dict[str, float], step) -> list[ArtifactResult]:
-    variant, out_dir = ctx.variant, request.output_dir
-    threshold = thresholds[job.scheme.threshold_class]
-    facts = {"format_version": mf.FORMAT_VERSION, "weights": weights_id, "model": variant.name, "tower": job.tower,
-             "backend": job.backend.name, "scheme": job.scheme.name, "target": job.target,
-             "image_input": request.image_input and job.tower == "image" and job.backend.name == "coreml",
-             "ort": request.ort and job.backend.name == "onnx", "parity": request.parity, "threshold": threshold,
+def _build(job: Job, ctx: Context, path: Path, step) -> Build:
+    from mobileclip_deploy.tokenizer import get_tokenizer
+
+    variant, tower = ctx.variant, job.tower
+    tokenizer = get_tokenizer()
+    metadata = {"variant": variant.name, "tower": tower, "scheme": job.scheme.name, "embed_dim": variant.embed_dim,
+                "preprocessing": mf.preprocessing(variant),
+                "tokenizer": None if tower == "image" else {
+                    "context_length": variant.context_length, "sot_token": tokenizer.sot_token_id,
+                    "eot_token": tokenizer.eot_token_id, "pad_token": 0, "lowercase": True}}
+    return Build(tower=tower, scheme=job.scheme, module=ctx.export_towers[tower],
+                 example=example_input(tower, variant.image_size, variant.context_length), variant=variant,
+                 path=path, work_dir=path.parent, calibration=ctx.calibration_for(tower) if job.scheme.static else None,
+                 keep=_kept(job, ctx.request), options=job.options, metadata=metadata, inputs=ctx.inputs(tower),
+                 context=ctx, step=step)
+
+
+def _check(job: Job, build: Build, path: Path, handle: Any, threshold: float) -> dict[str, Any]:
+    """Run the artifact through its backend's check and judge it with the common rule; a failure is not written."""
+    try:
+        check, out, extra = job.backend.check(build, path, handle)
+    except ParityFailure as exc:
+        raise ParityFailure(f"{path.name}: {exc}") from None
+    result = judge(build.context, job.tower, job.scheme, check, out, threshold, extra)
+    if not result["passed"]:
+        raise ParityFailure(
+            f"{path.name}: parity failed ({check}): min cosine {result['min_cosine']:.6f} < threshold "
+            f"{threshold} for {job.scheme.name} (max abs error {result['max_abs_error']:.3g}, "
+            f"PSNR {result['psnr_db']} dB); nothing was written")
+    return result
+
+
+def _facts(job: Job, ctx: Context, request: ExportRequest, weights_id: str, threshold: float) -> dict[str, Any]:
+    """Everything that shapes the artifact: its cache key is their hash."""
+    options = dict(job.options)
+    facts = {"format_version": mf.FORMAT_VERSION, "weights": weights_id, "model": ctx.variant.name,
+             "tower": job.tower, "backend": job.backend.name, "scheme": job.scheme.name,
+             "target": options.pop("deployment_target", None),
+             "image_input": bool(options.pop("image_input", False)) and job.backend.honours("image_input", job.tower),
+             "ort": bool(options.pop("ort", False)), "parity": request.parity, "threshold": threshold,
              "calibration": [p.name for p in ctx.calibration_files] if job.scheme.static else None,
              "calibration_sha256": ctx.calibration_sha256 if job.scheme.static else None,
              "parity_inputs": ctx.parity_inputs if request.parity and job.tower == "image" else None,
-             "tools": mf.tool_versions()}
+             "tools": mf.tool_versions(), **options}
     keep = _kept(job, request)
     if keep is not None:
         facts[job.backend.keep_key] = keep
     if job.scheme.rebuilds_as:
         facts["auto_targets"] = [request.min_cos, request.min_agreement]
+    return facts
+
+
+def _run_job(job: Job, ctx: Context, request: ExportRequest, manifest: dict[str, Any], weights_id: str,
+             checkpoint_sha256: str | None, thresholds: dict[str, float], step) -> list[ArtifactResult]:
+    variant, out_dir = ctx.variant, request.output_dir
+    threshold = thresholds[job.scheme.threshold_class]
+    facts = _facts(job, ctx, request, weights_id, threshold)
     key = mf.cache_key(facts)
-    files = [job.filename(variant.name)] + ([job.filename(variant.name, ".ort")] if facts["ort"] else [])
+    files = [job.filename(variant.name, suffix) for suffix in job.backend.files(job.options)]
     cached = [mf.find(manifest, f) for f in files]
     if all(e is not None and e.get("cache_key") == key and (out_dir / e["file"]).exists()
            and sha256_path(out_dir / e["file"]) == e["sha256"] for e in cached):
@@ -583,25 +403,23 @@ def _run_job(job: Job, ctx: _Context, request: ExportRequest, manifest: dict[str
     try:
         with contextlib.ExitStack() as stack:
             paths = [stack.enter_context(atomic_path(out_dir / f, replace=True)) for f in files]
-            backend_facts, handle = _export(job, ctx, paths[0], step)
+            build = _build(job, ctx, paths[0], step)
+            backend_facts, handle = job.backend.export(build)
             export_seconds = time.perf_counter() - start
             entries = []
             for path, file in zip(paths, files):
-                if file.endswith(".ort"):
-                    from mobileclip_deploy.exporters import onnx as onnx_exp
-
-                    step("writing ORT format")
-                    onnx_exp.write_ort(paths[0], path, job.scheme.name)
+                if path != paths[0]:
+                    job.backend.derive(build, path.suffix, path)
                 step("checking parity")
-                parity = (_check(job, ctx, path, handle, threshold) if request.parity
+                parity = (_check(job, build, path, handle, threshold) if request.parity
                           else {"check": "skipped", "passed": None, "threshold": threshold})
-                inputs, outputs = _io_specs(job, variant, request.image_input)
+                inputs, outputs = _io_specs(build, job.backend.input_kind(build))
                 entries.append({
                     "file": file, "sha256": sha256_path(path), "size_bytes": size_bytes(path), "model": variant.name,
                     "tower": job.tower, "backend": job.backend.name, "scheme": job.scheme.name,
-                    "format": path.suffix.lstrip("."), "deployment_target": job.target or backend_facts.get(
-                        "deployment_target") or _runtime_target(job), "inputs": inputs, "outputs": outputs,
-                    "preprocessing": mf.preprocessing(variant) if job.tower == "image" else None,
+                    "format": path.suffix.lstrip("."), "deployment_target": job.options.get("deployment_target")
+                    or backend_facts.get("deployment_target") or job.backend.runtime_target, "inputs": inputs,
+                    "outputs": outputs, "preprocessing": mf.preprocessing(variant) if job.tower == "image" else None,
                     "checkpoint_sha256": checkpoint_sha256, "tool_versions": facts["tools"],
                     "exported_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                     "export_seconds": round(export_seconds, 2), "scheme_info": job.scheme.help,
@@ -617,7 +435,6 @@ def _run_job(job: Job, ctx: _Context, request: ExportRequest, manifest: dict[str
     except UserError:
         raise  # a request that cannot be met (an `auto` target no plan reaches) stops the run with its message
     except ParityFailure as exc:
-
         return [ArtifactResult(files[0], job.tower, job.backend.name, job.scheme.name, "failed",
                                seconds=time.perf_counter() - start, message=str(exc))]
     except Exception as exc:  # noqa: BLE001 - one broken converter must not hide the other artifacts' results
@@ -634,7 +451,7 @@ def _run_job(job: Job, ctx: _Context, request: ExportRequest, manifest: dict[str
                            e["parity"], seconds, summary) for e in entries]
 
 
-def _write_auto_recipe(job: Job, ctx: _Context, plan, entry: dict[str, Any]) -> None:
+def _write_auto_recipe(job: Job, ctx: Context, plan, entry: dict[str, Any]) -> None:
     """Write the recipe that rebuilds an `auto` artifact without the search; the manifest names it."""
     from mobileclip_deploy.atomic import write_text
     from mobileclip_deploy.exporters.autoquant import recipe_text
@@ -643,7 +460,3 @@ def _write_auto_recipe(job: Job, ctx: _Context, plan, entry: dict[str, Any]) -> 
     write_text(ctx.request.output_dir / name, recipe_text(plan, ctx.variant.name, ctx.request.calibration,
                                                           ctx.request.calibration_limit), replace=True)
     entry["details"]["recipe"] = name
-
-
-def _runtime_target(job: Job) -> str:
-    return {"onnx": "onnxruntime>=1.17", "executorch-xnnpack": "executorch>=1.5"}.get(job.backend.name, "")

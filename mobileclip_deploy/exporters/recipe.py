@@ -7,11 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mobileclip_deploy.errors import UserError
-from mobileclip_deploy.exporters.schemes import BACKENDS, get_backend
+from mobileclip_deploy.exporters.backends import all_backends, get_backend
 
 _TOP_KEYS = {"description", "tower", "calibration", "calibration_limit", "formats", "thresholds"}
-_KEEP_KEYS = {b.keep_key for b in BACKENDS.values() if b.keep_key}
-_FORMAT_KEYS = {"schemes", "deployment_target", "image_input", "ort", *_KEEP_KEYS}
 
 
 @dataclass
@@ -20,9 +18,7 @@ class Recipe:
     tower: str | None = None
     calibration: Path | None = None
     calibration_limit: int | None = None
-    deployment_target: str | None = None
-    image_input: bool | None = None
-    ort: bool | None = None
+    options: dict[str, dict[str, object]] = field(default_factory=dict)  # backend -> its table's format options
     thresholds: dict[str, float] = field(default_factory=dict)
     # backend -> tower -> module paths a `--quant auto` plan keeps out of the low-bit form (`keep_float` of w8a8,
     # `keep_8bit` of Core ML pal4: the backend's keep_key)
@@ -57,22 +53,25 @@ def load_recipe(path: Path) -> Recipe:
         where = f"{path} [formats.{name}]"
         if not isinstance(table, dict):
             raise UserError(f"recipe {where} must be a table with `schemes = [...]`")
-        bad = set(table) - _FORMAT_KEYS
+        backend = get_backend(name)
+        keep_keys = {b.keep_key for b in all_backends().values() if b.keep_key}
+        allowed = {"schemes", *keep_keys, *backend.option_defaults}
+        bad = set(table) - allowed
         if bad:
-            raise UserError(f"recipe {where}: unknown keys {sorted(bad)}; allowed: {sorted(_FORMAT_KEYS)}")
+            raise UserError(f"recipe {where}: unknown keys {sorted(bad)}; allowed: {sorted(allowed)}")
         schemes = table.get("schemes")
         if not schemes or not isinstance(schemes, list) or not all(isinstance(s, str) for s in schemes):
             raise UserError(f"recipe {where} needs `schemes = [...]` (a list of scheme names)")
         recipe.quants += [f"{name}:{s}" for s in schemes]
-        for key in _KEEP_KEYS & set(table):
-            backend = get_backend(name)
+        for key in keep_keys & set(table):
             if key != backend.keep_key:
                 raise UserError(f"recipe {where}: `{key}` does not apply to {backend.name}"
                                 + (f"; {backend.name} takes `{backend.keep_key}`" if backend.keep_key else ""))
             recipe.keep[backend.name] = _keep(where, key, table[key])
-        for key, kind in (("deployment_target", str), ("image_input", bool), ("ort", bool)):
-            if key in table:
-                setattr(recipe, key, _typed(where, table, key, kind))
+        options = {key: _typed(where, table, key, str if default is None else type(default))
+                   for key, default in backend.option_defaults.items() if key in table}
+        if options:
+            recipe.options[backend.name] = options
     return recipe
 
 

@@ -42,5 +42,7 @@ class CLIP(nn.Module):
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.text(tokens)
 
-    def forward(self, pixels: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encode_image(pixels), self.encode_text(tokens)
+    def forward(self, pixels: torch.Tensor,
+                tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Both towers; without tokens the image tower alone (DIME-FM's released form trains only that one)."""
+        return self.encode_image(pixels), self.encode_text(tokens) if tokens is not None else None

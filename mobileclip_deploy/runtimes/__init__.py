@@ -22,8 +22,9 @@ from mobileclip_deploy.errors import UserError
 
 @dataclass
 class Runner:
-    """A loaded artifact. `run` takes one batch the artifact's shape accepts; `info` says what ran (runtime,
-    version, provider / delegate / kernel family, partitions) as far as the runtime can tell."""
+    """A loaded artifact. `run` takes one batch the artifact's shape accepts; `info` says what ran (`name` of the
+    runtime, version, provider / delegate / kernel family, partitions) as far as the runtime can tell: it is the
+    `runtime` object of bench records."""
 
     run: Callable[[np.ndarray], np.ndarray]
     input_shape: list[int]
@@ -45,6 +46,8 @@ class Runtime:
     suffixes: tuple[str, ...]  # artifact file suffixes it loads
     load: Callable[[Path, int], Runner]  # (path, threads) -> Runner; may raise MissingRuntime
     extra: str | None = None  # the pip extra that installs it, for the "install ..." message
+    not_latency: str | None = None  # why its host timings are no latency figure (bench --target host refuses it)
+    title: str = ""  # how messages name it ("ONNX Runtime")
 
 
 class MissingRuntime(UserError):
@@ -60,9 +63,9 @@ def register(runtime: Runtime) -> Runtime:
 
 
 def _discover() -> dict[str, Runtime]:
-    if not _RUNTIMES:
-        for info in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{info.name}")
+    """Import every runtime module once (a module imported directly registers only itself)."""
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
     return _RUNTIMES
 
 
@@ -105,5 +108,5 @@ def load(path: Path, threads: int = 1, runtime: str | None = None) -> Runner:
     found = get(runtime) if runtime else for_suffix(path.suffix)
     if found is None:
         raise UserError(f"{path.name}: no runtime on this host runs {path.suffix} files")
-    with loading(path, found.name):
+    with loading(path, found.title or found.name):
         return found.load(path, threads)

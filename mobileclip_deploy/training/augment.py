@@ -127,9 +127,9 @@ def apply_augmentation(image: Image.Image, param: list, size: int, interpolation
     """The augmented view as a PIL image: crop the stored box, resize to `size`, run the stored ops in order."""
     (top, left, h, w), ops = param[0], param[1]
     view = image.convert("RGB").crop((left, top, left + w, top + h)).resize((size, size), INTERPOLATIONS[interpolation])
-    for op in ops:
-        if op is not None:  # DataCompDR writes null for a RandAugment that was skipped (p < 1)
-            view = OPS[OP_NAMES[int(op[0])]](view, float(op[1]))
+    # The released generator writes `[[i, j, h, w], null]` when RandAugment was skipped (its p < 1): crop only.
+    for index, magnitude in ops or ():
+        view = OPS[OP_NAMES[int(index)]](view, float(magnitude))
     return view
 
 

@@ -28,15 +28,16 @@ from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.training import distributed
 from mobileclip_deploy.training.batches import Batch, collate
 from mobileclip_deploy.training.depthwise import use_fast_depthwise
-from mobileclip_deploy.training.losses import DimeFMLoss, MobileCLIPLoss
+from mobileclip_deploy.training.losses import DIME_VL_FORMS, DimeFMLoss, MobileCLIPLoss
 from mobileclip_deploy.training.memory import keep_freed_memory
+from mobileclip_deploy.training.records import DEFAULT_SYN_TEXT_KEY
 from mobileclip_deploy.training.repmixer import share_repmixer_statistics
 
 MAX_LOGIT_SCALE = math.log(100.0)
 REFERENCE_BATCH, REFERENCE_LR = 8192, 1e-3  # MobileCLIP's DataCompDR-12M recipe (training.md 2.3)
 # Fields that fix which batches and schedule a run has: a resume must not change them.
 RUN_IDENTITY = ("student", "loss", "steps", "batch_size", "world_size", "accum", "seed", "lr", "warmup",
-                "distill_weight", "teacher_scales", "holdout")
+                "distill_weight", "teacher_scales", "holdout", "syn_text_key", "dime_vl")
 
 
 @dataclass
@@ -63,7 +64,9 @@ class DistillConfig:
     device: str | None = None
     dime_weights: tuple[float, float, float] = (0.7, 0.3, 0.0)
     dime_temperatures: tuple[float, float, float] = (1.0, 3.0, 7.0)
+    dime_vl: str = "both"  # "image": the released code (image tower only); "both": the student's text tower too
     world_size: int = 1  # filled in from the process group
+    syn_text_key: str = DEFAULT_SYN_TEXT_KEY  # regex over syn.json keys (the released trainer's default)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -121,20 +124,20 @@ class Objective:
         if kind == "mobileclip":
             self.loss = MobileCLIPLoss(teacher_dims, teacher_scales, cfg.distill_weight)
         else:
-            self.loss = DimeFMLoss(teacher_dims, teacher_scales, cfg.dime_weights, cfg.dime_temperatures)
+            self.loss = DimeFMLoss(teacher_dims, teacher_scales, cfg.dime_weights, cfg.dime_temperatures,
+                                   vl=cfg.dime_vl)
 
     def __call__(self, forward: nn.Module, student: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        if self.kind == "dime-fm":  # the image tower alone in the released form, else the sentences too
+            image, text = forward(batch.images, batch.tokens["sentences"] if self.loss.vl == "both" else None)
+            return self.loss(F.normalize(image, dim=-1), batch.teacher_image, batch.teacher_text["sentences"],
+                             F.normalize(text, dim=-1) if text is not None else None)
         sets = list(batch.tokens)
         tokens = torch.cat([batch.tokens[k] for k in sets])
         image, text = forward(batch.images, tokens)
         image, text = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
-        texts = text.split(batch.images.shape[0])
-        if self.kind == "mobileclip":
-            return self.loss(image, texts, batch.teacher_image, [batch.teacher_text[k] for k in sets],
-                             student.logit_scale.exp())
-        # DIME-FM's student shares its teacher's text space, so the teacher image embeddings can be PVL's
-        # pseudo-texts; ours has its own text tower, so its own (detached) image embeddings play that role.
-        return self.loss(image, texts[0], batch.teacher_image, batch.teacher_text["sentences"], image.detach())
+        return self.loss(image, text.split(batch.images.shape[0]), batch.teacher_image,
+                         [batch.teacher_text[k] for k in sets], student.logit_scale.exp())
 
 
 class Trainer:
@@ -169,6 +172,8 @@ class Trainer:
         self.student = student.to(env.device).train()
         if self.kind == "dime-fm":  # DIME-FM's logits use a fixed scale of 100 (section 3.2)
             self.student.logit_scale.requires_grad_(False)
+            if cfg.dime_vl == "image":  # the released form: the text tower stays as initialised
+                self.student.text.requires_grad_(False)
         self.forward: nn.Module = self.student
         if env.world_size > 1:
             if env.device.type == "cuda":  # per-rank BatchNorm statistics would differ from the global batch's
@@ -192,8 +197,8 @@ class Trainer:
         pos = positions(micro_step, cfg.batch_size * env.world_size, env.rank, cfg.batch_size, len(idx), cfg.seed)
         chosen = [self.samples[idx[i]] for _, i in pos]
         sets = [k for k, on in (("real", self.data.has_captions), ("synthetic", self.data.has_synthetic)) if on]
-        batch = collate(chosen, [e for e, _ in pos], cfg.seed, self.variant.image_size, self.variant.interpolation,
-                        self.variant.context_length, sets if self.kind == "mobileclip" else ())
+        batch = collate(chosen, [e for e, _ in pos], cfg.seed, self.variant.image_size, self.variant.context_length,
+                        sets if self.kind == "mobileclip" else ())
         if self.kind == "dime-fm":  # an independent, equally large stream of unpaired sentences
             bank = self.data.sentences
             spos = positions(micro_step, cfg.batch_size * env.world_size, env.rank, cfg.batch_size, len(bank),
@@ -333,6 +338,16 @@ def check_inputs(cfg: DistillConfig, data, variant, n_train: int, global_batch: 
     if kind == "dime-fm" and global_batch > len(data.sentences):
         raise UserError(f"the batch ({global_batch}) is larger than the sentence bank ({len(data.sentences)} "
                         "sentences); DIME-FM pairs each batch of images with as many sentences.")
+    if kind == "dime-fm" and cfg.dime_vl not in DIME_VL_FORMS:
+        raise UserError(f"unknown --dime-vl {cfg.dime_vl!r}: use image (the released code: image tower only) or "
+                        "both (the student's text tower too).")
+    if kind == "dime-fm" and any(t.dim != variant.embed_dim for t in data.teachers):
+        raise UserError(f"DIME-FM compares the student's image embeddings with the teacher's (PVL uses the "
+                        f"teacher's image embeddings as pseudo-texts), so the student must embed in the teachers' "
+                        f"space: {variant.name} is {variant.embed_dim}-D, the teachers "
+                        f"({', '.join(t.name for t in data.teachers)}) are "
+                        f"{', '.join(str(t.dim) for t in data.teachers)}-D. Reinforce with teachers of the student's "
+                        "width (openclip-vit-b-16 for 512-D students) or use --loss mobileclip.")
     if data.context_length != variant.context_length:
         raise UserError(f"the student {variant.name} tokenizes to {variant.context_length} tokens but the data "
                         f"was made with a {data.context_length}-token context; its teacher text embeddings are of "
@@ -402,7 +417,7 @@ def distill(cfg: DistillConfig, resume: bool = False, console=None, student: nn.
     if data is None:
         from mobileclip_deploy.training.records import open_reinforced
 
-        data = open_reinforced(cfg.data, cfg.teachers)
+        data = open_reinforced(cfg.data, cfg.teachers, cfg.syn_text_key)
     if student is None:
         from mobileclip_deploy import create_model
 
@@ -422,7 +437,8 @@ def distill(cfg: DistillConfig, resume: bool = False, console=None, student: nn.
             held = trainer.held_idx or trainer.train_idx
             summary["agreement_on"] = "held-out images" if trainer.held_idx else "training images"
             summary["agreement"] = agreement(trainer.student, [trainer.samples[i] for i in held], data,
-                                             cfg.teacher_scales, env.device)
+                                             cfg.teacher_scales, env.device,
+                                             teacher_text=trainer.kind == "dime-fm" and cfg.dime_vl == "image")
             model_opts = f"--model {trainer.variant.name} --checkpoint {trainer.student_path}"
             summary["next"] = [f"mobileclip-deploy eval {model_opts} --data LABELLED_FOLDER",
                                f"mobileclip-deploy export {model_opts} -o {out / 'export'}"]

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobileclip_deploy.training.distributed import gather_features, rank
+from mobileclip_deploy.training.batches import has_text
+from mobileclip_deploy.training.distributed import gather_features, rank, world_size
 
 
 def ensemble_probs(rows: torch.Tensor, cols: torch.Tensor, dims: Sequence[int], scales: Sequence[float],
@@ -28,8 +29,9 @@ def ensemble_probs(rows: torch.Tensor, cols: torch.Tensor, dims: Sequence[int], 
 
 
 def soft_cross_entropy(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """-mean_rows sum_cols P log softmax(logits): the code form of the KD term (a CE, not a KL; pitfall 6)."""
-    return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+    """-sum_rows sum_cols P log softmax(logits): the code form of the KD term (a CE, not a KL; pitfall 6), summed
+    over rows so that the caller can divide by the rows of the global batch."""
+    return -(target * F.log_softmax(logits, dim=-1)).sum()
 
 
 def kl_batchmean(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -45,6 +47,9 @@ class MobileCLIPLoss(nn.Module):
     """sum over caption sets (real, synthetic) of (1 - lambda) CLIP + lambda distillation, both directions.
 
     `distill_weight` is lambda (1.0 for MobileCLIP-S*, 0.75 for B); `teacher_scales` one fixed scale per member.
+    A caption set's batch holds the pairs that exist: a sample whose teacher row of the set is zero (no caption of
+    that set, see `batches.has_text`) is neither a row nor a column of that set's terms, and the terms average over
+    the global batch's captioned rows (the released trainer assumes every sample has every set).
     """
 
     def __init__(self, teacher_dims: Sequence[int], teacher_scales: Sequence[float], distill_weight: float = 1.0):
@@ -59,13 +64,18 @@ class MobileCLIPLoss(nn.Module):
                  t_image: tuple[torch.Tensor, torch.Tensor], t_text: tuple[torch.Tensor, torch.Tensor],
                  scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(contrastive, distill) for one caption set; each pair is (local rows, global columns)."""
-        labels = torch.arange(image[0].shape[0], device=image[0].device) + rank() * image[0].shape[0]
-        i2t, t2i = scale * image[0] @ text[1].T, scale * text[0] @ image[1].T
-        contrastive = (F.cross_entropy(i2t, labels) + F.cross_entropy(t2i, labels)) / 2
-        p_i2t = ensemble_probs(t_image[0], t_text[1], self.teacher_dims, self.teacher_scales)
-        p_t2i = ensemble_probs(t_text[0], t_image[1], self.teacher_dims, self.teacher_scales)
-        distill = (soft_cross_entropy(p_i2t, i2t) + soft_cross_entropy(p_t2i, t2i)) / 2
-        return contrastive, distill
+        rows, cols = has_text(t_text[0]), has_text(t_text[1])
+        n = image[0].shape[0]
+        # each local captioned row's column among the global captioned ones
+        labels = (cols.cumsum(0) - 1)[rank() * n:(rank() + 1) * n][rows]
+        i2t, t2i = scale * image[0][rows] @ text[1][cols].T, scale * text[0][rows] @ image[1][cols].T
+        p_i2t = ensemble_probs(t_image[0][rows], t_text[1][cols], self.teacher_dims, self.teacher_scales)
+        p_t2i = ensemble_probs(t_text[0][rows], t_image[1][cols], self.teacher_dims, self.teacher_scales)
+        # sums over the local rows, scaled so that averaged over ranks they are the global batch's means
+        share = world_size() / max(int(cols.sum()), 1)
+        contrastive = F.cross_entropy(i2t, labels, reduction="sum") + F.cross_entropy(t2i, labels, reduction="sum")
+        distill = soft_cross_entropy(p_i2t, i2t) + soft_cross_entropy(p_t2i, t2i)
+        return contrastive * share / 2, distill * share / 2
 
     def forward(self, image: torch.Tensor, texts: Sequence[torch.Tensor], teacher_image: torch.Tensor,
                 teacher_texts: Sequence[torch.Tensor], scale: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -84,34 +94,63 @@ class MobileCLIPLoss(nn.Module):
                 "distill": distill.detach()}
 
 
+DIME_VL_FORMS = ("image", "both")
+
+
 class DimeFMLoss(nn.Module):
     """w_vl L_VL + w_pvl L_PVL + w_udist L_udist over unpaired images and sentences (training.md section 3.2).
 
     Logits are `scale` * cosine for teacher (per member) and student, softmax at each term's temperature, KL
-    with batchmean. `pseudo_text` is the PVL column set in the student's space: the teacher's image embeddings
-    in DIME-FM, whose student shares the teacher's text space.
+    with batchmean. The student's image embeddings live in the teachers' space (one width for all), as in
+    DIME-FM: PVL is the paper's and the released code's, KL(softmax(I_T I_T^T) || softmax(I_S I_T^T)) with the
+    teacher's image embeddings as pseudo-texts. VL has two forms: `image` (the released code) trains the image
+    tower against the teacher's sentence embeddings; `both` also trains the student's text tower, the student's
+    own sentence embeddings taking the teacher's place. Where the student's logits use teacher columns, each
+    ensemble member gets its own KL and the KLs are averaged (one member: exactly the released loss).
     """
 
     def __init__(self, teacher_dims: Sequence[int], teacher_scales: Sequence[float] | None = None,
                  weights: tuple[float, float, float] = (0.7, 0.3, 0.0),
-                 temperatures: tuple[float, float, float] = (1.0, 3.0, 7.0), student_scale: float = 100.0):
+                 temperatures: tuple[float, float, float] = (1.0, 3.0, 7.0), student_scale: float = 100.0,
+                 vl: str = "both"):
         super().__init__()
+        if vl not in DIME_VL_FORMS:
+            raise ValueError(f"DIME-FM VL form {vl!r}: use one of {', '.join(DIME_VL_FORMS)}")
         self.teacher_dims = list(teacher_dims)
         self.teacher_scales = [float(s) for s in (teacher_scales or [100.0] * len(teacher_dims))]
-        self.weights, self.temperatures, self.student_scale = weights, temperatures, student_scale
+        self.weights, self.temperatures, self.student_scale, self.vl = weights, temperatures, student_scale, vl
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor, teacher_image: torch.Tensor,
-                teacher_text: torch.Tensor, pseudo_text: torch.Tensor) -> dict[str, torch.Tensor]:
-        image_all, text_all, pseudo_all = _gather(image, text, pseudo_text, with_grad=True)
+    def _per_member(self, rows: torch.Tensor, cols: torch.Tensor, student: torch.Tensor, t: float,
+                    student_rows: bool) -> torch.Tensor:
+        """mean_k KL(softmax(s_k rows_k cols_k^T / t) || softmax(s S cols_k^T / t)), S = `student` as the rows
+        (`student_rows`) or, transposed, softmax(s rows_k S^T / t) with the student as the columns."""
+        split = list(self.teacher_dims)
+        kls = []
+        for r, c, scale in zip(rows.split(split, dim=-1), cols.split(split, dim=-1), self.teacher_scales):
+            logits = student @ c.T if student_rows else r @ student.T
+            kls.append(kl_batchmean(F.softmax(scale * r @ c.T / t, dim=-1), self.student_scale * logits / t))
+        return torch.stack(kls).mean()
+
+    def forward(self, image: torch.Tensor, teacher_image: torch.Tensor, teacher_text: torch.Tensor,
+                text: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """`image`: the student's image embeddings; `text`: its embeddings of the sentences (`both` only)."""
+        if (text is None) != (self.vl == "image"):
+            raise ValueError(f"the {self.vl!r} VL form takes {'no' if self.vl == 'image' else 'the'} student text")
+        image_all, = _gather(image, with_grad=True)
         t_image_all, t_text_all = _gather(teacher_image, teacher_text, with_grad=False)
         (t_vl, t_pvl, t_udist), s = self.temperatures, self.student_scale
 
         def target(rows: torch.Tensor, cols: torch.Tensor, t: float) -> torch.Tensor:
             return ensemble_probs(rows, cols, self.teacher_dims, self.teacher_scales, t)
 
-        vl = (kl_batchmean(target(teacher_image, t_text_all, t_vl), s * image @ text_all.T / t_vl)
-              + kl_batchmean(target(teacher_text, t_image_all, t_vl), s * text @ image_all.T / t_vl))
-        pvl = 2 * kl_batchmean(target(teacher_image, t_image_all, t_pvl), s * image @ pseudo_all.T / t_pvl)
+        if text is None:  # released: the student's image against the teacher's sentences, both directions
+            vl = (self._per_member(teacher_image, t_text_all, image, t_vl, student_rows=True)
+                  + self._per_member(teacher_text, t_image_all, image_all, t_vl, student_rows=False))
+        else:
+            text_all, = _gather(text, with_grad=True)
+            vl = (kl_batchmean(target(teacher_image, t_text_all, t_vl), s * image @ text_all.T / t_vl)
+                  + kl_batchmean(target(teacher_text, t_image_all, t_vl), s * text @ image_all.T / t_vl))
+        pvl = 2 * self._per_member(teacher_image, t_image_all, image, t_pvl, student_rows=True)
         udist = 2 * kl_batchmean(target(teacher_image, t_image_all, t_udist), s * image @ image_all.T / t_udist)
         w_vl, w_pvl, w_udist = self.weights
         return {"loss": w_vl * vl + w_pvl * pvl + w_udist * udist, "vl": vl.detach(), "pvl": pvl.detach(),

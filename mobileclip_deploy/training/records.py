@@ -17,10 +17,11 @@ import io
 import json
 import os
 import pickle
+import re
 import tarfile
 import zipfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +32,13 @@ from mobileclip_deploy.errors import UserError
 MANIFEST, PLAN, SENTENCES = "manifest.json", "plan.json", "sentences.npz"
 FORMAT = "mobileclip-deploy reinforced v1"
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
-# DataCompDR-12M/-1B: OpenAI ViT-L/14 and DataComp-XL ViT-L/14, 768-D each, teacher scale 100 (training.md 1.1,
-# 2.3); the order inside the 1536-D vector is unconfirmed (config order: openai first).
+# DataCompDR-12M/-1B: OpenAI ViT-L/14 first, then DataComp-XL ViT-L/14, 768-D each, teacher scale 100 each, as the
+# released generation config lists them (`datacompdr12m.json`; training.md 1.1, 2.3).
 DATACOMPDR_TEACHERS = (("openclip-vit-l-14-quickgelu", 768), ("openclip-vit-l-14", 768))
 DEFAULT_TEACHER_SCALE = 100.0
+# The released trainer's `--dataset-reinforcement-syn-text-key-regex` default: every `syn.json` key it matches
+# (`re.match`) is a caption source, and each sample draws one of them.
+DEFAULT_SYN_TEXT_KEY = r"^syn_text.*$"
 UNIT_NORM_TOLERANCE = 2e-2  # bf16 storage keeps slice norms within ~1e-2 of 1
 # What decoding a damaged json / npz / pth.gz member can raise.
 DECODE_ERRORS = (ValueError, KeyError, OSError, EOFError, RuntimeError, TypeError, zipfile.BadZipFile,
@@ -59,8 +63,9 @@ class Sample:
     image_emb: np.ndarray  # (n_aug, sum(dims)) float32
     text_emb: np.ndarray | None  # (n_txt, sum(dims)): row 0 caption (if any), then synthetic
     captions: list[str]
-    synthetic: list[str]
+    synthetic: list[str]  # the captions of every matching synthetic key, key after key
     sha256: str = ""
+    synthetic_counts: list[int] = field(default_factory=list)  # captions per matching key (empty: one key)
 
 
 def unit_slices(emb: np.ndarray, dims: Sequence[int]) -> np.ndarray:
@@ -172,7 +177,12 @@ class ReinforcedData:
     """A reinforced dataset on disk: our `reinforce` output or DataCompDR shards, validated on open and on read."""
 
     def __init__(self, shards: list[Path], teachers: list[TeacherInfo], manifest: dict | None,
-                 sentences: list[str] | None, sentence_emb: np.ndarray | None) -> None:
+                 sentences: list[str] | None, sentence_emb: np.ndarray | None,
+                 syn_text_key: str = DEFAULT_SYN_TEXT_KEY) -> None:
+        try:
+            self.syn_text_key = re.compile(syn_text_key)
+        except re.error as exc:
+            raise UserError(f"--syn-text-key {syn_text_key!r} is not a regular expression ({exc}).") from None
         self.shards = shards
         self.teachers = teachers
         self.manifest = manifest
@@ -239,17 +249,35 @@ class ReinforcedData:
         if "image_emb" not in arrays:
             raise bad("the embeddings member has no image_emb")
         captions = [record["txt"].decode("utf-8")] if "txt" in record else []
-        syn_key = next((k for k in sorted(syn) if k.startswith("syn_text")), None) if isinstance(syn, dict) else None
-        synthetic = list(syn[syn_key]) if syn_key else []
-        text_emb = arrays.get("text_emb")
-        if syn_key and f"{syn_key}_emb" in arrays and (text_emb is None or len(text_emb) <= len(captions)):
-            extra = arrays[f"{syn_key}_emb"]  # v2 layout: synthetic embeddings under their own key
-            text_emb = extra if text_emb is None else np.concatenate([text_emb[:len(captions)], extra])
+        syn = syn if isinstance(syn, dict) else {}
+        keys = [k for k in syn if self.syn_text_key.match(k)]  # syn.json's order, as the released trainer lists them
+        if syn and not keys:
+            raise bad(f"no synthetic-caption key matches --syn-text-key {self.syn_text_key.pattern!r} "
+                      f"(syn.json has {', '.join(syn)})")
         image_emb = arrays["image_emb"]
         self._check_rows(bad, image_emb, len(param_aug), "image_emb", "param_aug entries")
+        synthetic = [str(c) for k in keys for c in syn[k]]
+        text_emb = self._synthetic_rows(bad, arrays, syn, keys, len(captions)) if keys else arrays.get("text_emb")
         if text_emb is not None:
             self._check_rows(bad, text_emb, len(captions) + len(synthetic), "text_emb", "captions")
-        return Sample(uid, image, list(param_aug), image_emb, text_emb, captions, synthetic, sha)
+        return Sample(uid, image, list(param_aug), image_emb, text_emb, captions, synthetic, sha,
+                      [len(syn[k]) for k in keys])
+
+    def _synthetic_rows(self, bad, arrays: dict[str, np.ndarray], syn: dict, keys: list[str],
+                        n_captions: int) -> np.ndarray:
+        """Caption rows, then the matching keys' synthetic rows: from `text_emb` when it holds more rows than
+        captions (v1: every key's captions in syn.json order), else from each key's `<key>_emb` (v2)."""
+        text_emb = arrays.get("text_emb")
+        if text_emb is not None and len(text_emb) > n_captions:
+            self._check_rows(bad, text_emb, n_captions + sum(len(v) for v in syn.values()), "text_emb", "captions")
+            start = dict(zip(syn, np.cumsum([n_captions] + [len(v) for v in syn.values()])))
+            rows = [r for k in keys for r in range(start[k], start[k] + len(syn[k]))]
+            return np.concatenate([text_emb[:n_captions], text_emb[rows]])
+        missing = [f"{k}_emb" for k in keys if f"{k}_emb" not in arrays]
+        if missing:
+            raise bad(f"no embeddings for its synthetic captions (neither text_emb rows nor {', '.join(missing)})")
+        head = [text_emb[:n_captions]] if text_emb is not None else []
+        return np.concatenate(head + [arrays[f"{k}_emb"] for k in keys])
 
     def _check_rows(self, bad, emb: np.ndarray, rows: int, name: str, what: str) -> None:
         total = sum(self.dims)
@@ -300,8 +328,11 @@ def list_shards(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*.tar") if p.is_file())
 
 
-def open_reinforced(path: str | os.PathLike[str], teachers: list[str] | None = None) -> ReinforcedData:
+def open_reinforced(path: str | os.PathLike[str], teachers: list[str] | None = None,
+                    syn_text_key: str = DEFAULT_SYN_TEXT_KEY) -> ReinforcedData:
     """Open a reinforced dataset; `teachers` (names, in order) must match the data's, else `UserError`.
+
+    `syn_text_key` picks the synthetic-caption keys of `syn.json` (`re.match`, the released trainer's rule).
 
     Without a manifest (public DataCompDR) the data is taken to hold `teachers` (default: DataCompDR's two
     ViT-L/14s) as equal slices at scale 100.
@@ -342,4 +373,4 @@ def open_reinforced(path: str | os.PathLike[str], teachers: list[str] | None = N
             raise UserError(f"{path} holds {total}-D embeddings, which do not split evenly over the "
                             f"{len(names)} teachers asked for ({', '.join(names)}).")
         infos = [TeacherInfo(n, total // len(names)) for n in names]
-    return ReinforcedData(shards, infos, manifest, sentences, sentence_emb)
+    return ReinforcedData(shards, infos, manifest, sentences, sentence_emb, syn_text_key)

@@ -1,8 +1,9 @@
 """`reinforce`: run the teachers once over a photo folder and store what they saw and said (training.md section 1).
 
 Per photo: K augmentations drawn in DataCompDR's encoding (augment.py), each teacher's image embedding of every
-stored view (the view replayed at the teacher's own resolution, which is exactly what a student replays), and each
-teacher's text embedding of the ground-truth and synthetic captions; optionally a sentence bank embedded once.
+stored view (one view per augmentation at the largest teacher's size, bicubic-resized for smaller teachers, as
+the released generator makes them), and each teacher's text embedding of the ground-truth and synthetic
+captions; optionally a sentence bank embedded once.
 The unit of work is a shard: written as `.partial`, renamed when whole and then listed in `done.jsonl`, so an
 interrupted run redoes only unfinished shards and never shows one as finished. Under `torchrun` rank r takes
 shards r, r + world, ...; rank 0 writes the sentence bank and, once every rank is done, `manifest.json`.
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
@@ -44,7 +46,6 @@ class Teacher:
 
     info: TeacherInfo
     model: nn.Module
-    interpolation: str = "bicubic"
 
 
 def load_teacher(spec: str, scale: float | None = None) -> Teacher:
@@ -62,7 +63,7 @@ def load_teacher(spec: str, scale: float | None = None) -> Teacher:
     model = create_model(variant.name, file)
     info = TeacherInfo(variant.name, variant.embed_dim, 100.0 if scale is None else float(scale), sha256_path(file),
                        variant.image_size, variant.context_length)
-    return Teacher(info, model, variant.interpolation)
+    return Teacher(info, model)
 
 
 @dataclass(frozen=True)
@@ -277,13 +278,21 @@ def _embed_texts(teachers: Sequence[Teacher], texts: Sequence[str], device: torc
 
 
 @torch.no_grad()
-def _embed_views(teachers: Sequence[Teacher], image: Image.Image, params: list, device: torch.device) -> np.ndarray:
-    """Each teacher's embedding of every stored view, replayed at its own size (the pixels a replay gives)."""
+def _embed_views(teachers: Sequence[Teacher], image: Image.Image, params: list, crop: int,
+                 device: torch.device) -> np.ndarray:
+    """Each teacher's embedding of every stored view, as the released generator computes it: one view per
+    augmentation at `crop` (the largest teacher's size; RRC bicubic, then RandAugment), resized bicubically
+    (`F.interpolate`, no antialias) for a smaller teacher. That resize commutes with the normalisation the
+    released code applies first, which our models apply inside. (The released loop resizes the previous
+    teacher's tensor, which differs only when a smaller teacher precedes a larger one; each resize here starts
+    from the full view.)"""
+    views = torch.stack([replay_augmentation(image, p, crop) for p in params]).float().div(255.0).to(device)
     parts = []
     for t in teachers:
         size = t.info.image_size
-        pixels = torch.stack([replay_augmentation(image, p, size, t.interpolation) for p in params]).float() / 255.0
-        parts.append(t.model.encode_image(pixels.to(device)).float().cpu().numpy())
+        pixels = views if size == crop else F.interpolate(views, size=(size, size), mode="bicubic",
+                                                          align_corners=False)
+        parts.append(t.model.encode_image(pixels).float().cpu().numpy())
     return unit_slices(np.concatenate(parts, axis=1), [t.info.dim for t in teachers])
 
 
@@ -343,8 +352,8 @@ def reinforce(cfg: ReinforceConfig, teachers: Sequence[Teacher], device: str | N
                               for _ in range(cfg.augmentations)]
                     gt, syn = captions.get(photo.rel, []), synthetic.get(photo.rel, [])
                     text_emb = _embed_texts(teachers, gt + syn, env.device, cfg.batch_size) if gt or syn else None
-                    writer.write(encode_sample(photo.uid, data, photo.ext, params,
-                                               _embed_views(teachers, image, params, env.device), text_emb, gt, syn,
+                    views = _embed_views(teachers, image, params, crop, env.device)
+                    writer.write(encode_sample(photo.uid, data, photo.ext, params, views, text_emb, gt, syn,
                                                {"file": photo.rel}))
                     progress.advance(task)
             except BaseException:

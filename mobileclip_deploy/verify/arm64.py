@@ -2,21 +2,19 @@
 
 XNNPACK and ONNX Runtime pick other kernels on a phone than on x86 (plain NEON, int8 dot product, i8mm,
 KleidiAI), so the host parity does not prove the ARM result. Each artifact runs on each chosen CPU model's
-emulated kernels with the export's parity inputs, and is judged by `pipeline.judge`, the rule the host parity uses.
+emulated kernels with the export's parity inputs, and is judged by `context.judge`, the rule the host parity uses.
+Which artifacts run, and on which guest runtime, each backend says (`Backend.arm64_guest`).
 Emulated seconds are recorded only as the check's cost: they say nothing about a phone's latency.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,16 +23,19 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from mobileclip_deploy.atomic import locked_folder
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import manifest as mf
-from mobileclip_deploy.exporters.schemes import get_backend, parse_thresholds
+from mobileclip_deploy.exporters.backends import all_backends, of_artifact
+from mobileclip_deploy.exporters.context import inputs_sha256, judge
+from mobileclip_deploy.exporters.schemes import parse_thresholds
 from mobileclip_deploy.exporters.wrappers import INPUT_NAME, OUTPUT_NAME
 from mobileclip_deploy.hashing import sha256_path
 from mobileclip_deploy.verify import guest_runner
 from mobileclip_deploy.verify.arm64_env import Arm64Env, CpuModel
 
-RUNTIMES = {"onnx": "onnxruntime", "executorch-xnnpack": "executorch", "litert": "litert"}  # backends whose artifacts run on Android CPUs
-GROUPS = {"onnxruntime": ["onnxruntime"], "executorch": ["onnxruntime", "executorch"], "litert": ["litert"]}  # guest site folders
+GROUPS = {"onnxruntime": ["onnxruntime"], "executorch": ["onnxruntime", "executorch"],
+          "litert": ["litert"]}  # guest site folders per runtime
 
 
 @dataclass
@@ -45,28 +46,21 @@ class Row:
     record: dict[str, Any] = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def folder_lock(folder: Path, what: str, console: Console | None = None) -> Iterator[None]:
-    """An exclusive lock on `folder`, shared by every process that writes there (waits, saying so)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if console:
-                console.print(f"waiting for another run that is using {what} ({folder})")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def _guest(entry: dict[str, Any]) -> str | None:
+    """The guest runtime that runs this manifest entry's artifact on emulated ARM64, or None."""
+    return of_artifact(entry.get("backend", "")).arm64_guest if entry.get("backend") else None
+
+
+def _waiting(console: Console | None, what: str, folder: Path):
+    return lambda: console.print(f"waiting for another run that is using {what} ({folder})") if console else None
 
 
 def select(out_dir: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The export's ExecuTorch XNNPACK, ONNX and .ort entries; refuses any whose file no longer matches its sha256."""
-    entries = [e for e in manifest["artifacts"] if e.get("backend") in RUNTIMES]
+    """The export's entries an ARM64 guest runs; refuses any whose file no longer matches its sha256."""
+    entries = [e for e in manifest["artifacts"] if _guest(e)]
     if not entries:
-        raise UserError(f"{out_dir} has no ExecuTorch XNNPACK, ONNX or LiteRT artifacts to verify on arm64")
+        names = " or ".join(b.name for b in all_backends().values() if b.arm64_guest)
+        raise UserError(f"{out_dir} has no {names} artifacts to verify on arm64")
     for entry in entries:
         path = out_dir / entry["file"]
         if not path.is_file():
@@ -108,11 +102,9 @@ def _evidence(result: dict[str, Any]) -> dict[str, Any]:
     return evidence
 
 
-def verify(out_dir: Path, ctx, cpus: list[CpuModel], env: Arm64Env, samples: int,
+def verify(out_dir: Path, ctx, cpus: list[CpuModel], env: Arm64Env, samples: int = 2,
            console: Console | None = None) -> list[Row]:
     """Run every selected artifact on every CPU model, judge it, record it in the manifest; returns the rows."""
-    from mobileclip_deploy.exporters.pipeline import inputs_sha256, judge
-
     console = console or Console(quiet=True)
     manifest = mf.load(out_dir)
     if manifest is None:
@@ -123,8 +115,9 @@ def verify(out_dir: Path, ctx, cpus: list[CpuModel], env: Arm64Env, samples: int
         if recorded and recorded != inputs_sha256(ctx.inputs(entry["tower"])):
             raise UserError(f"the parity inputs rebuilt for {entry['file']} differ from the ones its export used; "
                             "pass the same --calibration folder and --calibration-limit as the export")
-    runtimes = {RUNTIMES[e["backend"]] for e in entries}
-    with folder_lock(env.cache, "the arm64 environment", console):
+    runtimes = {_guest(e) for e in entries}
+    env.cache.mkdir(parents=True, exist_ok=True)
+    with locked_folder(env.cache, _waiting(console, "the arm64 environment", env.cache)):
         versions = env.prepare(cpus, executorch="executorch" in runtimes, litert="litert" in runtimes)
     thresholds = parse_thresholds(None)
     facts = {"qemu": qemu_version(), "runtimes": {k: versions["ai-edge-litert" if k == "litert" else k]
@@ -144,12 +137,12 @@ def verify(out_dir: Path, ctx, cpus: list[CpuModel], env: Arm64Env, samples: int
                                  lambda done, base=bar.tasks[task].completed: bar.update(task, completed=base + done))
             for entry in entries:
                 result = results.get(entry["file"]) or {"ok": False, "error": "the guest gave no result"}
-                scheme = get_backend(entry["backend"]).scheme(entry["scheme"])
+                scheme = of_artifact(entry["backend"]).scheme(entry["scheme"])
                 threshold = (entry.get("parity") or {}).get("threshold") or thresholds[scheme.threshold_class]
                 record: dict[str, Any] = {"cpu": cpu.name, "qemu_cpu": cpu.qemu, **facts}
                 if result["ok"]:
                     out = np.load(work / cpu.name / f"{entry['file']}.out.npy")
-                    record.update(judge(ctx, entry["tower"], scheme, f"arm64_{RUNTIMES[entry['backend']]}", out,
+                    record.update(judge(ctx, entry["tower"], scheme, f"arm64_{_guest(entry)}", out,
                                         threshold))
                     record["evidence"] = _evidence(result)
                     if record["evidence"].get("reduced_precision_metadata"):  # XNNPACK's fp16 path needs fp16 ALUs
@@ -171,7 +164,7 @@ def _run_guest(env: Arm64Env, cpu: CpuModel, out_dir: Path, entries: list[dict[s
     jobs = []
     for entry in entries:
         jobs.append({
-            "file": entry["file"], "artifact": str((out_dir / entry["file"]).resolve()), "runtime": RUNTIMES[entry["backend"]],
+            "file": entry["file"], "artifact": str((out_dir / entry["file"]).resolve()), "runtime": _guest(entry),
             "input": str(inputs[entry["tower"]]), "input_name": INPUT_NAME[entry["tower"]],
             "output_name": OUTPUT_NAME[entry["tower"]], "output": str(work / f"{entry['file']}.out.npy")})
     job, result = work / "job.json", work / "result.json"
@@ -204,7 +197,7 @@ def _read(result: Path) -> list[dict[str, Any]]:
 def record_results(out_dir: Path, entries: list[dict[str, Any]], rows: list[Row]) -> None:
     """Write each row beside its artifact's host parity (`arm64.<cpu>`), under the export folder's lock."""
     sha = {e["file"]: e["sha256"] for e in entries}
-    with folder_lock(out_dir, "this export folder"):
+    with locked_folder(out_dir):
         manifest = mf.load(out_dir)
         for entry in manifest["artifacts"]:
             for row in rows:

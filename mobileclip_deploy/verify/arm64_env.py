@@ -16,10 +16,10 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from mobileclip_deploy.atomic import write_text
+from mobileclip_deploy.cache import cache_dir
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.hashing import sha256_path
 
@@ -72,11 +72,11 @@ HOST_TOOLS = {"qemu-aarch64-static": "qemu-user-static", "debootstrap": "deboots
 
 
 def default_cache() -> Path:
-    """$MOBILECLIP_ARM64_CACHE, else $XDG_CACHE_HOME (or ~/.cache)/mobileclip-deploy/arm64."""
+    """$MOBILECLIP_ARM64_CACHE (the ~5 GB environment can live apart from the other caches), else the cache folder's
+    arm64/."""
     if os.environ.get("MOBILECLIP_ARM64_CACHE"):
         return Path(os.environ["MOBILECLIP_ARM64_CACHE"])
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "mobileclip-deploy" / "arm64"
+    return cache_dir("arm64")
 
 
 def parse_cpus(value: str | None) -> list[CpuModel]:
@@ -115,13 +115,10 @@ def debian_mirror() -> str:
 
 def host_versions() -> dict[str, str]:
     """The runtime versions the host exported and checked with; the guest gets the same ones."""
-    out = {}
-    for name in ("onnxruntime", "numpy", "executorch", "torch", "ai-edge-litert"):
-        try:
-            out[name] = metadata.version(name).split("+")[0]
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    from mobileclip_deploy.exporters.manifest import package_versions
+
+    names = ["onnxruntime", "numpy", "executorch", "torch", "ai-edge-litert"]
+    return {name: v.split("+")[0] for name, v in package_versions(names).items()}
 
 
 def litert_requirements(versions: dict[str, str]) -> list[str]:

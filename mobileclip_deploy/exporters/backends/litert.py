@@ -188,16 +188,9 @@ class LiteRT(Backend):
     arm64_guest = "litert"
     extra = "litert"
     requires = ("litert_torch", "ai_edge_quantizer")
+    tools = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer")
 
     def export(self, build: Build) -> tuple[dict[str, Any], Any]:
         facts = export(build.module, build.example, build.tower, build.scheme.name, build.path, build.work_dir,
                        build.metadata, build.calibration, build.step)
         return facts, None
-
-    def check(self, build: Build, path: Path, handle: Any) -> tuple[str, np.ndarray, dict[str, Any]]:
-        from mobileclip_deploy import runtimes
-
-        runner = runtimes.load(path, threads=1, runtime=self.runtime)
-        facts = {k: runner.info[k] for k in ("xnnpack_partitions", "delegated_nodes", "model_nodes",
-                                             "reference_kernel_ops")}
-        return "litert_xnnpack", runner.batched(build.inputs), facts

@@ -1,5 +1,7 @@
-// Benchmarks an export's Core ML encoders and appends one JSON record per encoder to a .jsonl
-// file (schema mobileclip-deploy/bench-record/v1, read by `mobileclip-deploy bench`).
+// Benchmarks an export's encoders and appends one JSON record per encoder to a .jsonl file
+// (schema mobileclip-deploy/bench-record/v1, read by `mobileclip-deploy bench`). On iOS/macOS 27
+// an export with Core AI assets runs them with Core AI, else its Core ML programs run; each record's
+// `runtime.name` says which ran.
 import Foundation
 import MobileCLIPKit
 
@@ -22,11 +24,21 @@ do {
 }
 
 #if canImport(CoreML)
+func records(_ options: BenchOptions) async throws -> [BenchRecord] {
+    #if canImport(CoreAI)
+    if #available(iOS 27.0, macOS 27.0, *) {
+        let manifest = try ExportManifest.load(from: options.export.appendingPathComponent("manifest.json"))
+        if !manifest.artifacts(runtime: .coreAI).isEmpty { return try await CoreAIBenchmark.run(options) }
+    }
+    #endif
+    return try CoreMLBenchmark.run(options)
+}
+
 do {
-    for record in try CoreMLBenchmark.run(options) {
+    for record in try await records(options) {
         try record.append(to: options.output)
         let s = record.latencyMs
-        print("\(record.artifact.file) [\(record.computeUnits)]: load \(Int(record.loadMs)) ms, "
+        print("\(record.artifact.file) [\(record.runtime.name), \(record.computeUnits)]: load \(Int(record.loadMs)) ms, "
               + "first \(String(format: "%.2f", record.firstInferenceMs)) ms, "
               + "median \(String(format: "%.2f", s.median)) ms, p90 \(String(format: "%.2f", s.p90)) ms")
     }

@@ -1,0 +1,240 @@
+"""Core AI (`.aimodel`, iOS/macOS 27): torch.export -> coreai-torch -> an asset checked on Core AI's Linux runtime.
+
+Flow (coreai-torch 0.4.3, coreai-core 1.0.0b3, coreai-opt 0.4.0): compression through coreai-opt's PyTorch route
+(it touches conv/linear/attention weights and leaves the token embedding as it is, like the Core ML exporter) ->
+`torch.export` at static batch 1 (further batch sizes become entrypoints `main_b<N>` of the same asset, sharing
+weights: a dynamic batch converts but fails at run time in 1.0.0b3) -> `run_decompositions(get_decomp_table())`
+(fp16: the tower in half precision inside float32 I/O, int32 tokens) -> `TorchConverter` -> `save_asset`.
+
+Byte-reproducible assets (so a re-export proves itself by its sha256) need three things, two done here: the
+converter names deferred graphs with a random 8-letter suffix (`coreai.authoring.graph_builder._randomize_fn_name`,
+`secrets.choice`), seeded here; `save_asset` writes the creation time and custom entries in hash-map order, so
+`metadata.json` is rewritten with sorted keys and a fixed date (`SOURCE_DATE_EPOCH`, default 1970-01-01). The third
+is outside Python: MLIR names each weight blob `resource_<hash>` with LLVM's `hash_value`, whose per-execution
+seed is an address in the converter's C++ library, i.e. random under address-space layout randomization. Run the
+export without it (Linux: `setarch "$(uname -m)" -R mobileclip-deploy export ...`) and two conversions are
+identical (tested); otherwise the weights and graph are the same but the blob names differ. The manifest records
+which (`byte_reproducible`); caching is unaffected (a reused file is checked against its recorded sha256).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import ctypes
+import json
+import os
+import random
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import torch
+from torch import nn
+
+from mobileclip_deploy.exporters.backends import Backend, Build, register
+from mobileclip_deploy.exporters.context import inputs_sha256
+from mobileclip_deploy.exporters.schemes import FP16, FP32, Scheme
+from mobileclip_deploy.exporters.wrappers import INPUT_NAME, OUTPUT_NAME, Float16Compute
+
+FUNCTION = "main"
+PALETTE_GROUP = 16  # output channels per palette (grouped-channel palettization)
+PALETTE_BITS = {"pal8": 8, "pal6": 6, "pal4": 4}
+# Parity inputs per check, by (fp32 program?, tower): see `parity_count`.
+PARITY_INPUTS = {(True, "image"): 8, (True, "text"): 8, (False, "image"): 2, (False, "text"): 1}
+CALIBRATION_LIMIT = 8  # inputs observed for w8a8 activation ranges (each a full forward pass with observers)
+SCHEMES = (
+    FP32,
+    FP16,
+    Scheme("pal8", 8, help=f"8-bit k-means palettes, one per {PALETTE_GROUP} output channels; fp16 compute"),
+    Scheme("pal6", 6, help=f"6-bit k-means palettes, one per {PALETTE_GROUP} output channels; fp16 compute"),
+    Scheme("pal4", 4, help=f"4-bit k-means palettes, one per {PALETTE_GROUP} output channels; fp16 compute"),
+    Scheme("w8", 8, help="int8 per-channel weights (conv/linear/attention), fp16 compute"),
+    Scheme("w8a8", 8, static=True, help="EXPERIMENTAL until a device confirms int8 execution: static int8 "
+           "activations and weights (coreai-opt PT2E, calibration photos); simulated as quantize/dequantize "
+           "pairs on the Linux runtime"),
+)
+
+
+def palette_config(nbits: int, keep: Sequence[str] = ()):
+    """coreai-opt k-means palettes of `nbits` per group of output channels; `keep` modules stay in float."""
+    from coreai_opt.palettization import (
+        KMeansPalettizerConfig,
+        ModuleKMeansPalettizerConfig,
+    )
+    from coreai_opt.palettization.config.palettization_config import (
+        OpKMeansPalettizerConfig,
+    )
+    from coreai_opt.palettization.spec import (
+        PalettizationSpec,
+        PerGroupedChannelGranularity,
+    )
+
+    spec = PalettizationSpec(n_bits=nbits, granularity=PerGroupedChannelGranularity(axis=0,
+                                                                                   group_size=PALETTE_GROUP))
+    state = {key: spec for key in OpKMeansPalettizerConfig.get_default_state_spec()}
+    return KMeansPalettizerConfig(global_config=ModuleKMeansPalettizerConfig(op_state_spec=state),
+                                  module_name_configs=dict.fromkeys(keep))
+
+
+def compress(module: nn.Module, scheme: str, example: torch.Tensor, calibration: np.ndarray | None = None,
+             keep: Sequence[str] = ()) -> nn.Module:
+    """A copy of the tower with coreai-opt's compression ops in place of its weights (fp32/fp16: the tower itself);
+    coreai-opt rewrites the module it is given, and the pipeline shares one tower between jobs.
+
+    One k-means worker: a forked pool hung for over ten minutes on this stack."""
+    if scheme in ("fp32", "fp16"):
+        return module
+    module = copy.deepcopy(module)
+    from coreai_opt import ExportBackend
+    from coreai_opt.palettization import KMeansPalettizer
+    from coreai_opt.quantization import ExecutionMode, Quantizer, QuantizerConfig
+
+    if scheme in PALETTE_BITS:
+        palettizer = KMeansPalettizer(module, palette_config(PALETTE_BITS[scheme], keep))
+        palettizer.prepare((example,), num_workers=1)
+        return palettizer.finalize(backend=ExportBackend.CoreAI)
+    config = (QuantizerConfig.presets.w8(axis=0, execution_mode=ExecutionMode.EAGER) if scheme == "w8"
+              else QuantizerConfig(execution_mode=ExecutionMode.EAGER))
+    if keep:
+        config = config.model_copy(update={"module_name_configs": dict.fromkeys(keep)})
+    quantizer = Quantizer(module, config)
+    prepared = quantizer.prepare((example,))
+    if scheme == "w8a8":
+        if calibration is None or not len(calibration):
+            raise ValueError("w8a8 needs calibration inputs")
+        with torch.no_grad(), quantizer.calibration_mode(prepared):
+            for row in calibration[:CALIBRATION_LIMIT]:
+                prepared(torch.from_numpy(np.asarray(row[None], dtype=example.numpy().dtype)))
+    return quantizer.finalize(prepared, backend=ExportBackend.CoreAI)
+
+
+@contextlib.contextmanager
+def reproducible_names(seed: int = 0) -> Iterator[None]:
+    """Seed the converter's random graph-name suffixes so two conversions write the same bytes."""
+    from coreai.authoring import func, graph_builder
+
+    pick = random.Random(seed).choice
+    with mock.patch.object(graph_builder, "choice", pick), mock.patch.object(func, "choice", pick):
+        yield
+
+
+def program(module: nn.Module, example: torch.Tensor, tower: str, fp16: bool, batch_sizes: Sequence[int] = (1,)):
+    """The converted AIProgram: one entrypoint per batch size (`main` is batch 1, others `main_b<N>`)."""
+    import coreai_torch
+
+    module = Float16Compute(module) if fp16 else module
+    converter = coreai_torch.TorchConverter()
+    with torch.no_grad():
+        for batch in sorted({1, *batch_sizes}):
+            x = example.expand(batch, *example.shape[1:]).contiguous()
+            ep = torch.export.export(module, (x,)).run_decompositions(coreai_torch.get_decomp_table())
+            converter.add_exported_program(ep, input_names=[INPUT_NAME[tower]], output_names=[OUTPUT_NAME[tower]],
+                                           entrypoint_name=FUNCTION if batch == 1 else f"{FUNCTION}_b{batch}")
+    return converter.to_coreai()
+
+
+def asset_metadata(metadata: dict):
+    """AIModelAssetMetadata from the export's metadata dict. Custom values are stored as strings (structured
+    ones as JSON text): the runtime reads bare 0/1 back as booleans, strings come back as written."""
+    from coreai.runtime import AIModelAssetMetadata
+
+    entries = dict(metadata)
+    meta = AIModelAssetMetadata()
+    meta.author = str(entries.pop("author", "mobileclip-deploy"))
+    meta.license = str(entries.pop("license", ""))
+    meta.model_description = str(entries.pop("description", ""))
+    for key, value in sorted(entries.items()):
+        meta.set_custom(key, value if isinstance(value, str) else json.dumps(value, sort_keys=True))
+    return meta
+
+
+def save(prog, path: Path, metadata: dict) -> None:
+    """Write the asset folder, then its metadata.json in a canonical order with a fixed creation date."""
+    prog.save_asset(Path(path), metadata=asset_metadata(metadata))
+    meta_file = Path(path) / "metadata.json"
+    written = json.loads(meta_file.read_text())
+    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
+    written["creationDate"] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(epoch))
+    meta_file.write_text(json.dumps(written, indent=2, sort_keys=True) + "\n")  # inside the temporary asset
+
+
+def read_metadata(path: Path) -> dict:
+    """The asset's metadata as the runtime reads it back (author, license, description, custom entries)."""
+    from coreai.authoring.asset import AIModelAsset
+
+    meta = AIModelAsset.load(str(path)).metadata
+    return {"author": meta.author, "license": meta.license, "description": meta.model_description,
+            **meta.creator_defined_metadata}
+
+
+def parity_count(tower: str, scheme: str, available: int) -> int:
+    """How many parity inputs a check runs: all in fp32; fp16-compute programs (every scheme but fp32) run slowly on
+    the reference runtime (S0 on a loaded 2-core host: fp16/w8/pal4 image 27-41 s, text 139-167 s per input), so fewer."""
+    return min(available, PARITY_INPUTS[scheme == "fp32", tower])
+
+
+def aslr_disabled() -> bool:
+    """Whether this process runs without address randomization (Linux `personality` ADDR_NO_RANDOMIZE), which the
+    converter's weight-blob names need to be reproducible."""
+    try:
+        return bool(ctypes.CDLL(None).personality(0xFFFFFFFF) & 0x0040000)
+    except (OSError, AttributeError):  # not Linux
+        return False
+
+
+def export_asset(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, path: Path, metadata: dict,
+                 calibration: np.ndarray | None = None, keep: Sequence[str] = (),
+                 batch_sizes: Sequence[int] = (1,)) -> dict:
+    """Write the `.aimodel` for `scheme`; return manifest facts. Compressed schemes compute in fp16, as Apple's
+    coreai-opt flow does (compress, then cast what is left to fp16)."""
+    compressed = compress(module.eval(), scheme, example, calibration, keep)
+    with reproducible_names():
+        prog = program(compressed, example, tower, fp16=scheme != "fp32", batch_sizes=batch_sizes)
+        save(prog, path, {**metadata, "scheme": scheme})
+    return {"entrypoints": [FUNCTION, *(f"{FUNCTION}_b{b}" for b in sorted(set(batch_sizes) - {1}))],
+            "compute_precision": "fp32" if scheme == "fp32" else "fp16", "minimum_os": "iOS 27 / macOS 27",
+            "byte_reproducible": aslr_disabled()}
+
+
+@register
+class CoreAI(Backend):
+    name = "coreai"
+    suffix = ".aimodel"
+    schemes = SCHEMES
+    help = "Core AI asset for iOS/macOS 27 (.aimodel), checked on Core AI's Linux reference runtime"
+    runtime = "coreai"
+    runtime_target = "iOS27"
+    platform = "ios"
+    extra = "coreai"
+    requires = ("coreai_torch", "coreai", "coreai_opt")
+    tools = ("coreai-torch", "coreai-core", "coreai-opt")
+    # batch_sizes: entrypoints beside batch 1; parity_inputs: how many parity inputs the check runs (None: as
+    # PARITY_INPUTS says), for a longer check in a benchmark.
+    option_defaults = {"batch_sizes": [1], "parity_inputs": None}
+
+    def export(self, build: Build) -> tuple[dict[str, Any], Any]:
+        from mobileclip_deploy import __version__
+        from mobileclip_deploy.exporters.coreml import metadata_for
+
+        build.step(f"converting with coreai-torch ({build.scheme.name})")
+        shown = metadata_for(build.variant, build.tower, build.scheme.name, build.metadata["preprocessing"],
+                             __version__)  # the description, license note and author Core ML models carry
+        metadata = {**{k: shown[k] for k in ("author", "license", "description", "version")}, **build.metadata,
+                    "inputs_sha256": inputs_sha256(build.inputs)}
+        facts = export_asset(build.module, build.example, build.tower, build.scheme.name, build.path, metadata,
+                             build.calibration, build.keep or (), build.options["batch_sizes"])
+        return facts, None
+
+    def check(self, build: Build, path: Path, handle: Any) -> tuple[str, np.ndarray, dict[str, Any]]:
+        """Run the first `parity_count` parity inputs on the reference runtime (the gate judges those rows)."""
+        from mobileclip_deploy import runtimes
+
+        count = build.options.get("parity_inputs") or parity_count(build.tower, build.scheme.name, len(build.inputs))
+        runner = runtimes.load(path, threads=1, runtime=self.runtime)
+        build.step(f"running {count} of {len(build.inputs)} parity inputs on Core AI's Linux reference runtime")
+        return "coreai_reference_runtime", runner.batched(build.inputs[:count]), {
+            "runtime": runner.info, "parity_inputs_used": count, "parity_inputs_available": len(build.inputs)}

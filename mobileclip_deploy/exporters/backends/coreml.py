@@ -1,0 +1,121 @@
+"""Core ML mlprogram (`.mlpackage`) for iPhone, iPad and Mac (Neural Engine)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.exporters.backends import Backend, Build, register
+from mobileclip_deploy.exporters.parity import run_batched
+from mobileclip_deploy.exporters.schemes import FP16, FP32, Scheme
+
+IOS_TARGETS = ("iOS16", "iOS17", "iOS18")
+DEFAULT_TARGET = "iOS17"
+
+
+def _ios(target: str) -> int:
+    return int(target.removeprefix("iOS"))
+
+
+class CoreMLTarget(Backend):
+    """What the backends that write a Core ML program share: the deployment target, raised where a scheme needs it."""
+
+    option_defaults = {"deployment_target": None}
+    option_refusals = {"deployment_target": "--deployment-target sets the iOS version of Core ML programs; add "
+                                            "--format coreml or executorch-coreml"}
+    platform = "ios"
+
+    def resolve(self, scheme: Scheme, options: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        options, notices = super().resolve(scheme, options)
+        asked = options["deployment_target"]
+        if asked is not None and asked not in IOS_TARGETS:
+            raise UserError(f"unknown deployment target {asked!r}; use one of {', '.join(IOS_TARGETS)}")
+        target = asked or DEFAULT_TARGET
+        if scheme.min_target and _ios(target) < _ios(scheme.min_target):
+            if asked is not None:
+                raise UserError(f"coreml {scheme.name} needs deployment target {scheme.min_target} or later "
+                                f"({scheme.help}); you asked for {asked}")
+            notices.append(f"coreml {scheme.name}: deployment target raised to {scheme.min_target} ({scheme.help})")
+            target = scheme.min_target
+        return {**options, "deployment_target": target}, notices
+
+    def check_structure(self, package: Path, tower: str, facts: dict[str, Any], io_problems: bool = True) -> None:
+        """Spec version, named I/O and dtypes, op inventory, compressed weights: what is checked before running."""
+        from mobileclip_deploy.exporters import coreml as coreml_exp
+        from mobileclip_deploy.exporters.context import ParityFailure
+
+        structure = coreml_exp.inspect_structure(package, tower)
+        facts["structure"] = {k: structure[k] for k in ("specification_version", "op_counts",
+                                                        "compressed_weight_ops", "tables")}
+        if io_problems and structure["problems"]:
+            raise ParityFailure(f"structure check failed: {'; '.join(structure['problems'])}")
+
+    def weights_check(self, build: Build, package: Path, facts: dict[str, Any]) -> tuple[str, np.ndarray]:
+        from mobileclip_deploy.exporters import coreml as coreml_exp
+
+        proxy, coverage = coreml_exp.decompressed_tower(package, build.module)
+        facts.update(coverage)
+        return "weights_decompressed_in_pytorch", build.context.eager(build.tower, build.inputs, proxy)
+
+
+@register
+class CoreML(CoreMLTarget):
+    name = "coreml"
+    suffix = ".mlpackage"
+    aliases = ("mlpackage",)
+    schemes = (
+        FP32, FP16,
+        Scheme("w8", 8, help="int8 per-channel linear weights, fp16 compute"),
+        Scheme("pal8", 8, help="8-bit k-means palettized weights (grouped per-channel on iOS18)"),
+        Scheme("pal6", 6, help="6-bit k-means palettized weights (grouped per-channel on iOS18)"),
+        Scheme("pal4", 4, min_target="iOS18", help="4-bit palettized weights, grouped per-channel (iOS18)"),
+        Scheme("auto", 4, static=True, min_target="iOS18", help="4-bit palettes (iOS18) with the layers that "
+               "need it at 8 bits, chosen by measured sensitivity to meet --min-cos/--min-agreement with the "
+               "smallest weights (writes a recipe reproducing the plan)", rebuilds_as="pal4"),
+    )
+    help = "Core ML mlprogram for iPhone/iPad/Mac (Neural Engine)"
+    keep_key = "keep_8bit"
+    tools = ("coremltools",)
+    auto_titles = {"pal4": "Core ML 4-bit palettes"}
+    option_defaults = {**CoreMLTarget.option_defaults, "image_input": False}
+    option_refusals = {**CoreMLTarget.option_refusals, "image_input": "--image-input applies to Core ML image "
+                       "encoders; add --format coreml and the image tower"}
+
+    def honours(self, option: str, tower: str) -> bool:
+        return option != "image_input" or tower == "image"
+
+    def input_kind(self, build: Build) -> str:
+        return "image" if build.options.get("image_input") and build.tower == "image" else "tensor"
+
+    def export(self, build: Build) -> tuple[dict[str, Any], Any]:
+        from mobileclip_deploy import __version__
+        from mobileclip_deploy.exporters import coreml as coreml_exp
+
+        target, image_input = build.options["deployment_target"], self.input_kind(build) == "image"
+        meta = coreml_exp.metadata_for(build.variant, build.tower, build.scheme.name, build.metadata["preprocessing"],
+                                       __version__)
+        if build.scheme.rebuilds_as:
+            from mobileclip_deploy.exporters.autoquant_coreml import search_coreml
+
+            inputs, anchors, targets = build.context.search_inputs(build.tower)
+            plan = search_coreml(build.module, build.example, build.tower, target, inputs, anchors, targets,
+                                 build.step)
+            build.step("exporting the chosen plan")
+            facts = coreml_exp.export(build.module, build.example, build.tower, build.scheme.rebuilds_as, build.path,
+                                      target, image_input, meta, eight_bit=plan.keep)
+            return {**facts, "auto_plan": plan.to_dict()}, plan
+        return coreml_exp.export(build.module, build.example, build.tower, build.scheme.name, build.path, target,
+                                 image_input, meta, eight_bit=build.keep), None
+
+    def check(self, build: Build, path: Path, handle: Any) -> tuple[str, np.ndarray, dict[str, Any]]:
+        from mobileclip_deploy.exporters import coreml as coreml_exp
+
+        facts: dict[str, Any] = {}
+        self.check_structure(path, build.tower, facts)
+        if coreml_exp.can_predict() and self.input_kind(build) == "tensor":
+            return "coreml_predict", run_batched(coreml_exp.runner(path, build.tower), build.inputs), facts
+        name, out = self.weights_check(build, path, facts)
+        return name, out, facts

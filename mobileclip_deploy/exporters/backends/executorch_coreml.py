@@ -1,0 +1,40 @@
+"""ExecuTorch with the Core ML delegate: a `.pte` whose payload is a Core ML program, for iPhones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mobileclip_deploy.exporters.backends import Build, register
+from mobileclip_deploy.exporters.backends.coreml import CoreMLTarget
+from mobileclip_deploy.exporters.schemes import FP16, FP32
+
+
+@register
+class ExecutorchCoreML(CoreMLTarget):
+    name = "executorch-coreml"
+    suffix = ".pte"
+    schemes = (FP32, FP16)
+    help = "ExecuTorch with the Core ML delegate for iPhones"
+    tools = ("executorch", "coremltools")
+
+    def export(self, build: Build) -> tuple[dict[str, Any], Any]:
+        from mobileclip_deploy.exporters import executorch as et_exp
+
+        target = build.options["deployment_target"]
+        facts, edge = et_exp.export(build.module, build.example, build.scheme.name, "coreml", build.path,
+                                    build.calibration, target, keep=build.keep)
+        return {**facts, "deployment_target": target}, edge
+
+    def check(self, build: Build, path: Path, handle: Any) -> tuple[str, np.ndarray, dict[str, Any]]:
+        """The embedded Core ML payload: its structure (the delegate names payload I/O itself; the .pte's I/O is
+        what apps see), then its weights in the PyTorch tower."""
+        from mobileclip_deploy.exporters import executorch as et_exp
+
+        package = et_exp.extract_coreml_payload(handle, build.work_dir / "payload")
+        facts: dict[str, Any] = {}
+        self.check_structure(package, build.tower, facts, io_problems=False)
+        name, out = self.weights_check(build, package, facts)
+        return name, out, facts

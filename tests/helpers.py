@@ -1,0 +1,77 @@
+"""What several test modules share: the CLI refusal check, and a backend that exists only in the tests (it joins the
+registry like a real one and runs through plan, export, parity, manifest, bench and eval without any other module
+naming it)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from typer.testing import CliRunner
+
+from mobileclip_deploy import runtimes
+from mobileclip_deploy.cli import app
+from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.exporters import backends
+from mobileclip_deploy.exporters.backends import Backend, Build
+from mobileclip_deploy.exporters.schemes import FP16, FP32, Scheme
+
+
+def refusal(*args: object) -> str:
+    """Run the CLI in-process and return its refusal, one line unwrapped: a UserError, exit code 2, `error:` on
+    stderr, no traceback."""
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert isinstance(result.exception, UserError), result.output
+    assert result.exit_code == 2 and "error:" in result.stderr and "Traceback" not in result.output
+    return " ".join(str(result.exception).split())
+
+
+class Recording(Backend):
+    """Writes the tower as a TorchScript file (`.rec`) that its runtime runs; records what the export was given."""
+
+    name = "test-recording"
+    suffix = ".rec"
+    schemes = (FP32, FP16, Scheme("w8a8", 8, static=True, help="static int8 (stands in: calibration photos)"))
+    help = "test-only backend"
+    runtime = "test-recording"
+    platform = "android"
+    option_defaults = {"note": ""}
+    option_refusals = {"note": "--note applies to the test backend"}
+    seen: list[Build] = []
+
+    def export(self, build: Build) -> tuple[dict, object]:
+        Recording.seen.append(build)
+        with torch.no_grad():
+            torch.jit.save(torch.jit.trace(build.module, (build.example,)), str(build.path))
+        return {"calibration_sha256": build.context.calibration_sha256, "note": build.options["note"]}, None
+
+
+def _load(path: Path, threads: int = 1) -> runtimes.Runner:
+    module = torch.jit.load(str(path))
+    image = path.name.split("_")[1] == "image"
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(x)).numpy()
+
+    return runtimes.Runner(run, [1, 3, 64, 64] if image else [1, 77], np.float32 if image else np.int32,
+                           {"name": "test-recording", "version": "0"})
+
+
+@contextlib.contextmanager
+def registered(cls: type[Backend] = Recording) -> Iterator[Backend]:
+    """Register `cls` (and its runtime) for the duration of a test; the registry is as before afterwards."""
+    runtime = runtimes.Runtime(cls.runtime, (cls.suffix,), _load)
+    backends.all_backends()
+    runtimes._discover()
+    backends.register(cls)
+    runtimes.register(runtime)
+    try:
+        yield backends.get_backend(cls.name)
+    finally:
+        del backends._BACKENDS[cls.name]
+        del runtimes._RUNTIMES[runtime.name]
+        Recording.seen.clear()

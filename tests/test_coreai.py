@@ -1,0 +1,202 @@
+"""`-f coreai`: `.aimodel` assets exported and checked on Core AI's own Linux reference runtime (coreai-core).
+
+Tiny MobileCLIP-shaped towers (golden-recipe weights) cover the pipeline, the gate on planted defects, metadata,
+bundling and byte-reproducible conversions; full-size S0 (golden weights) covers both towers in fp32 and int8
+weights (w8) on the image tower. Each artifact is converted once per module (conversions and reference-runtime calls
+are slow).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+from test_export_options import TINY, WEIGHTS, tiny_model
+from typer.testing import CliRunner
+
+from mobileclip_deploy import create_model
+from mobileclip_deploy.cli import app
+from mobileclip_deploy.exporters import manifest as mf
+from mobileclip_deploy.exporters import pipeline
+from mobileclip_deploy.exporters.backends import coreai, resolve_pairs
+from mobileclip_deploy.hashing import sha256_path
+from mobileclip_deploy.registry import get_variant
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(out: Path, quants: list[str], model, variant, weights: str, towers=("image", "text"), **options):
+    request = pipeline.ExportRequest(pairs=resolve_pairs([], quants), output_dir=out, towers=towers, **options)
+    return pipeline.run(request, model, variant, weights, Console(quiet=True))
+
+
+def entries(out: Path) -> dict[str, dict]:
+    return {e["file"]: e for e in json.loads((out / "manifest.json").read_text())["artifacts"]}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    """pal8 first: coreai-opt rewrites the module it compresses, and the fp32 jobs after it share the tower."""
+    out = tmp_path_factory.mktemp("coreai_tiny")
+    return out, run(out, ["coreai:pal8", "coreai:fp32"], tiny_model(), TINY, WEIGHTS)
+
+
+def test_tiny_towers_pass_the_gate_on_the_reference_runtime(tiny) -> None:
+    out, results = tiny
+    assert [r.status for r in results] == ["ok"] * 4, [r.message for r in results]
+    for name, entry in entries(out).items():
+        assert entry["sha256"] == sha256_path(out / name) and (out / name / "main.mlirb").is_file()
+        parity = entry["parity"]
+        assert parity["check"] == "coreai_reference_runtime" and parity["passed"]
+        assert parity["runtime"]["runtime"] == "coreai" and "not a latency figure" in parity["runtime"]["executor"]
+        expected = coreai.parity_count(entry["tower"], entry["scheme"], 8)
+        assert parity["count"] == parity["parity_inputs_used"] == expected
+        assert parity["min_cosine"] >= parity["threshold"]
+
+
+def test_metadata_reads_back(tiny) -> None:
+    out, _ = tiny
+    meta = coreai.read_metadata(out / "tiny-s0_text_coreai_pal8.aimodel")
+    assert meta["author"] == "mobileclip-deploy" and "license" in meta["license"].lower()
+    assert meta["variant"] == "tiny-s0" and meta["tower"] == "text" and meta["scheme"] == "pal8"
+    assert json.loads(meta["embed_dim"]) == TINY.embed_dim  # a string: bare 0/1 would come back as booleans
+    assert json.loads(meta["preprocessing"]) == mf.preprocessing(TINY)
+    assert json.loads(meta["tokenizer"])["context_length"] == TINY.context_length
+    entry = entries(out)["tiny-s0_text_coreai_pal8.aimodel"]
+    assert meta["inputs_sha256"] == entry["parity"]["inputs_sha256"]
+
+
+def _tiny_image() -> tuple[torch.nn.Module, torch.Tensor]:
+    from mobileclip_deploy import reparameterize
+    from mobileclip_deploy.exporters.fold import fold_affine
+    from mobileclip_deploy.exporters.wrappers import example_input, tower_module
+
+    tower = fold_affine(tower_module(reparameterize(tiny_model()), "image", TINY.image_size, TINY.context_length))
+    return tower.eval(), example_input("image", TINY.image_size, TINY.context_length)
+
+
+CONVERT = """
+import sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_coreai import _tiny_image
+from mobileclip_deploy.exporters.backends import coreai
+from mobileclip_deploy.hashing import sha256_path
+module, example = _tiny_image()
+facts = coreai.export_asset(module, example, "image", "fp32", Path(sys.argv[1]), {{"variant": "tiny-s0", "a": "1"}},
+                            batch_sizes=[1, 2])
+print(facts["byte_reproducible"], sha256_path(sys.argv[1]))
+"""
+
+
+def _without_aslr() -> None:
+    ctypes.CDLL(None).personality(0x0040000)  # ADDR_NO_RANDOMIZE, as `setarch -R` sets it
+
+
+def test_two_conversions_without_aslr_write_the_same_bytes(tmp_path: Path) -> None:
+    """Two processes, as `setarch -R` runs them: graph-name suffixes and metadata.json's key order and date would
+    differ per process unless pinned (the weight-blob names need the fixed address layout; see the module doc)."""
+    hashes = []
+    for i in range(2):
+        path = tmp_path / f"a{i}.aimodel"
+        done = subprocess.run([sys.executable, "-c", CONVERT.format(tests=str(REPO / "tests")), str(path)],
+                              check=False, capture_output=True, text=True, cwd=REPO, timeout=600,
+                              preexec_fn=_without_aslr)
+        assert done.returncode == 0, done.stderr[-2000:]
+        reproducible, digest = done.stdout.split()[-2:]
+        assert reproducible == "True"
+        hashes.append(digest)
+    assert hashes[0] == hashes[1] == sha256_path(tmp_path / "a0.aimodel")
+    assert (tmp_path / "a0.aimodel" / "metadata.json").read_bytes() == (tmp_path / "a1.aimodel" /
+                                                                        "metadata.json").read_bytes()
+
+
+def _relu_for_gelu(module: torch.nn.Module) -> torch.nn.Module:
+    for parent in list(module.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, torch.nn.GELU):
+                setattr(parent, name, torch.nn.ReLU())
+    return module
+
+
+def _perturbed_weight(module: torch.nn.Module) -> torch.nn.Module:
+    weight = next(p for n, p in module.named_parameters() if n.endswith("weight") and p.dim() == 4)
+    with torch.no_grad():
+        weight.mul_(1.05)  # one conv, 5%
+    return module
+
+
+@pytest.mark.parametrize("defect", [_relu_for_gelu, _perturbed_weight])
+def test_a_planted_defect_fails_the_gate_and_writes_nothing(tmp_path: Path, monkeypatch, defect) -> None:
+    clean = coreai.compress
+    monkeypatch.setattr(coreai, "compress", lambda module, *a, **k: defect(clean(module, *a, **k)))
+    (result,) = run(tmp_path, ["coreai:fp32"], tiny_model(), TINY, WEIGHTS, towers=("image",))
+    assert result.status == "failed" and "parity failed (coreai_reference_runtime)" in result.message
+    assert not (tmp_path / result.file).exists()
+
+
+def test_without_the_extra_export_names_it(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "coreai_torch", None)  # import coreai_torch now raises ImportError
+    res = CliRunner().invoke(app, ["export", "-m", "mobileclip-s0", "--random-weights", "-f", "coreai", "-q", "fp32",
+                                   "-o", str(tmp_path / "out")])
+    assert res.exit_code == 2 and res.stdout == ""
+    assert " ".join(res.stderr.split()) == ("error: --format coreai needs the Python package 'coreai_torch'; install "
+                                            'the extra: pip install -c constraints.txt -e ".[coreai]"')
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def s0(s0_checkpoint: Path, shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Full-size S0: both towers in fp32 (2 parity inputs each), then int8 weights of the image tower (1 input; the
+    golden weights' 4-bit palettes measured min cosine 0.961, under the 4-bit threshold, so w8 is the scheme here)."""
+    out = tmp_path_factory.mktemp("coreai_s0")
+    model, variant = create_model("mobileclip-s0", checkpoint=s0_checkpoint), get_variant("mobileclip-s0")
+    weights = sha256_path(s0_checkpoint)
+    results = run(out, ["coreai:fp32"], model, variant, weights,
+                  format_options={"coreai": {"parity_inputs": 2}}, calibration=shared_dir / "data" / "imagenet-samples")
+    results += run(out, ["coreai:w8"], model, variant, weights, towers=("image",),
+                   format_options={"coreai": {"parity_inputs": 1}},
+                   calibration=shared_dir / "data" / "imagenet-samples")
+    return out, results
+
+
+def test_s0_fp32_and_w8_pass_on_the_reference_runtime(s0) -> None:
+    out, results = s0
+    assert [r.status for r in results] == ["ok"] * 3, [r.message for r in results]
+    found = entries(out)
+    for name, entry in found.items():
+        parity = entry["parity"]
+        assert parity["passed"] and parity["count"] == (1 if entry["scheme"] == "w8" else 2), name
+        assert entry["size_bytes"] > 1e6 and entry["details"]["entrypoints"] == ["main"]
+    w8, fp32 = found["mobileclip-s0_image_coreai_w8.aimodel"], found["mobileclip-s0_image_coreai_fp32.aimodel"]
+    assert w8["size_bytes"] < fp32["size_bytes"] / 3  # the int8 weights stay compressed in the asset
+    assert np.isfinite(w8["parity"]["zero_shot_top1_agreement"])
+
+
+def test_bundle_ios_copies_the_assets(tiny, tmp_path: Path) -> None:
+    from mobileclip_deploy.bundle import bundle_ios
+
+    out, _ = tiny
+    report = bundle_ios(out, tmp_path / "app")
+    assert sorted(a.file for a in report.artifacts) == sorted(entries(out))
+    for name, entry in entries(out).items():
+        assert sha256_path(tmp_path / "app" / name) == entry["sha256"]
+    bundled = json.loads((tmp_path / "app" / "manifest.json").read_text())
+    assert {a["backend"] for a in bundled["artifacts"]} == {"coreai"}
+
+
+def test_bench_host_refuses_reference_runtime_timings(tiny, tmp_path: Path) -> None:
+    out, _ = tiny
+    records = tmp_path / "r.jsonl"
+    res = CliRunner().invoke(app, ["bench", str(out / "tiny-s0_text_coreai_fp32.aimodel"), "--no-eager",
+                                   "--threads", "1", "--warmup", "0", "--iterations", "1", "-o", str(records)])
+    assert res.exit_code == 2 and not records.exists()
+    assert "its host timings are not iPhone latency" in " ".join(res.stderr.split())
