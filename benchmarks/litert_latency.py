@@ -32,21 +32,21 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
-from goldens import golden_tensor  # noqa: E402
-from host_latency import matmul_gflops  # noqa: E402
+from goldens import golden_tensor
+from host_latency import matmul_gflops
 
-from mobileclip_deploy import create_model, reparameterize, runtimes  # noqa: E402
-from mobileclip_deploy.atomic import write_text  # noqa: E402
-from mobileclip_deploy.bench.stats import interleaved_medians  # noqa: E402
-from mobileclip_deploy.exporters import calibration as calib  # noqa: E402
-from mobileclip_deploy.exporters import executorch as et_exp  # noqa: E402
-from mobileclip_deploy.exporters import onnx as onnx_exp  # noqa: E402
-from mobileclip_deploy.exporters.backends import litert  # noqa: E402
-from mobileclip_deploy.exporters.fold import fold_affine  # noqa: E402
-from mobileclip_deploy.exporters.parity import compare  # noqa: E402
-from mobileclip_deploy.exporters.wrappers import example_input, tower_module  # noqa: E402
-from mobileclip_deploy.registry import get_variant  # noqa: E402
-from mobileclip_deploy.tokenizer import tokenize  # noqa: E402
+from mobileclip_deploy import create_model, reparameterize, runtimes
+from mobileclip_deploy.atomic import write_text
+from mobileclip_deploy.bench.stats import interleaved_medians
+from mobileclip_deploy.exporters import calibration as calib
+from mobileclip_deploy.exporters import executorch as et_exp
+from mobileclip_deploy.exporters import onnx as onnx_exp
+from mobileclip_deploy.exporters.backends import litert
+from mobileclip_deploy.exporters.fold import fold_affine
+from mobileclip_deploy.exporters.parity import compare
+from mobileclip_deploy.exporters.wrappers import example_input, tower_module
+from mobileclip_deploy.registry import get_variant
+from mobileclip_deploy.tokenizer import tokenize
 
 PATHS = [("onnxruntime", "fp32"), ("onnxruntime", "8da8w"), ("executorch", "fp32"), ("executorch", "8da8w"),
          ("litert", "fp32"), ("litert", "8da8w"), ("litert", "w8a8"), ("litert", "fp32 unsplit")]
@@ -103,7 +103,7 @@ def runner(runtime: str, path: Path, tower: str) -> Callable[[np.ndarray], np.nd
 
 
 def cpu_name() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
     return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "?")
 
 
@@ -173,14 +173,14 @@ def main() -> None:
 
 def markdown(summary: dict[str, Any]) -> str:
     lines = ["# LiteRT vs ONNX Runtime vs ExecuTorch XNNPACK (benchmarks/litert_latency.py)", "",
-             f"- machine: {summary['cpu']} ({summary['cores']} cores), single-thread fp32 matmul "
-             f"{summary['matmul_gflops']:.1f} GFLOP/s; load average at start / end "
-             f"{summary['load_average'][0]:.2f} / {summary['load_average'][1]:.2f}",
-             f"- {summary['date']}; 1 thread; batch 1; interleaved: {summary['rounds']} rounds x (1 untimed + "
-             f"{summary['block']} timed) calls per path; golden-recipe weights; parity on 8 photos / prompts vs the "
-             "folded PyTorch tower", "",
-             "| model | tower | path | median ms | x own fp32 | x compute bound | x ORT fp32 | min cos | max abs err "
-             "| MB | XNNPACK partitions / ops left to reference kernels |",
+             (f"- machine: {summary['cpu']} ({summary['cores']} cores), single-thread fp32 matmul "
+              f"{summary['matmul_gflops']:.1f} GFLOP/s; load average at start / end "
+              f"{summary['load_average'][0]:.2f} / {summary['load_average'][1]:.2f}"),
+             (f"- {summary['date']}; 1 thread; batch 1; interleaved: {summary['rounds']} rounds x (1 untimed + "
+              f"{summary['block']} timed) calls per path; golden-recipe weights; parity on 8 photos / prompts vs the "
+              "folded PyTorch tower"), "",
+             ("| model | tower | path | median ms | x own fp32 | x compute bound | x ORT fp32 | min cos | max abs err "
+              "| MB | XNNPACK partitions / ops left to reference kernels |"),
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in summary["rows"]:
         left = ", ".join(f"{k} {v}" for k, v in (r.get("reference_kernel_ops") or {}).items()) or "none"

@@ -20,15 +20,15 @@ from torch import nn
 
 pytest.importorskip("litert_torch")
 
-from mobileclip_deploy import runtimes  # noqa: E402
-from mobileclip_deploy.errors import UserError  # noqa: E402
-from mobileclip_deploy.exporters.backends import litert  # noqa: E402
-from mobileclip_deploy.exporters.fold import fold_affine  # noqa: E402
-from mobileclip_deploy.exporters.parity import compare  # noqa: E402
-from mobileclip_deploy.exporters.schemes import DEFAULT_THRESHOLDS  # noqa: E402
-from mobileclip_deploy.exporters.wrappers import example_input, tower_module  # noqa: E402
-from mobileclip_deploy.tokenizer import tokenize  # noqa: E402
-from tests.test_export_options import TINY, tiny_model  # noqa: E402
+from mobileclip_deploy import runtimes
+from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.exporters.backends import litert
+from mobileclip_deploy.exporters.fold import fold_affine
+from mobileclip_deploy.exporters.parity import compare
+from mobileclip_deploy.exporters.schemes import DEFAULT_THRESHOLDS
+from mobileclip_deploy.exporters.wrappers import example_input, tower_module
+from mobileclip_deploy.tokenizer import tokenize
+from tests.test_export_options import TINY, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -72,12 +72,12 @@ def artifacts(float_files, tmp_path_factory) -> dict[tuple[str, str], object]:
     out = tmp_path_factory.mktemp("litert-schemes")
     found = {}
     for tower, float_path in float_files.items():
-        for scheme in SCHEMES:
+        for scheme, info in SCHEMES.items():
             path = out / f"{tower}_{scheme}.tflite"
             if scheme == "fp32":
                 shutil.copy(float_path, path)
             else:
-                calibration = _inputs(tower, 8, seed=1) if SCHEMES[scheme].static else None
+                calibration = _inputs(tower, 8, seed=1) if info.static else None
                 litert.quantize(float_path, scheme, path, calibration, tower)
             found[tower, scheme] = path
     return found

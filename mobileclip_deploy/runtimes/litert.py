@@ -58,7 +58,7 @@ def load(path: Path, threads: int = 1) -> Runner:
     (input_name,), (output_name,) = signatures[key]["inputs"], signatures[key]["outputs"]
     detail = runner.get_input_details()[input_name]
     info = {"runtime": "litert", "version": version("ai-edge-litert"), "signature": key,
-            **delegation(interp._get_ops_details())}  # noqa: SLF001 - the only view of the delegated node list
+            **delegation(interp._get_ops_details())}
     return Runner(lambda x: runner(**{input_name: x})[output_name], [int(d) for d in detail["shape"]],
                   detail["dtype"], info)
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mobileclip_deploy.exporters.backends import Backend, Build, register
-from mobileclip_deploy.exporters.schemes import FP16, FP32, Scheme
+from mobileclip_deploy.exporters.schemes import FP32, Scheme
 from mobileclip_deploy.exporters.wrappers import INPUT_NAME, OUTPUT_NAME
 from mobileclip_deploy.exporters.xnnpack_depthwise import split_depthwise
 
