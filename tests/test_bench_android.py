@@ -152,3 +152,32 @@ def test_cli_android_without_device(phone, tmp_path, monkeypatch):
                                       str(FAKE / "onnxruntime_perf_test")])
     assert result.exit_code != 0
     assert isinstance(result.exception, UserError) and "no Android device attached" in str(result.exception)
+
+
+def test_cli_android_runs_tflite_with_the_benchmark_binary(phone, tmp_path):
+    """A .tflite goes to LiteRT's benchmark_model (XNNPACK, exact run counts), whatever the binary is called."""
+    from mobileclip_deploy.cli import app
+
+    art = _artifact(tmp_path, "litert", ".tflite")
+    binary = tmp_path / "my_benchmark_model"
+    binary.write_bytes((FAKE / "benchmark_model").read_bytes())
+    out = tmp_path / "r.jsonl"
+    result = CliRunner().invoke(app, ["bench", str(art.path), "--target", "android", "--benchmark-binary", str(binary),
+                                      "--threads", "1", "--warmup", "2", "--iterations", "30", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    (rec,) = read_records(out)
+    assert validate(rec) == [] and rec["runtime"] == {"name": "litert", "version": None, "runner": binary.name}
+    assert rec["latency_ms"]["mean"] == pytest.approx(21.2345) and rec["latency_ms"]["median"] == pytest.approx(21.1)
+    assert rec["first_inference_ms"] == pytest.approx(24.8) and rec["iterations"] == 30
+    assert (f"1f0 ./{binary.name} --graph={art.path.name} --num_threads=1 --use_xnnpack=true --num_runs=30 "
+            "--min_secs=0 --warmup_runs=2 --warmup_min_secs=0" in (phone / "taskset.log").read_text())
+
+
+def test_cli_android_tflite_without_benchmark_binary_says_what_to_pass(phone, tmp_path):
+    from mobileclip_deploy.cli import app
+
+    art = _artifact(tmp_path, "litert", ".tflite")
+    for extra in ([], ["--runner", str(FAKE / "executor_runner")]):
+        result = CliRunner().invoke(app, ["bench", str(art.path), "--target", "android", *extra])
+        assert result.exit_code != 0
+        assert isinstance(result.exception, UserError) and "--benchmark-binary PATH" in str(result.exception)

@@ -19,6 +19,7 @@ from mobileclip_deploy.bench.artifacts import Artifact
 from mobileclip_deploy.bench.parsers import (
     ExecutorRunnerRun,
     RunnerOutputError,
+    parse_benchmark_model,
     parse_executor_runner,
     parse_onnxruntime_perf_test,
 )
@@ -227,13 +228,16 @@ def runner_kind(runner: Path) -> str:
         return "onnxruntime"
     if "executor_runner" in name:
         return "executorch"
+    if "benchmark_model" in name:
+        return "litert"
     raise UserError(
         f"--runner {runner.name}: expected ExecuTorch's executor_runner (or xnn_executor_runner) or ONNX Runtime's "
-        "onnxruntime_perf_test, built for the device"
+        "onnxruntime_perf_test, built for the device (LiteRT's benchmark_model: --benchmark-binary)"
     )
 
 
-def runner_command(kind: str, runner_name: str, artifact_name: str, threads: int, runs: int, mask: str) -> str:
+def runner_command(kind: str, runner_name: str, artifact_name: str, threads: int, runs: int, mask: str,
+                   warmup: int = 0) -> str:
     """The shell line run on the device (stderr merged: ET_LOG writes there).
 
     `runs` is executor_runner's `--num_executions` or onnxruntime_perf_test's `-r` (timed runs after its
@@ -242,6 +246,10 @@ def runner_command(kind: str, runner_name: str, artifact_name: str, threads: int
     q = shlex.quote
     if kind == "executorch":
         run = f"./{q(runner_name)} --model_path {q(artifact_name)} --num_executions {runs} --cpu_threads {threads}"
+    elif kind == "litert":  # XNNPACK as apps get it; exact run counts (no minimum seconds)
+        run = (f"./{q(runner_name)} --graph={q(artifact_name)} --num_threads={threads} --use_xnnpack=true "
+               f"--num_runs={runs} --min_secs=0 --warmup_runs={warmup} --warmup_min_secs=0 "
+               "--report_peak_memory_footprint=true")
     else:
         run = f"./{q(runner_name)} -e cpu -m times -r {runs} -x {threads} -y 1 -s -I {q(artifact_name)}"
     return f"cd {REMOTE_DIR} && LD_LIBRARY_PATH={REMOTE_DIR} taskset {mask} {run} 2>&1"
@@ -272,12 +280,14 @@ def executor_runner_measurement(first: ExecutorRunnerRun, warm: ExecutorRunnerRu
 
 
 def run_on_device(t: AdbTransport, artifact: Artifact, runner: Path, thread_counts: list[int], warmup: int,
-                  iterations: int, info: DeviceInfo) -> list[tuple[Measurement, dict[str, Any], int]]:
+                  iterations: int, info: DeviceInfo,
+                  kind: str | None = None) -> list[tuple[Measurement, dict[str, Any], int]]:
     """Push one artifact (and the runner), time it pinned to the big cores at each thread count, remove it.
 
+    `kind` names the runner's runtime when its file name does not (a --benchmark-binary under another name).
     Returns (measurement, extra record keys, threads) per thread count.
     """
-    kind = runner_kind(runner)
+    kind = kind or runner_kind(runner)
     if artifact.runtime != kind:
         raise UserError(f"{artifact.path.name} is a {artifact.backend} artifact; {runner.name} runs {kind} files")
     if artifact.path.is_dir():
@@ -296,14 +306,16 @@ def run_on_device(t: AdbTransport, artifact: Artifact, runner: Path, thread_coun
             before = read_thermal(t)
 
             def run(count: int, threads: int = threads) -> str:
-                return t.shell(runner_command(kind, runner.name, artifact.path.name, threads, count, mask),
-                               timeout=3600)
+                return t.shell(runner_command(kind, runner.name, artifact.path.name, threads, count, mask,
+                                              warmup), timeout=3600)
 
             if kind == "executorch":
                 first = parse_executor_runner(run(1))
                 warm = parse_executor_runner(run(1 + warmup)) if warmup else first
                 m = executor_runner_measurement(first, warm, parse_executor_runner(run(1 + warmup + iterations)),
                                                 iterations)
+            elif kind == "litert":
+                m = parse_benchmark_model(run(iterations))
             else:
                 m = parse_onnxruntime_perf_test(run(iterations))
             _, cur_after = parse_freqs(t.shell(_FREQ_CMD))

@@ -10,6 +10,11 @@
   cost: 0.018 s`, `First inference time cost: 2 ms`, `Total inference requests: 1000`,
   `Average inference time cost: 0.94 ms`, `Peak working set size: 50905088 bytes`, and with
   statistics on (`-s`, the default without a result file) `Min/Max/P50/P90/P95/P99/P999 Latency: <s> s`.
+* LiteRT's `benchmark_model` (tflite/tools/benchmark): `Inference timings in us: Init: 5685, First inference:
+  18535, Warmup (avg): 14462.3, Inference (avg): 14575.2`, one `count=50 first=... curr=... min=... max=...
+  avg=... std=...` line per phase (warm-up, then the timed runs; newer builds add `p5=... median=... p95=...`)
+  and, with `--report_peak_memory_footprint=true`, `Overall peak memory footprint (MB) via periodic monitoring:
+  52.1`.
 """
 
 from __future__ import annotations
@@ -93,3 +98,34 @@ def parse_onnxruntime_perf_test(text: str) -> Measurement:
     peak = got["peak_bytes"] / 2**20 if got.get("peak_bytes") else None
     load_ms = got["load_s"] * 1e3 if "load_s" in got else None
     return Measurement([], load_ms, got.get("first_ms"), 0, peak_memory_mb=peak, summary_ms=summary, extra=extra)
+
+
+_TFL_TIMINGS = re.compile(rf"Inference timings in us:\s*Init:\s*{_NUM},\s*First inference:\s*{_NUM},"
+                          rf"(?:\s*Warmup \(avg\):\s*{_NUM},)?\s*Inference \(avg\):\s*{_NUM}")
+_TFL_STAT = re.compile(r"count=(\d+)((?:\s+\w+=[-0-9.eE+]+)+)")
+_TFL_PEAK = re.compile(rf"peak memory footprint \(MB\)[^:]*:\s*{_NUM}")
+_TFL_FAIL = re.compile(r"(Failed to .*|Error: .*|ERROR: .*)")
+
+
+def parse_benchmark_model(text: str) -> Measurement:
+    """Summary numbers of LiteRT's benchmark_model (microseconds in its output, ms here)."""
+    timings = _TFL_TIMINGS.search(text)
+    if not timings:
+        fail = _TFL_FAIL.search(text)
+        raise RunnerOutputError("benchmark_model " + (f"failed: {fail.group(1)}" if fail else
+                                                      "printed no timing:\n" + _tail(text)))
+    init_us, first_us, _, avg_us = (float(v) if v else None for v in timings.groups())
+    stats = _TFL_STAT.findall(text)
+    count, fields = (int(stats[-1][0]), dict(f.split("=") for f in stats[-1][1].split())) if stats else (0, {})
+
+    def ms(key: str) -> float | None:
+        return float(fields[key]) / 1e3 if key in fields else None
+
+    summary = {"median": ms("median"), "mean": avg_us / 1e3, "trimmed_mean": None, "p90": None, "min": ms("min"),
+               "max": ms("max"), "stdev": ms("std")}
+    warmup = int(stats[0][0]) if len(stats) > 1 else 0
+    peak = _TFL_PEAK.search(text)
+    extra = {"iterations": count or 1, "runner_note": "benchmark_model: mean/min/max/std are its own statistics "
+             "over the timed runs (its median only where the build prints percentiles)"}
+    return Measurement([], init_us / 1e3, first_us / 1e3, warmup, peak_memory_mb=float(peak.group(1)) if peak else None,
+                       summary_ms=summary, extra=extra)

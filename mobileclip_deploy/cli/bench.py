@@ -121,6 +121,8 @@ def bench(
     output: Annotated[Path, typer.Option("--output", "-o", help="JSON-lines file the records are appended to.")] = Path("bench-results.jsonl"),
     serial: Annotated[str | None, typer.Option(help="Android: device serial (adb devices).")] = None,
     runner: Annotated[Path | None, typer.Option(help="Android: executor_runner or onnxruntime_perf_test built for the device.")] = None,
+    benchmark_binary: Annotated[Path | None, typer.Option(help="Android: LiteRT's benchmark_model built for the device "
+                                                          "(runs the .tflite artifacts).")] = None,
     adb: Annotated[str, typer.Option(help="Android: adb executable.")] = "adb",
     device: Annotated[str, typer.Option(help="iOS: 'mac' or an iPhone identifier from `xcrun devicectl list devices`.")] = "mac",
     compute_units: Annotated[list[str] | None, typer.Option(help="iOS: cpuOnly, cpuAndGPU, cpuAndNeuralEngine, all.")] = None,
@@ -153,7 +155,7 @@ def bench(
         jobs = _eager_jobs(towers, checkpoint) if eager else []
         records = _host_runs(runnable, jobs, counts, warmup, iterations)
     elif target == "android":
-        records = _android(artifacts, serial, runner, adb, threads, warmup, iterations)
+        records = _android(artifacts, serial, runner, benchmark_binary, adb, threads, warmup, iterations)
     elif target == "ios":
         from mobileclip_deploy.bench import ios
 
@@ -173,30 +175,43 @@ def bench(
     console.print(f"{len(records)} record(s) appended to {output}")
 
 
-def _android(artifacts: list, serial: str | None, runner: Path | None, adb: str, threads: str, warmup: int,
-             iterations: int) -> list[dict[str, Any]]:
+LITERT_BINARY = ("--target android runs .tflite artifacts with LiteRT's benchmark_model: pass --benchmark-binary "
+                 "PATH (benchmark_model for android_arm64, from LiteRT's release artifacts or `bazel build -c opt "
+                 "--config=android_arm64 //tflite/tools/benchmark:benchmark_model`)")
+
+
+def _android(artifacts: list, serial: str | None, runner: Path | None, benchmark_binary: Path | None, adb: str,
+             threads: str, warmup: int, iterations: int) -> list[dict[str, Any]]:
     from mobileclip_deploy.bench import android
     from mobileclip_deploy.bench.host import thread_counts
     from mobileclip_deploy.bench.records import make_record
 
-    if runner is None:
+    runners = {android.runner_kind(runner): runner} if runner is not None else {}
+    if benchmark_binary is not None:
+        if not benchmark_binary.is_file():
+            raise UserError(f"--benchmark-binary {benchmark_binary} does not exist")
+        runners["litert"] = benchmark_binary
+    if "litert" not in runners and any(a.runtime == "litert" for a in artifacts):
+        raise UserError(LITERT_BINARY)
+    if not runners:
         raise UserError("--target android needs --runner PATH: ExecuTorch's executor_runner or ONNX Runtime's "
                         "onnxruntime_perf_test built for the device (see benchmarks/android/README.md)")
-    kind = android.runner_kind(runner)
-    todo = [a for a in artifacts if a.runtime == kind]
+    todo = [a for a in artifacts if a.runtime in runners]
     if not todo:
-        raise UserError(f"no {kind} artifacts among the given paths for runner {runner.name}")
+        raise UserError(f"no {' or '.join(runners)} artifacts among the given paths for "
+                        f"{', '.join(r.name for r in runners.values())}")
     transport = android.connect(serial, adb)
     info = android.probe(transport)
     counts = thread_counts(threads, all_cores=len(info.big_cores) or 1)
     records = []
     for a in todo:
         with console.status(f"{a.path.name} on {info.props.get('model', transport.serial)}, {counts} thread(s)"):
-            runs = android.run_on_device(transport, a, runner, counts, warmup, iterations, info)
+            kind = a.runtime
+            runs = android.run_on_device(transport, a, runners[kind], counts, warmup, iterations, info, kind=kind)
         for m, extra, used in runs:
             if a.manifest_entry:
                 extra["manifest_entry"] = a.manifest_entry
-            runtime = {"name": kind, "version": None, "runner": runner.name}
+            runtime = {"name": kind, "version": None, "runner": runners[kind].name}
             records.append(make_record(target="android", device=info.record_device(), runtime=runtime,
                                        artifact=a.info(), measurement=m, threads=used, extra=extra))
     return records

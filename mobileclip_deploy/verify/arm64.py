@@ -34,7 +34,8 @@ from mobileclip_deploy.hashing import sha256_path
 from mobileclip_deploy.verify import guest_runner
 from mobileclip_deploy.verify.arm64_env import Arm64Env, CpuModel
 
-GROUPS = {"onnxruntime": ["onnxruntime"], "executorch": ["onnxruntime", "executorch"]}  # guest site folders per runtime
+GROUPS = {"onnxruntime": ["onnxruntime"], "executorch": ["onnxruntime", "executorch"],
+          "litert": ["litert"]}  # guest site folders per runtime
 
 
 @dataclass
@@ -121,9 +122,10 @@ def verify(out_dir: Path, ctx, cpus: list[CpuModel], env: Arm64Env, samples: int
     runtimes = {_guest(e) for e in entries}
     env.cache.mkdir(parents=True, exist_ok=True)
     with locked_folder(env.cache, _waiting(console, "the arm64 environment", env.cache)):
-        versions = env.prepare(cpus, executorch="executorch" in runtimes)
+        versions = env.prepare(cpus, executorch="executorch" in runtimes, litert="litert" in runtimes)
     thresholds = parse_thresholds(None)
-    facts = {"qemu": qemu_version(), "runtimes": {k: versions[k] for k in sorted(runtimes)}}
+    facts = {"qemu": qemu_version(), "runtimes": {k: versions["ai-edge-litert" if k == "litert" else k]
+                                                  for k in sorted(runtimes)}}
     rows: list[Row] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with tempfile.TemporaryDirectory(prefix="mobileclip-arm64-") as tmp, Progress(*columns, console=console) as bar:
@@ -147,6 +149,8 @@ def verify(out_dir: Path, ctx, cpus: list[CpuModel], env: Arm64Env, samples: int
                     record.update(judge(ctx, entry["tower"], scheme, f"arm64_{_guest(entry)}", out,
                                         threshold))
                     record["evidence"] = _evidence(result)
+                    if record["evidence"].get("reduced_precision_metadata"):  # XNNPACK's fp16 path needs fp16 ALUs
+                        record["evidence"]["fp16_arithmetic"] = "asimdhp" in cpu.features.split()
                 else:
                     record.update(passed=False, error=result["error"])
                 record["check_cost_emulated_s"] = round(result.get("emulated_load_s", 0)
@@ -169,7 +173,7 @@ def _run_guest(env: Arm64Env, cpu: CpuModel, out_dir: Path, entries: list[dict[s
             "output_name": OUTPUT_NAME[entry["tower"]], "output": str(work / f"{entry['file']}.out.npy")})
     job, result = work / "job.json", work / "result.json"
     job.write_text(json.dumps({"artifacts": jobs, "profile_dir": str(work)}))
-    groups = GROUPS["executorch" if "executorch" in runtimes else "onnxruntime"]
+    groups = list(dict.fromkeys(g for r in sorted(runtimes) for g in GROUPS[r]))
     cmd = env.command(cpu, groups, Path(guest_runner.__file__), [str(job), str(result)])
     fault = os.environ.get(guest_runner.FAULT_ENV)
     if fault:

@@ -117,7 +117,16 @@ def host_versions() -> dict[str, str]:
     """The runtime versions the host exported and checked with; the guest gets the same ones."""
     from mobileclip_deploy.exporters.manifest import package_versions
 
-    return {name: v.split("+")[0] for name, v in package_versions(["onnxruntime", "numpy", "executorch", "torch"]).items()}
+    names = ["onnxruntime", "numpy", "executorch", "torch", "ai-edge-litert"]
+    return {name: v.split("+")[0] for name, v in package_versions(names).items()}
+
+
+def litert_requirements(versions: dict[str, str]) -> list[str]:
+    """The light LiteRT guest: the aarch64 ai_edge_litert wheel (14 MB) and its small pure-Python dependencies
+    (flatbuffers, protobuf, ml_dtypes, tqdm, typing-extensions, backports.strenum); no torch."""
+    if "ai-edge-litert" not in versions:
+        raise UserError('the host has no ai-edge-litert: pip install -c constraints.txt -e ".[litert-runtime]"')
+    return [f"ai-edge-litert=={versions['ai-edge-litert']}", f"numpy=={versions['numpy']}"]
 
 
 class Arm64Env:
@@ -160,7 +169,7 @@ class Arm64Env:
                             f"{(proc.stderr or proc.stdout).strip()[-1500:]}")
 
     # ---- steps -----------------------------------------------------------------------------------------------
-    def prepare(self, cpus: list[CpuModel], executorch: bool) -> dict[str, str]:
+    def prepare(self, cpus: list[CpuModel], executorch: bool, litert: bool = False) -> dict[str, str]:
         """Make (or check and reuse) everything the guest needs; returns the guest runtime versions."""
         check_tools()
         self.cache.mkdir(parents=True, exist_ok=True)
@@ -171,6 +180,8 @@ class Arm64Env:
             if "executorch" not in versions:
                 raise UserError("the host has no executorch: install mobileclip-deploy[export]")
             wanted["executorch"] = [f"torch=={versions['torch']}", *EXECUTORCH_EXTRA]
+        if litert:
+            wanted["litert"] = litert_requirements(versions)
         for group, requirements in wanted.items():
             self._wheels(group, requirements, no_deps=[f"executorch=={versions['executorch']}"]
                          if group == "executorch" else [])
@@ -220,7 +231,8 @@ class Arm64Env:
         platform = ["--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
                     *(arg for p in PLATFORMS for arg in ("--platform", p))]
         pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-        size = "about 4 GB: torch's aarch64 wheel is the CUDA build" if group == "executorch" else "about 40 MB"
+        size = {"executorch": "about 4 GB: torch's aarch64 wheel is the CUDA build",
+                "litert": "about 30 MB, no torch"}.get(group, "about 40 MB")
         self.report(f"arm64 wheels ({group}): downloading {' '.join(requirements + no_deps)} ({size})")
         self._run([*pip, "download", "-q", "-d", str(wheels), *platform, *requirements], "downloading wheels")
         if no_deps:

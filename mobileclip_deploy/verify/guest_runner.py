@@ -1,6 +1,7 @@
 """Runs inside the arm64 guest (qemu-user): load each artifact, run its inputs, save outputs and kernel evidence.
 
-Standalone on purpose: the guest has only numpy, onnxruntime and (optionally) executorch, not this package.
+Standalone on purpose: the guest has only numpy and the runtimes of its groups (onnxruntime, executorch, ai_edge_litert),
+not this package.
 Usage: python guest_runner.py JOB.json RESULT.json. JOB lists artifacts with their runtime, input/output names
 and .npy paths; RESULT gets, per artifact, the output .npy path, the emulated seconds (the check's cost, not a
 latency) and what the runtime reveals about the kernels that ran.
@@ -65,13 +66,39 @@ def _executorch(job, profile_dir):
     return out, loaded - start, ran - loaded, {"etdump": etdump}
 
 
+def _litert(job, profile_dir):
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.interpreter import Interpreter
+
+    start = time.perf_counter()
+    interpreter = Interpreter(model_path=job["artifact"], num_threads=1)  # XNNPACK, as apps get it by default
+    interpreter.allocate_tensors()
+    key = next(iter(interpreter.get_signature_list()))
+    runner = interpreter.get_signature_runner(key)
+    loaded = time.perf_counter()
+    x = np.load(job["input"])
+    out = np.concatenate([runner(**{job["input_name"]: x[i:i + 1]})[job["output_name"]] for i in range(len(x))])
+    ran = time.perf_counter()
+    ops = interpreter._get_ops_details()  # noqa: SLF001 - the delegated node list (one DELEGATE per partition)
+    with open(job["artifact"], "rb") as fh:
+        model = schema.Model.GetRootAs(fh.read(), 0)
+    names = [model.Metadata(i).Name().decode() for i in range(model.MetadataLength())]
+    evidence = {"xnnpack_partitions": sum(op["op_name"] == "DELEGATE" for op in ops),
+                "reduced_precision_metadata": "reduced_precision_support" in names,
+                "kernel_families": "not observable: LiteRT reports XNNPACK partitions, not the ARM kernels in them"}
+    return out, loaded - start, ran - loaded, evidence
+
+
+RUNNERS = {"onnxruntime": _onnxruntime, "executorch": _executorch, "litert": _litert}
+
+
 def main(job_path, result_path):
     jobs = json.load(open(job_path))
     results = []
     for job in jobs["artifacts"]:
         t0 = time.perf_counter()
         try:
-            run = _onnxruntime if job["runtime"] == "onnxruntime" else _executorch
+            run = RUNNERS[job["runtime"]]
             out, load_s, run_s, evidence = run(job, jobs["profile_dir"])
             np.save(job["output"], _perturb(out.astype(np.float32)))
             results.append({"file": job["file"], "ok": True, "emulated_load_s": round(load_s, 2),
