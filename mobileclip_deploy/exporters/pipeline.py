@@ -28,7 +28,7 @@ from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import calibration as calib_mod
 from mobileclip_deploy.exporters import manifest as mf
 from mobileclip_deploy.exporters.fold import fold_affine
-from mobileclip_deploy.exporters.parity import compare, run_batched, top1_agreement
+from mobileclip_deploy.exporters.parity import run_batched, top1_agreement
 from mobileclip_deploy.exporters.schemes import BACKENDS, IOS_TARGETS, TOWERS, Backend, Scheme, parse_thresholds
 from mobileclip_deploy.exporters.wrappers import INPUT_NAME, OUTPUT_NAME, example_input, tower_module
 from mobileclip_deploy.hashing import sha256_path, size_bytes
@@ -384,11 +384,11 @@ def _check(job: Job, ctx: _Context, path: Path, handle: Any, threshold: float) -
             extra.update(coverage)
             check, out = "weights_decompressed_in_pytorch", ctx._eager(tower, x, proxy)
     result = judge(ctx, tower, job.scheme, check, out, threshold, extra)
-    if not result["passed"]:
+    if result["passed"] is False:  # None: not assessable on these weights; the artifact is kept, never "passed"
         raise ParityFailure(
-            f"{path.name}: parity failed ({check}): min cosine {result['min_cosine']:.6f} < threshold "
-            f"{threshold} for {job.scheme.name} (max abs error {result['max_abs_error']:.3g}, "
-            f"PSNR {result['psnr_db']} dB); nothing was written")
+            f"{path.name}: parity failed ({check}): {result['message']} for {job.scheme.name} (min cosine "
+            f"{result['min_cosine']:.6f}, centered {result['centered_cosine']:.6f}, max abs error "
+            f"{result['max_abs_error']:.3g}, PSNR {result['psnr_db']} dB); nothing was written")
     return result
 
 
@@ -396,16 +396,24 @@ def judge(ctx: _Context, tower: str, scheme: Scheme, check: str, out: np.ndarray
           extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Parity of `out` (outputs on the first len(out) parity inputs) against the folded PyTorch reference.
 
-    The one rule for every runtime: host parity and `verify --arch arm64` both call it.
+    The one rule for every runtime: host parity and `verify --arch arm64` both call it. The verdict is
+    verify/gate.py's (`threshold` is the scheme class's minimum cosine; `CLASS.METRIC` thresholds of the request
+    set the other limits); retrieval agreement pairs the outputs with the other tower's fp32 reference.
     """
+    from mobileclip_deploy.verify.gate import assess
+
+    other = "text" if tower == "image" else "image"
+    if other not in ctx.towers:  # the partner side of retrieval, even when only one tower is exported
+        ctx.towers[other] = tower_module(ctx.folded, other, ctx.variant.image_size, ctx.variant.context_length)
     ref = ctx.reference(tower)[: len(out)]
     inputs = ctx.inputs(tower)
-    result = {"check": check, **compare(ref, out), "threshold": threshold, "inputs": (
-        ctx.parity_source if tower == "image" else "imagenet_prompts"), "count": len(out),
-        "inputs_sha256": inputs_sha256(inputs), **(extra or {})}
+    cls = scheme.threshold_class
+    overrides = {**ctx.request.thresholds, cls: threshold}
+    result = {"check": check, **assess(ref, out, cls, ctx.reference(other), tower == "image", overrides),
+              "threshold": threshold, "inputs": (ctx.parity_source if tower == "image" else "imagenet_prompts"),
+              "count": len(out), "inputs_sha256": inputs_sha256(inputs), **(extra or {})}
     if tower == "image" and scheme.bits < 16:
         result["zero_shot_top1_agreement"] = top1_agreement(ref, out, ctx.class_embeddings())
-    result["passed"] = result["min_cosine"] >= threshold
     return result
 
 
@@ -530,6 +538,8 @@ def _open_manifest(out_dir: Path, variant, checkpoint_sha256: str | None, model:
     """
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     fresh = mf.header(variant, checkpoint_sha256, float(model.logit_scale.detach()), {}, created)
+    fresh["weights"] = (f"checkpoint:{checkpoint_sha256}" if checkpoint_sha256
+                        else getattr(model, "synthetic_weights", "default-init"))  # never a trained model
     old = mf.load(out_dir)
     if old is None:
         return fresh
