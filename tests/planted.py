@@ -44,7 +44,7 @@ def swap_one_activation(tower: nn.Module) -> nn.Module:
     return bad
 
 
-def perturb_one_layer(tower: nn.Module, scale: float = 0.01, seed: int = 0) -> nn.Module:
+def perturb_one_layer(tower: nn.Module, scale: float = 0.05, seed: int = 0) -> nn.Module:
     """A copy of `tower` whose middle dense layer's weight has Gaussian noise of `scale` x its std added."""
     bad = copy.deepcopy(tower)
     _, layer = _middle(_weighted_layers(bad))
@@ -122,7 +122,7 @@ def _replace(graph, tensor, values: np.ndarray) -> None:
     tensor.CopyFrom(numpy_helper.from_array(values.astype(np.float32), tensor.name))
 
 
-def onnx_perturb_initializer(src: Path, dst: Path, scale: float = 0.01, seed: int = 0) -> Path:
+def onnx_perturb_initializer(src: Path, dst: Path, scale: float = 0.05, seed: int = 0) -> Path:
     """Save `src` with Gaussian noise of `scale` x std added to its middle dense float weight initializer."""
     from onnx import numpy_helper
 

@@ -15,7 +15,7 @@ So the gate also measures the *differences between inputs*, which is all retriev
   reference embeddings stand in for the other side), and ``rank_correlation``: Spearman correlation of the whole
   image-to-prompt similarity matrix with the reference's.
 - ``max_abs_error`` and ``psnr_db`` (peak = max |reference|): at fp32 an exact export is limited only by float
-  reordering (> 100 dB measured), so a PSNR floor there catches a changed operator the cosines round away.
+  reordering (> 120 dB measured), so a PSNR floor there catches a changed operator the cosines round away.
 """
 
 from __future__ import annotations
@@ -32,18 +32,22 @@ SPREAD_FLOOR = 0.05
 ORDER = ("min_cosine", "psnr_db", "centered_cosine", "top1_agreement", "rank_correlation")
 NEEDS_SPREAD = ("centered_cosine", "top1_agreement", "rank_correlation")
 
-# Why each number (measured on S0 with the synthetic weights of models/synthetic.py, 8 parity inputs):
-# - min_cosine: the limits the toolkit always had (fp16 rounding costs ~1e-4 cosine, int8 ~1e-3, 4-bit ~1e-2).
-# - centered_cosine: clean exports lose at most a tenth of the limit's budget; fp32 exports reach 0.9999999+, fp16
-#   0.9999, w8a8 0.97-0.99, 4-bit 0.9; a GELU swapped for a ReLU or one layer at 2 bits drops it below the limit.
-# - psnr_db (fp32 only): clean fp32 ONNX/ExecuTorch exports measure 120-140 dB; a swapped activation 60-80 dB.
-# - top1_agreement / rank_correlation: with 8 images and 8 prompts one flipped top-1 is 0.875; fp32 and fp16 keep
-#   every prediction, quantized schemes may flip near-ties of the synthetic weights, so those limits are loose and
-#   the centered cosine decides.
+# Why each number (measured on MobileCLIP-S0 with the synthetic weights of models/synthetic.py, 8 parity inputs,
+# ONNX Runtime; full table in benchmarks/results/zoo_parity.md):
+# - min_cosine: the limits the toolkit always had (fp16 rounding costs ~1e-5 cosine, int8 ~1e-3, 4-bit ~1e-2).
+# - psnr_db (fp32 only): clean fp32 exports measure 126-136 dB; 80 dB leaves 100x the error for other runtimes'
+#   summation orders and deeper models. One GELU computed as ReLU measured 49 dB (image) and 35 dB (text).
+# - centered_cosine: clean fp32 1.0000000, fp16 0.99998-0.99999 (limit 0.9995: 25x that loss), 8-bit 0.976-0.997
+#   (limit 0.95: 2x the worst clean one). At fp32 the limit 0.9999 fails the swapped GELU (0.9972). The 4-bit
+#   limit (0.85) is an extrapolation of the 8-bit ratio, not yet measured on a clean 4-bit export.
+# - top1_agreement / rank_correlation: with 8 images and 8 prompts one flipped top-1 is 0.875; clean fp32 and fp16
+#   keep every prediction (rank correlation >= 0.99995) and clean 8-bit exports measured 1.0 and >= 0.985, but
+#   quantized schemes may flip near-ties of the synthetic weights, so those limits are loose: they catch an
+#   artifact that reorders retrieval, and the centered cosine decides the rest.
 DEFAULT_LIMITS: dict[str, dict[str, float]] = {
-    "fp32": {"min_cosine": 0.99999, "psnr_db": 90.0, "centered_cosine": 0.9999, "top1_agreement": 1.0,
+    "fp32": {"min_cosine": 0.99999, "psnr_db": 80.0, "centered_cosine": 0.9999, "top1_agreement": 1.0,
              "rank_correlation": 0.999},
-    "fp16": {"min_cosine": 0.999, "centered_cosine": 0.998, "top1_agreement": 0.875, "rank_correlation": 0.99},
+    "fp16": {"min_cosine": 0.999, "centered_cosine": 0.9995, "top1_agreement": 0.875, "rank_correlation": 0.99},
     "8bit": {"min_cosine": 0.99, "centered_cosine": 0.95, "top1_agreement": 0.625, "rank_correlation": 0.9},
     "4bit": {"min_cosine": 0.98, "centered_cosine": 0.85, "top1_agreement": 0.5, "rank_correlation": 0.8},
 }
