@@ -82,9 +82,9 @@ def run_variant(name: str, backends: list[str], schemes: list[str], seed: int) -
 
 def markdown(runs: list[dict], missing: list[str]) -> str:
     lines = ["# Every zoo variant through every backend (synthetic weights; not a trained model)", "",
-             "Written by `benchmarks/zoo_parity.py`. Parity: the gate of `mobileclip_deploy/verify/gate.py` on 8 "
-             "ImageNet photos and 8 prompts. `pairwise cos` is the range of cosines between different inputs' "
-             "reference embeddings (default-init weights: >= 0.999).", ""]
+             ("Written by `benchmarks/zoo_parity.py`. Parity: the gate of `mobileclip_deploy/verify/gate.py` on 8 "
+              "ImageNet photos and 8 prompts. `pairwise cos` is the range of cosines between different inputs' "
+              "reference embeddings (default-init weights: >= 0.999)."), ""]
     for run in runs:
         pc = run["pairwise_cosine"]
         lines += [f"## {run['variant']} ({run['weights']}, {run['seconds']} s)", "",
@@ -92,7 +92,7 @@ def markdown(runs: list[dict], missing: list[str]) -> str:
                   "", "| artifact | s | MB | min cos | centered cos | PSNR dB | top-1 | rank corr | decisive | status |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for a in run["artifacts"]:
-            def num(key: str, fmt: str = "{:.6f}") -> str:
+            def num(key: str, fmt: str = "{:.6f}", a: dict = a) -> str:
                 return "-" if a.get(key) is None else fmt.format(a[key])
             verdict = {True: "passed", False: "FAILED", None: "not assessable"}.get(a["passed"], "")
             status = a["status"] if a["status"] != "ok" else verdict

@@ -3,7 +3,6 @@ S0-like model on synthetic weights; clean artifacts pass; near-constant referenc
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 from planted import (coarsen_one_layer, onnx_coarsen_initializer, onnx_perturb_initializer, onnx_swap_gelu,
                      perturb_one_layer, swap_one_activation)
 from rich.console import Console
+from test_export_options import TINY, tiny_model
 
 from mobileclip_deploy import reparameterize
 from mobileclip_deploy.exporters import pipeline
@@ -18,26 +18,9 @@ from mobileclip_deploy.exporters.parity import run_batched
 from mobileclip_deploy.exporters.schemes import BACKENDS
 from mobileclip_deploy.exporters.wrappers import example_input
 from mobileclip_deploy.models.clip import CLIP
-from mobileclip_deploy.models.mci import MCiConfig
-from mobileclip_deploy.models.synthetic import load_synthetic
-from mobileclip_deploy.models.text import TextConfig
-from mobileclip_deploy.registry import get_variant
 from mobileclip_deploy.verify.gate import SPREAD_FLOOR, assess, spread
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-TINY = dataclasses.replace(
-    get_variant("mobileclip-s0"), name="tiny-s0", display_name="Tiny S0", embed_dim=32, image_size=64,
-    image=MCiConfig((1, 1, 1, 1), (16, 32, 32, 64), 2.0, (3,), (False, False, True, True)),
-    text=TextConfig(width=64, heads=2, layers=1, mct=True))
-
-
-def tiny_model(synthetic: bool = True) -> CLIP:
-    model = CLIP(TINY)
-    if synthetic:
-        load_synthetic(model, seed=0)
-    return model.eval()
-
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory: pytest.TempPathFactory):
@@ -52,17 +35,20 @@ def judge(ctx, tower: str, scheme: str, out: np.ndarray) -> dict:
 
 # The gate's rules on plain arrays ------------------------------------------------------------------------------------
 
-def test_near_constant_reference_is_not_assessable_and_a_constant_artifact_passes_no_cosine_gate() -> None:
+def test_near_constant_reference_is_not_assessable_and_scrambled_differences_fail() -> None:
     rng = np.random.default_rng(0)
     base = rng.standard_normal(64)
     ref = base + 1e-3 * rng.standard_normal((8, 64))  # default-init weights: every input embeds to ~one vector
     result = assess(ref, ref + 1e-5 * rng.standard_normal(ref.shape), "8bit", partner=rng.standard_normal((8, 64)))
     assert result["spread"] < SPREAD_FLOOR
     assert result["passed"] is None and result["decisive"] == "spread" and "not assessable" in result["message"]
-    spread_ref = rng.standard_normal((8, 64))  # inputs embed apart: an artifact returning the mean is caught
-    const = np.repeat(spread_ref.mean(axis=0, keepdims=True), 8, axis=0) + 3 * spread_ref.mean(axis=0)
-    bad = assess(spread_ref, 0.02 * spread_ref + const, "8bit", partner=rng.standard_normal((8, 64)))
-    assert bad["passed"] is False and bad["decisive"] in bad["message"]
+    # Inputs embed apart (spread ~0.1, pairwise cosine ~0.99): an artifact that keeps the common direction but
+    # scrambles half of the differences between inputs passes a cosine gate and fails the centered cosine.
+    ref = 10 * base + rng.standard_normal((8, 64))
+    bad = assess(ref, ref + 0.5 * rng.standard_normal(ref.shape), "8bit", partner=rng.standard_normal((8, 64)))
+    assert bad["spread"] > SPREAD_FLOOR and bad["min_cosine"] > 0.99  # the 8-bit cosine limit alone would pass it
+    assert bad["passed"] is False and bad["decisive"] == "centered_cosine"
+    assert bad["message"].startswith("centered_cosine") and "below the 8bit limit" in bad["message"]
 
 
 def test_limits_are_configurable_per_class_and_metric() -> None:
@@ -76,7 +62,7 @@ def test_limits_are_configurable_per_class_and_metric() -> None:
 
 
 def test_synthetic_weights_embed_inputs_apart_where_default_init_does_not(ctx) -> None:
-    plain = pipeline.context(reparameterize(tiny_model(synthetic=False)).eval(), TINY, ctx.request)
+    plain = pipeline.context(reparameterize(CLIP(TINY).eval()).eval(), TINY, ctx.request)
     for tower in ("image", "text"):
         assert spread(ctx.reference(tower)) > 4 * SPREAD_FLOOR, tower
     assert spread(plain.reference("image")) < SPREAD_FLOOR  # the case the gate reports as not assessable
