@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from goldens import golden_tensor
 from rich.console import Console
 
 from mobileclip_deploy.errors import UserError
@@ -24,7 +25,6 @@ from mobileclip_deploy.exporters.wrappers import example_input, tower_module
 from mobileclip_deploy.hashing import sha256_path
 from mobileclip_deploy.models.clip import CLIP
 from mobileclip_deploy.models.mci import MCiConfig
-from mobileclip_deploy.models.synthetic import load_synthetic
 from mobileclip_deploy.models.text import TextConfig
 from mobileclip_deploy.registry import get_variant
 
@@ -40,9 +40,11 @@ WEIGHTS = "tiny-golden-weights"  # stands in for a checkpoint sha256
 
 
 def tiny_model() -> CLIP:
-    """The tiny model with synthetic weights (default init would make every output nearly constant)."""
+    """The tiny model with golden-recipe weights (random init would make every output nearly constant)."""
     model = CLIP(TINY)
-    load_synthetic(model)
+    state = {k: golden_tensor(k, list(v.shape), str(v.dtype).removeprefix("torch."))
+             for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
     return model.eval()
 
 

@@ -10,7 +10,7 @@ import pytest
 from planted import (coarsen_one_layer, onnx_coarsen_initializer, onnx_perturb_initializer, onnx_swap_gelu,
                      perturb_one_layer, swap_one_activation)
 from rich.console import Console
-from test_export_options import TINY, tiny_model
+from test_export_options import TINY
 
 from mobileclip_deploy import reparameterize
 from mobileclip_deploy.exporters import pipeline
@@ -18,9 +18,17 @@ from mobileclip_deploy.exporters.parity import run_batched
 from mobileclip_deploy.exporters.schemes import BACKENDS
 from mobileclip_deploy.exporters.wrappers import example_input
 from mobileclip_deploy.models.clip import CLIP
+from mobileclip_deploy.models.synthetic import load_synthetic
 from mobileclip_deploy.verify.gate import SPREAD_FLOOR, assess, spread
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny_model() -> CLIP:
+    """The tiny S0 of test_export_options with the synthetic weights `--random-weights` uses."""
+    model = CLIP(TINY)
+    load_synthetic(model)
+    return model.eval()
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory: pytest.TempPathFactory):
