@@ -15,11 +15,13 @@ __all__ = ["create_model", "reparameterize", "tokenize", "preprocess", "__versio
 
 
 def create_model(name: str, checkpoint: str | os.PathLike[str] | None = None,
-                 model_flag: str = "--model {}") -> nn.Module:
+                 model_flag: str = "--model {}", synthetic_seed: int | None = None) -> nn.Module:
     """Build a variant in train-time form, load a checkpoint strictly if given, and return it in eval mode.
 
-    Without a checkpoint the weights are random (useful for latency, never for accuracy). `model_flag` spells the
-    calling command's option for a model name, so a "looks like another variant" error names the right flag.
+    Without a checkpoint the weights are PyTorch's default init (every input embeds to nearly one vector), or with
+    `synthetic_seed` the synthetic weights of models/synthetic.py (inputs embed apart, as with trained weights; the
+    model's `synthetic_weights` attribute names them). Neither is a trained model. `model_flag` spells the calling
+    command's option for a model name, so a "looks like another variant" error names the right flag.
     """
     from mobileclip_deploy.checkpoint import load_checkpoint_into
     from mobileclip_deploy.models.clip import CLIP
@@ -28,4 +30,8 @@ def create_model(name: str, checkpoint: str | os.PathLike[str] | None = None,
     model = CLIP(get_variant(name))
     if checkpoint is not None:
         load_checkpoint_into(model, checkpoint, model_flag)
+    elif synthetic_seed is not None:
+        from mobileclip_deploy.models.synthetic import load_synthetic
+
+        model.synthetic_weights = load_synthetic(model, synthetic_seed)
     return model.eval()

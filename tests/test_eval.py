@@ -129,6 +129,17 @@ def test_evaluate_scores_the_right_class(tmp_path, shift, top1):
     assert {"text", "images"} <= set(seen)
 
 
+@pytest.mark.parametrize("reference_shift, agreement", [(0, 1.0), (1, 0.0)])
+def test_agreement_with_fp32_counts_unchanged_predictions(tmp_path, reference_shift, agreement):
+    """A candidate that predicts what the reference predicts agrees on every image; a shifted one on none."""
+    root = wnid_folder(tmp_path)
+    image_fn, text_fn = _oracle(root, 0)
+    ref_image, ref_text = _oracle(root, reference_shift)
+    res = ev.evaluate(image_fn, text_fn, root, 256, templates="simple", classes="present",
+                      class_map=SAMPLES / "labels.csv", batch_size=3, reference=(ref_image, ref_text, None))
+    assert res.top1 == 100.0 and res.agreement_with_fp32 == agreement
+
+
 def test_artifact_encoder_runs_onnx_row_by_row(tmp_path):
     enc = ev.artifact_encoder(tiny_onnx(tmp_path / "t.onnx", "text"), "onnx")
     tokens = torch.zeros(5, 77, dtype=torch.int64)

@@ -61,8 +61,12 @@ def entries(out: Path) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def matrix(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("matrix")
+    # This matrix is about formats. The tiny text tower (width 64, one layer) quantized keeps only part of the
+    # differences between prompts (centered cosine 0.49 for 8da4w, 0.75 for pal4, 0.88 for pal6, min cosine
+    # >= 0.994): the gate rightly fails it at the default limits, so they are lowered here; test_gate checks them.
     results = export(out, MATRIX, calibration=shared_dir / "data" / "imagenet-samples", calibration_limit=4,
-                     options={"ort": True, "image_input": True})
+                     options={"ort": True, "image_input": True},
+                     thresholds={"4bit.centered_cosine": 0.4, "8bit.centered_cosine": 0.8})
     return out, results
 
 

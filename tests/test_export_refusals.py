@@ -143,7 +143,7 @@ def test_shipped_recipes_cover_the_three_targets() -> None:
 
 def test_failed_parity_leaves_nothing_finished(out: Path) -> None:
     """An artifact below its threshold is neither in the folder nor in the manifest, and the run says why."""
-    model = create_model("mobileclip-s0")  # random weights: parity only needs the folded model as reference
+    model = create_model("mobileclip-s0", synthetic_seed=0)  # inputs embed apart, so parity is assessable
     request = pipeline.ExportRequest(pairs=resolve_pairs(["onnx"], ["8da8w"]), output_dir=out, towers=("text",),
                                      thresholds={"8bit": 1.0})
     [result] = pipeline.run(request, model, get_variant("mobileclip-s0"), None, Console(quiet=True))

@@ -94,6 +94,9 @@ class EvalResult:
     images_per_s: float
     seconds: float
     classifier_cache: str | None = None  # the cached zero-shot classifier reused, if any
+    # share of images whose top-1 class is the one the fp32 PyTorch model predicts (artifacts against the model
+    # they were exported from, as whisperkittools' QoI); None when no reference model was given
+    agreement_with_fp32: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,12 +167,14 @@ def evaluate(
     batch_size: int = 32,
     progress: Callable[[str, int, int], None] | None = None,
     text_identity: str | None = None,
+    reference: tuple[ImageFn, TextFn, str | None] | None = None,
 ) -> EvalResult:
     """Top-1/top-5 of zero-shot classification; `classes='present'` scores only classes found in `data`.
 
     `data` is a folder (planned here with `templates`, `classes`, `class_map`, `limit_per_class`) or a ready
     `EvalPlan`. `text_identity` (the text weights' sha256 and code) lets the zero-shot classifier come from the
     on-disk cache.
+    `reference` (fp32 image and text encoders, and their text identity) adds the per-image agreement with them.
     """
     from mobileclip_deploy.preprocess import load_image, preprocess_pil
     from mobileclip_deploy.zeroshot import (cached_class_embeddings, class_text_embeddings, imagenet_classnames,
@@ -192,8 +197,12 @@ def evaluate(
     chosen = [names[i] for i in class_ids]
     class_emb, reused = cached_class_embeddings(
         text_identity, chosen, tmpl, lambda: class_text_embeddings(counting_text_fn, chosen, tmpl, batch_size))
+    ref_emb = None
+    if reference is not None:
+        ref_emb, _ = cached_class_embeddings(reference[2], chosen, tmpl, lambda: class_text_embeddings(
+            reference[1], chosen, tmpl, batch_size))
     position = {c: j for j, c in enumerate(class_ids)}
-    correct1 = correct5 = 0
+    correct1 = correct5 = agree = 0
     t_img = time.perf_counter()
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
@@ -203,6 +212,9 @@ def evaluate(
         target = torch.tensor([position[i] for _, i in chunk])
         correct1 += int((topk[:, 0] == target).sum())
         correct5 += int((topk == target[:, None]).any(dim=1).sum())
+        if ref_emb is not None:
+            ref_top1 = zero_shot_logits(reference[0](pixels), ref_emb, float(np.log(100.0))).argmax(dim=1)
+            agree += int((ref_top1 == topk[:, 0]).sum())
         if progress:
             progress("images", start + len(chunk), len(items))
     img_seconds = time.perf_counter() - t_img
@@ -210,7 +222,7 @@ def evaluate(
     top5 = 100.0 * correct5 / n if len(class_ids) >= 5 else None
     return EvalResult(100.0 * correct1 / n, top5, n, len(class_ids), len(tmpl),
                       n / img_seconds if img_seconds > 0 else 0.0, time.perf_counter() - t0,
-                      str(reused) if reused else None)
+                      str(reused) if reused else None, agree / n if ref_emb is not None else None)
 
 
 def torch_encoders(model: torch.nn.Module) -> tuple[ImageFn, TextFn]:

@@ -252,7 +252,7 @@ def eval_cmd(
     plan = plan_eval(data, templates, classes, class_map, limit_per_class)  # refusals before any model loads
     eager_image = eager_text = net = None
     ckpt_sha = None
-    if len(by_tower) < 2:
+    if len(by_tower) < 2 or (by_tower and (checkpoint or random_weights)):  # eager towers, or the fp32 reference
         from mobileclip_deploy import reparameterize
 
         net, _, ckpt_sha = load_model_for_cli(variant.name, checkpoint, random_weights)
@@ -275,7 +275,9 @@ def eval_cmd(
             progress.update(tasks[stage], completed=done)
 
         result = evaluate(image_fn, text_fn, plan, variant.image_size, variant.interpolation,
-                          batch_size=batch_size, progress=report, text_identity=identity)
+                          batch_size=batch_size, progress=report, text_identity=identity,
+                          reference=(eager_image, eager_text, text_identity(None, variant.name, ckpt_sha))
+                          if by_tower and net else None)
     what = {t: (f"{a.path.name}" if a else "eager PyTorch (folded)") for t, a in
             (("image", by_tower.get("image")), ("text", by_tower.get("text")))}
     random = random_weights or bool(random_artifacts)
@@ -290,6 +292,9 @@ def eval_cmd(
         console.print(f"top-1 {result.top1:.2f}%  top-5 {top5}  on {result.images} images, "
                       f"{result.classes_scored} classes competed, {result.templates} templates; "
                       f"{result.images_per_s:.1f} images/s (decode, preprocess and image encoder)")
+        if result.agreement_with_fp32 is not None:
+            console.print(f"agreement with fp32: {result.agreement_with_fp32:.1%} of images keep the fp32 "
+                          "model's top-1 class")
     if result.classifier_cache:
         err_console.print(f"[dim]zero-shot classifier reused from {result.classifier_cache}[/]")
     if random:

@@ -46,7 +46,12 @@ def _fmt_size(n: int | None) -> str:
 def _fmt_parity(parity: dict | None) -> str:
     if not parity or parity.get("check") == "skipped":
         return "skipped"
-    text = f"cos {parity['min_cosine']:.6f} ({parity['check']})"
+    if "decisive" in parity:  # the gate's verdict (verify/gate.py): the metric that decided, or why none could
+        verdict = {True: "", False: " FAILED", None: " NOT ASSESSABLE"}[parity["passed"]]
+        value = parity[parity["decisive"]]
+        text = f"{parity['decisive']} {value:.4g}{verdict}, cos {parity['min_cosine']:.6f} ({parity['check']})"
+    else:
+        text = f"cos {parity['min_cosine']:.6f} ({parity['check']})"
     if "zero_shot_top1_agreement" in parity:
         text += f", top-1 agree {parity['zero_shot_top1_agreement']:.0%}"
     return text

@@ -16,10 +16,12 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Registry name, e.g
 CheckpointOpt = Annotated[Path | None, typer.Option(
     "--checkpoint", "-c", help="Official .pt, open_clip .bin/.pt/.safetensors, or a Hugging Face folder.")]
 RandomWeightsOpt = Annotated[bool, typer.Option(
-    "--random-weights", help="Use random weights (latency and plumbing only; every output says so).")]
+    "--random-weights", help="Use synthetic weights (seeded, not a trained model: inputs embed apart so parity "
+    "checks mean something; latency and plumbing only, every output says so).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
-RANDOM_WARNING = "RANDOM WEIGHTS: no checkpoint was loaded; embeddings, scores and accuracy are meaningless."
+RANDOM_WARNING = ("RANDOM WEIGHTS: no checkpoint was loaded; synthetic weights (not a trained model) stand in, so "
+                  "embeddings, scores and accuracy are meaningless.")
 
 
 def load_model_for_cli(model: str, checkpoint: Path | None, random_weights: bool) -> tuple[nn.Module, Variant, str | None]:
@@ -35,7 +37,7 @@ def load_model_for_cli(model: str, checkpoint: Path | None, random_weights: bool
         raise UserError("pass either --checkpoint or --random-weights, not both.")
     if random_weights:
         err_console.print(f"[bold yellow]WARNING: {RANDOM_WARNING}[/]")
-        return create_model(variant.name), variant, None
+        return create_model(variant.name, synthetic_seed=0), variant, None
     from mobileclip_deploy.checkpoint import resolve_checkpoint_file
 
     net = create_model(variant.name, checkpoint)

@@ -16,7 +16,7 @@ from torch import nn
 
 from mobileclip_deploy.exporters import calibration as calib_mod
 from mobileclip_deploy.exporters.fold import fold_affine
-from mobileclip_deploy.exporters.parity import compare, run_batched, top1_agreement
+from mobileclip_deploy.exporters.parity import run_batched, top1_agreement
 from mobileclip_deploy.exporters.schemes import Scheme
 from mobileclip_deploy.exporters.wrappers import tower_module
 from mobileclip_deploy.hashing import sha256_path
@@ -120,16 +120,24 @@ def judge(ctx: Context, tower: str, scheme: Scheme, check: str, out: np.ndarray,
           extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Parity of `out` (outputs on the first len(out) parity inputs) against the folded PyTorch reference.
 
-    The one rule for every runtime: host parity and `verify --arch arm64` both call it.
+    The one rule for every runtime: host parity and `verify --arch arm64` both call it. The verdict is
+    verify/gate.py's (`threshold` is the scheme class's minimum cosine; `CLASS.METRIC` thresholds of the request
+    set the other limits); retrieval agreement pairs the outputs with the other tower's fp32 reference.
     """
+    from mobileclip_deploy.verify.gate import assess
+
+    other = "text" if tower == "image" else "image"
+    if other not in ctx.towers:  # the partner side of retrieval, even when only one tower is exported
+        ctx.towers[other] = tower_module(ctx.folded, other, ctx.variant.image_size, ctx.variant.context_length)
     ref = ctx.reference(tower)[: len(out)]
     inputs = ctx.inputs(tower)
-    result = {"check": check, **compare(ref, out), "threshold": threshold, "inputs": (
-        ctx.parity_source if tower == "image" else "imagenet_prompts"), "count": len(out),
-        "inputs_sha256": inputs_sha256(inputs), **(extra or {})}
+    cls = scheme.threshold_class
+    overrides = {**ctx.request.thresholds, cls: threshold}
+    result = {"check": check, **assess(ref, out, cls, ctx.reference(other), tower == "image", overrides),
+              "threshold": threshold, "inputs": (ctx.parity_source if tower == "image" else "imagenet_prompts"),
+              "count": len(out), "inputs_sha256": inputs_sha256(inputs), **(extra or {})}
     if tower == "image" and scheme.bits < 16:
         result["zero_shot_top1_agreement"] = top1_agreement(ref, out, ctx.class_embeddings())
-    result["passed"] = result["min_cosine"] >= threshold
     return result
 
 

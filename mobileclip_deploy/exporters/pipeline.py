@@ -327,6 +327,8 @@ def _open_manifest(out_dir: Path, variant, checkpoint_sha256: str | None, model:
     """
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     fresh = mf.header(variant, checkpoint_sha256, float(model.logit_scale.detach()), {}, created)
+    fresh["weights"] = (f"checkpoint:{checkpoint_sha256}" if checkpoint_sha256
+                        else getattr(model, "synthetic_weights", "default-init"))  # never a trained model
     old = mf.load(out_dir)
     if old is None:
         return fresh
@@ -376,11 +378,11 @@ def _check(job: Job, build: Build, path: Path, handle: Any, threshold: float) ->
     except ParityFailure as exc:
         raise ParityFailure(f"{path.name}: {exc}") from None
     result = judge(build.context, job.tower, job.scheme, check, out, threshold, extra)
-    if not result["passed"]:
+    if result["passed"] is False:  # None: not assessable on these weights; the artifact is kept, never "passed"
         raise ParityFailure(
-            f"{path.name}: parity failed ({check}): min cosine {result['min_cosine']:.6f} < threshold "
-            f"{threshold} for {job.scheme.name} (max abs error {result['max_abs_error']:.3g}, "
-            f"PSNR {result['psnr_db']} dB){extra.get('failure_note', '')}{_diagnosis(build, path)}; "
+            f"{path.name}: parity failed ({check}): {result['message']} for {job.scheme.name} (min cosine "
+            f"{result['min_cosine']:.6f}, centered {result['centered_cosine']:.6f}, max abs error "
+            f"{result['max_abs_error']:.3g}, PSNR {result['psnr_db']} dB){extra.get('failure_note', '')}{_diagnosis(build, path)}; "
             "nothing was written"
             + (f"; {job.backend.parity_hints[job.scheme.name]}" if job.scheme.name in job.backend.parity_hints else ""))
     return result

@@ -6,11 +6,13 @@ import difflib
 from dataclasses import dataclass
 
 from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.verify.gate import DEFAULT_LIMITS, check_override
 
 TOWERS = ("image", "text")
 
-# Minimum cosine similarity to the folded PyTorch model, by precision class (configurable per run).
-DEFAULT_THRESHOLDS = {"fp32": 0.99999, "fp16": 0.999, "8bit": 0.99, "4bit": 0.98}
+# Minimum cosine similarity to the folded PyTorch model, by precision class (configurable per run); the gate's
+# other limits are in verify/gate.py.
+DEFAULT_THRESHOLDS = {cls: limits["min_cosine"] for cls, limits in DEFAULT_LIMITS.items()}
 
 
 @dataclass(frozen=True)
@@ -40,13 +42,16 @@ def did_you_mean(name: str, choices: list[str]) -> str:
 
 
 def parse_thresholds(values: dict[str, float] | None) -> dict[str, float]:
-    """Merge user thresholds (`fp32`, `fp16`, `8bit`, `4bit`) over the defaults, refusing unknown classes."""
+    """Merge user thresholds over the defaults: `fp32`, `fp16`, `8bit`, `4bit` set the minimum cosine,
+    `CLASS.METRIC` another gate limit (e.g. `8bit.centered_cosine`); unknown classes and metrics are refused."""
     merged = dict(DEFAULT_THRESHOLDS)
     for key, value in (values or {}).items():
-        if key not in merged:
-            raise UserError(f"unknown threshold class {key!r}{did_you_mean(key, list(merged))}; "
-                            f"use one of {', '.join(merged)}")
-        if not 0.0 < float(value) <= 1.0:
-            raise UserError(f"threshold {key}={value} must be a cosine similarity in (0, 1]")
+        cls = key.partition(".")[0]
+        if cls not in DEFAULT_THRESHOLDS:
+            raise UserError(f"unknown threshold class {cls!r}{did_you_mean(cls, list(DEFAULT_THRESHOLDS))}; "
+                            f"use one of {', '.join(DEFAULT_THRESHOLDS)}")
+        problem = check_override(key, float(value))
+        if problem:
+            raise UserError(problem)
         merged[key] = float(value)
     return merged

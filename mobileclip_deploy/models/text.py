@@ -108,7 +108,9 @@ class TextTransformer(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         n = tokens.shape[1]
         x = self.token_embedding(tokens) + self.positional_embedding[:n]
-        mask = self.attn_mask[:n, :n] if self.attn_mask is not None else None
+        mask = self.attn_mask
+        if mask is not None and n < len(mask):  # a full-size [:n, :n] exports as aten.alias, which Core ML rejects
+            mask = mask[:n, :n]
         for block in self.transformer.resblocks:
             x = block(x, mask)
         x = self.ln_final(x)
