@@ -5,19 +5,56 @@ naming it)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
+from goldens import golden_tensor
+from rich.console import Console
 from typer.testing import CliRunner
 
 from mobileclip_deploy import runtimes
 from mobileclip_deploy.cli import app
 from mobileclip_deploy.errors import UserError
-from mobileclip_deploy.exporters import backends
-from mobileclip_deploy.exporters.backends import Backend, Build
+from mobileclip_deploy.exporters import backends, pipeline
+from mobileclip_deploy.exporters.backends import Backend, Build, resolve_pairs
 from mobileclip_deploy.exporters.schemes import FP16, FP32, Scheme
+from mobileclip_deploy.models.clip import CLIP
+from mobileclip_deploy.models.mci import MCiConfig
+from mobileclip_deploy.models.text import TextConfig
+from mobileclip_deploy.registry import get_variant
+
+# A MobileCLIP-S0-shaped model (same blocks, a fraction of the width) for export tests where full size proves
+# nothing more.
+
+
+TINY = dataclasses.replace(
+    get_variant("mobileclip-s0"), name="tiny-s0", display_name="Tiny S0", embed_dim=32, image_size=64,
+    image=MCiConfig((1, 1, 1, 1), (16, 32, 32, 64), 2.0, (3,), (False, False, True, True)),
+    text=TextConfig(width=64, heads=2, layers=1, mct=True))
+WEIGHTS = "tiny-golden-weights"  # stands in for a checkpoint sha256
+
+
+def tiny_model() -> CLIP:
+    """The tiny model with golden-recipe weights (random init would make every output nearly constant)."""
+    model = CLIP(TINY)
+    state = {k: golden_tensor(k, list(v.shape), str(v.dtype).removeprefix("torch."))
+             for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def export(out: Path, quants: list[str], *, towers=("image", "text"), weights: str = WEIGHTS, options=None, **request):
+    request = pipeline.ExportRequest(pairs=resolve_pairs([], quants), output_dir=out, towers=towers,
+                                     options=options or {}, **request)
+    return pipeline.run(request, tiny_model(), TINY, weights, Console(quiet=True))
+
+
+def entries(out: Path) -> dict[str, dict]:
+    return {e["file"]: e for e in json.loads((out / "manifest.json").read_text())["artifacts"]}
 
 
 def refusal(*args: object) -> str:

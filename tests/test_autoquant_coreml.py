@@ -4,7 +4,6 @@ give; its recipe rebuilds the same weights through the export pipeline; an unrea
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -68,7 +67,7 @@ def test_the_written_package_scores_what_the_search_scored(plan, tmp_path):
 
 
 def test_recipe_rebuilds_the_same_weights_through_the_pipeline(shared_dir, tmp_path):
-    from tests.test_export_options import TINY, entries, export
+    from helpers import TINY, entries, export
 
     photos = shared_dir / "data" / "imagenet-samples"
     first = export(tmp_path / "auto", ["coreml:auto"], towers=("image",), calibration=photos, calibration_limit=8,

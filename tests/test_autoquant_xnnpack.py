@@ -15,7 +15,10 @@ from mobileclip_deploy import runtimes
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import autoquant
 from mobileclip_deploy.exporters import executorch as et_exp
-from mobileclip_deploy.exporters.autoquant_xnnpack import search_and_export, search_executorch
+from mobileclip_deploy.exporters.autoquant_xnnpack import (
+    search_and_export,
+    search_executorch,
+)
 from mobileclip_deploy.exporters.recipe import load_recipe
 from mobileclip_deploy.exporters.sensitive import float_modules
 from mobileclip_deploy.hashing import sha256_path
@@ -177,7 +180,7 @@ def test_dynamic_search_keeps_the_sensitive_linear_float_and_its_recipe_rebuilds
 
 
 def test_pipeline_writes_the_dynamic_plan_and_its_recipe(shared_dir, tmp_path):
-    from tests.test_export_options import entries, export
+    from helpers import entries, export
 
     photos = shared_dir / "data" / "imagenet-samples"
     results = export(tmp_path / "out", ["executorch:auto-8da8w"], towers=("text",), calibration=photos,

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY, WEIGHTS, tiny_model
 from rich.console import Console
-from test_export_options import TINY, WEIGHTS, tiny_model
 from typer.testing import CliRunner
 
 from mobileclip_deploy import create_model

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_export_options import TINY, tiny_model
+from helpers import TINY, tiny_model
 
 from mobileclip_deploy import reparameterize
 from mobileclip_deploy.exporters.fold import fold_affine

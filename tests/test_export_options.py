@@ -7,55 +7,22 @@ check what an interrupted or failed export leaves behind, and when a re-run reus
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from goldens import golden_tensor
-from rich.console import Console
+from helpers import TINY, entries, export, tiny_model
 
 from mobileclip_deploy.errors import UserError
-from mobileclip_deploy.exporters import pipeline
 from mobileclip_deploy.exporters.fold import fold_affine
-from mobileclip_deploy.exporters.backends import resolve_pairs
 from mobileclip_deploy.exporters.wrappers import example_input, tower_module
 from mobileclip_deploy.hashing import sha256_path
-from mobileclip_deploy.models.clip import CLIP
-from mobileclip_deploy.models.mci import MCiConfig
-from mobileclip_deploy.models.text import TextConfig
-from mobileclip_deploy.registry import get_variant
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = dataclasses.replace(
-    get_variant("mobileclip-s0"), name="tiny-s0", display_name="Tiny S0", embed_dim=32, image_size=64,
-    image=MCiConfig((1, 1, 1, 1), (16, 32, 32, 64), 2.0, (3,), (False, False, True, True)),
-    text=TextConfig(width=64, heads=2, layers=1, mct=True))
 MATRIX = ["onnx:fp16", "onnx:w8a8", "executorch:w8a8", "executorch:8da4w", "executorch-coreml:fp16",
           "coreml:fp16", "coreml:pal8", "coreml:pal6", "coreml:pal4"]
-WEIGHTS = "tiny-golden-weights"  # stands in for a checkpoint sha256
-
-
-def tiny_model() -> CLIP:
-    """The tiny model with golden-recipe weights (random init would make every output nearly constant)."""
-    model = CLIP(TINY)
-    state = {k: golden_tensor(k, list(v.shape), str(v.dtype).removeprefix("torch."))
-             for k, v in model.state_dict().items()}
-    model.load_state_dict(state)
-    return model.eval()
-
-
-def export(out: Path, quants: list[str], *, towers=("image", "text"), weights: str = WEIGHTS, options=None, **request):
-    request = pipeline.ExportRequest(pairs=resolve_pairs([], quants), output_dir=out, towers=towers,
-                                     options=options or {}, **request)
-    return pipeline.run(request, tiny_model(), TINY, weights, Console(quiet=True))
-
-
-def entries(out: Path) -> dict[str, dict]:
-    return {e["file"]: e for e in json.loads((out / "manifest.json").read_text())["artifacts"]}
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import TINY
 from planted import (
     coarsen_one_layer,
     onnx_coarsen_initializer,
@@ -16,7 +17,6 @@ from planted import (
     swap_one_activation,
 )
 from rich.console import Console
-from test_export_options import TINY
 
 from mobileclip_deploy import reparameterize, runtimes
 from mobileclip_deploy.exporters import pipeline

@@ -28,7 +28,7 @@ from mobileclip_deploy.exporters.parity import compare
 from mobileclip_deploy.exporters.schemes import DEFAULT_THRESHOLDS
 from mobileclip_deploy.exporters.wrappers import example_input, tower_module
 from mobileclip_deploy.tokenizer import tokenize
-from tests.test_export_options import TINY, tiny_model
+from helpers import TINY, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -243,8 +243,8 @@ def test_missing_converter_is_one_message_naming_the_extra(monkeypatch):
 def test_pipeline_exports_judges_and_records_a_litert_artifact(tmp_path):
     """`export -q litert:8da8w` through the backend registry: the manifest names the file, the parity gate passed
     on LiteRT's runtime and the record says what XNNPACK took; the embedded metadata matches the manifest."""
-    from tests.test_export_options import entries
-    from tests.test_export_options import export as pipeline_export
+    from helpers import entries
+    from helpers import export as pipeline_export
 
     pipeline_export(tmp_path, ["litert:8da8w"], towers=("text",))
     ((name, entry),) = entries(tmp_path).items()

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import Recording, registered
-from test_export_options import entries, export
+from helpers import Recording, entries, export, registered
 
 from mobileclip_deploy.exporters.schemes import FP16, FP32, Scheme
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import Recording, registered
+from helpers import TINY, Recording, entries, export, registered, tiny_model
 from rich.console import Console
-from test_export_options import TINY, entries, export, tiny_model
 
 from mobileclip_deploy.atomic import locked_folder
 from mobileclip_deploy.bench.artifacts import collect
@@ -21,7 +20,11 @@ from mobileclip_deploy.bench.evaluate import artifact_encoder
 from mobileclip_deploy.bench.host import loader_for, measure
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import pipeline
-from mobileclip_deploy.exporters.backends import all_backends, get_backend, resolve_pairs
+from mobileclip_deploy.exporters.backends import (
+    all_backends,
+    get_backend,
+    resolve_pairs,
+)
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mobileclip_deploy"
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import entries, export
 from helpers import refusal as refused
 from PIL import Image
 from test_bench_host import export_folder
-from test_export_options import entries, export
 from tiny_artifacts import tiny_onnx, tiny_text_onnx
 
 from mobileclip_deploy.atomic import locked_folder
@@ -133,7 +133,7 @@ import sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from rich.console import Console
-from test_export_options import TINY, WEIGHTS, tiny_model
+from helpers import TINY, WEIGHTS, tiny_model
 from helpers import registered
 from mobileclip_deploy.exporters import pipeline
 from mobileclip_deploy.exporters.backends import resolve_pairs

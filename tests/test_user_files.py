@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY, WEIGHTS, tiny_model
 from rich.console import Console
 from test_bundle import make_app, make_export
-from test_export_options import TINY, WEIGHTS, tiny_model
 from tiny_artifacts import tiny_onnx
 from typer.testing import CliRunner
 
