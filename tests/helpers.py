@@ -47,6 +47,16 @@ def tiny_model() -> CLIP:
     return model.eval()
 
 
+def synthetic_tiny_model() -> CLIP:
+    """The tiny model with the synthetic weights `--random-weights` uses (golden-qk2: its text tower separates
+    prompts too, where the golden recipe's tiny text tower leaves the parity inputs too alike to judge)."""
+    from mobileclip_deploy.models.synthetic import load_synthetic
+
+    model = CLIP(TINY)
+    load_synthetic(model)
+    return model.eval()
+
+
 def export(out: Path, quants: list[str], *, towers=("image", "text"), weights: str = WEIGHTS, options=None, **request):
     request = pipeline.ExportRequest(pairs=resolve_pairs([], quants), output_dir=out, towers=towers,
                                      options=options or {}, **request)

@@ -23,7 +23,9 @@ from mobileclip_deploy.registry import get_variant
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 FORMATS = ["onnx", "executorch", "coreml"]
-QUANTS = ["fp32", "onnx:8da8w", "executorch:8da8w", "coreml:w8"]
+# Full size for what the tiny matrix (test_export_options) cannot show: fp32 against the official goldens, and
+# Core ML w8 keeping a real-size token table uncompressed; int8 of ONNX/ExecuTorch is proven on the tiny model.
+QUANTS = ["fp32", "coreml:w8"]
 # Cosine to the official implementation's outputs required of the fp32 artifacts (issue 3).
 GOLDEN_COSINE = 0.9999
 CALIBRATION_IMAGES = 4
@@ -52,12 +54,11 @@ def _manifest(folder: Path) -> dict:
 
 def test_every_artifact_exported_and_passed(export) -> None:
     _, results, _ = export
-    assert len(results) == 2 * 6  # two towers x (fp32 + one quantized scheme) x three formats
+    assert len(results) == 2 * 4  # two towers x (fp32 x three formats + Core ML w8)
     failures = [r.message for r in results if r.status != "ok"]
     assert not failures, failures
     names = {r.file for r in results}
-    for backend, scheme, suffix in [("onnx", "fp32", "onnx"), ("onnx", "8da8w", "onnx"),
-                                    ("executorch-xnnpack", "fp32", "pte"), ("executorch-xnnpack", "8da8w", "pte"),
+    for backend, scheme, suffix in [("onnx", "fp32", "onnx"), ("executorch-xnnpack", "fp32", "pte"),
                                     ("coreml", "fp32", "mlpackage"), ("coreml", "w8", "mlpackage")]:
         for tower in ("image", "text"):
             assert f"mobileclip-s0_{tower}_{backend}_{scheme}.{suffix}" in names

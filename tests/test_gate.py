@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import TINY
+from helpers import TINY, synthetic_tiny_model
 from planted import (
     coarsen_one_layer,
     onnx_coarsen_initializer,
@@ -25,22 +25,12 @@ from mobileclip_deploy.exporters.context import judge as context_judge
 from mobileclip_deploy.exporters.schemes import parse_thresholds
 from mobileclip_deploy.exporters.wrappers import example_input
 from mobileclip_deploy.models.clip import CLIP
-from mobileclip_deploy.models.synthetic import load_synthetic
 from mobileclip_deploy.verify.gate import SPREAD_FLOOR, assess, spread
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny_model() -> CLIP:
-    """The tiny S0 of test_export_options with the synthetic weights `--random-weights` uses."""
-    model = CLIP(TINY)
-    load_synthetic(model)
-    return model.eval()
-
-@pytest.fixture(scope="module")
-def ctx(tmp_path_factory: pytest.TempPathFactory):
-    request = pipeline.ExportRequest(pairs=[], output_dir=tmp_path_factory.mktemp("gate"))
-    return pipeline.context(reparameterize(tiny_model()).eval(), TINY, request)
+tiny_model = synthetic_tiny_model
 
 
 def judge(ctx, tower: str, scheme: str, out: np.ndarray) -> dict:

@@ -8,18 +8,26 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from tiny_artifacts import tiny_pte, tiny_text_onnx
 from typer.testing import CliRunner
 
 from mobileclip_deploy.cli.app import app
 from mobileclip_deploy.exporters import manifest as mf
+from mobileclip_deploy.exporters.pipeline import ExportRequest
 from mobileclip_deploy.hashing import sha256_path
 from mobileclip_deploy.verify import arm64, guest_runner
-from mobileclip_deploy.verify.arm64_env import CPU_MODELS, Arm64Env, default_cache, host_versions, parse_cpus
-from tiny_artifacts import tiny_pte, tiny_text_onnx
+from mobileclip_deploy.verify.arm64_env import (
+    CPU_MODELS,
+    Arm64Env,
+    default_cache,
+    host_versions,
+    parse_cpus,
+)
 
 FILE = "tiny_text_onnx_fp32.onnx"
 
@@ -28,6 +36,8 @@ class TinyContext:
     """The parity context of a one-matmul text tower: its reference is computed by PyTorch, not by ONNX Runtime."""
 
     parity_source = "synthetic_images"
+    towers = {"image": None, "text": None}  # the judge pairs a tower with the other's reference for retrieval
+    request = ExportRequest(pairs=[], output_dir=Path("."))
 
     def __init__(self) -> None:
         self.tokens = torch.randint(0, 49408, (3, 77), generator=torch.Generator().manual_seed(1)).to(torch.int32)

@@ -38,7 +38,7 @@ class _Group(TyperGroup):
         except ReportedUserError:
             raise
         except UserError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)  # paths stay whole
             raise ReportedUserError(exc) from None
 
 

@@ -19,7 +19,7 @@ def diagnose(
     checkpoint: CheckpointOpt = None,
     calibration: Annotated[Path | None, typer.Option(
         help="The export's --calibration folder, when its parity used photos from it.")] = None,
-    calibration_limit: Annotated[int, typer.Option(help="The export's --calibration-limit.")] = 16,
+    calibration_limit: Annotated[int, typer.Option(min=1, help="The export's --calibration-limit.")] = 16,
     json_out: JsonOpt = False,
 ) -> None:
     """Compare ARTIFACT with the folded PyTorch model op by op and name the first module where they diverge.
