@@ -33,6 +33,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 tiny_model = synthetic_tiny_model
 
 
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory: pytest.TempPathFactory):
+    request = pipeline.ExportRequest(pairs=[], output_dir=tmp_path_factory.mktemp("gate"))
+    return pipeline.context(reparameterize(tiny_model()).eval(), TINY, request)
+
+
 def judge(ctx, tower: str, scheme: str, out: np.ndarray) -> dict:
     s = all_backends()["onnx"].scheme(scheme) if scheme in ("fp32", "8da8w") else all_backends()["executorch-xnnpack"].scheme(scheme)
     return context_judge(ctx, tower, s, "test", out, parse_thresholds(None)[s.threshold_class])

@@ -43,10 +43,11 @@ NEEDS_SPREAD = ("centered_cosine", "top1_agreement", "rank_correlation")
 # - top1_agreement / rank_correlation: with 8 images and 8 prompts one flipped top-1 is 0.875; clean fp32 and fp16
 #   keep every prediction (rank correlation >= 0.99995) and clean 8-bit exports measured 1.0 and >= 0.985, but
 #   quantized schemes may flip near-ties of the synthetic weights, so those limits are loose: they catch an
-#   artifact that reorders retrieval, and the centered cosine decides the rest.
+#   artifact that reorders retrieval, and the centered cosine decides the rest. fp32 has neither: at the PSNR it
+#   must reach, a changed top-1 or rank is a near-tie flipped by summation order (a 4-wide toy tower under
+#   emulated ARM measured rank correlation 0.94 at 136 dB), not a defect; PSNR and centered cosine decide there.
 DEFAULT_LIMITS: dict[str, dict[str, float]] = {
-    "fp32": {"min_cosine": 0.99999, "psnr_db": 80.0, "centered_cosine": 0.9999, "top1_agreement": 1.0,
-             "rank_correlation": 0.999},
+    "fp32": {"min_cosine": 0.99999, "psnr_db": 80.0, "centered_cosine": 0.9999},
     "fp16": {"min_cosine": 0.999, "centered_cosine": 0.9995, "top1_agreement": 0.875, "rank_correlation": 0.99},
     "8bit": {"min_cosine": 0.99, "centered_cosine": 0.95, "top1_agreement": 0.625, "rank_correlation": 0.9},
     "4bit": {"min_cosine": 0.98, "centered_cosine": 0.85, "top1_agreement": 0.5, "rank_correlation": 0.8},
