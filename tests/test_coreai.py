@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from helpers import TINY, WEIGHTS, synthetic_tiny_model, tiny_model
@@ -155,20 +154,20 @@ def test_without_the_extra_export_names_it(monkeypatch, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def s0(s0_checkpoint: Path, shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """Full-size S0: both towers in fp32 (2 parity inputs each), then int8 weights of the image tower (1 input; the
-    golden weights' 4-bit palettes measured min cosine 0.961, under the 4-bit threshold, so w8 is the scheme here)."""
+    """Full-size S0: both towers in fp32 (2 parity inputs each), then the image tower in fp16 (2 inputs). On these
+    golden weights the compressed schemes miss the gate on the reference runtime: pal4 min cosine 0.961 (4-bit limit
+    0.98), w8 centered cosine 0.9497 on 4 inputs (8-bit limit 0.95), so fp16 (half the bytes) is the scheme here."""
     out = tmp_path_factory.mktemp("coreai_s0")
     model, variant = create_model("mobileclip-s0", checkpoint=s0_checkpoint), get_variant("mobileclip-s0")
     weights = sha256_path(s0_checkpoint)
     results = run(out, ["coreai:fp32"], model, variant, weights,
                   format_options={"coreai": {"parity_inputs": 2}}, calibration=shared_dir / "data" / "imagenet-samples")
-    results += run(out, ["coreai:w8"], model, variant, weights, towers=("image",),
-                   format_options={"coreai": {"parity_inputs": 2}},  # the gate needs two to see a spread
+    results += run(out, ["coreai:fp16"], model, variant, weights, towers=("image",),
                    calibration=shared_dir / "data" / "imagenet-samples")
     return out, results
 
 
-def test_s0_fp32_and_w8_pass_on_the_reference_runtime(s0) -> None:
+def test_s0_fp32_and_fp16_pass_on_the_reference_runtime(s0) -> None:
     out, results = s0
     assert [r.status for r in results] == ["ok"] * 3, [r.message for r in results]
     found = entries(out)
@@ -176,9 +175,9 @@ def test_s0_fp32_and_w8_pass_on_the_reference_runtime(s0) -> None:
         parity = entry["parity"]
         assert parity["passed"] and parity["count"] == 2, name
         assert entry["size_bytes"] > 1e6 and entry["details"]["entrypoints"] == ["main"]
-    w8, fp32 = found["mobileclip-s0_image_coreai_w8.aimodel"], found["mobileclip-s0_image_coreai_fp32.aimodel"]
-    assert w8["size_bytes"] < fp32["size_bytes"] / 3  # the int8 weights stay compressed in the asset
-    assert np.isfinite(w8["parity"]["zero_shot_top1_agreement"])
+    fp16, fp32 = found["mobileclip-s0_image_coreai_fp16.aimodel"], found["mobileclip-s0_image_coreai_fp32.aimodel"]
+    assert fp16["size_bytes"] < fp32["size_bytes"] * 0.6  # the asset holds fp16 weights
+    assert fp16["parity"]["centered_cosine"] >= 0.9995
 
 
 def test_bundle_ios_copies_the_assets(tiny, tmp_path: Path) -> None:
