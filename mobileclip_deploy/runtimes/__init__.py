@@ -55,6 +55,7 @@ class MissingRuntime(UserError):
 
 
 _RUNTIMES: dict[str, Runtime] = {}
+_SCANNED: list[bool] = []  # non-empty once every module of this package has been imported
 
 
 def register(runtime: Runtime) -> Runtime:
@@ -63,9 +64,12 @@ def register(runtime: Runtime) -> Runtime:
 
 
 def _discover() -> dict[str, Runtime]:
-    """Import every runtime module once (a module imported directly registers only itself)."""
-    for info in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{info.name}")
+    """Import every runtime module, scanning the package folder once per process (a module imported directly
+    registers only itself)."""
+    if not _SCANNED:
+        for info in pkgutil.iter_modules(__path__):
+            importlib.import_module(f"{__name__}.{info.name}")
+        _SCANNED.append(True)
     return _RUNTIMES
 
 

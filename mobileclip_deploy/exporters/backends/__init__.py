@@ -124,6 +124,7 @@ class Backend:
 
 
 _BACKENDS: dict[str, Backend] = {}
+_SCANNED: list[bool] = []  # non-empty once every module of this package has been imported
 
 
 def register(cls: type[Backend]) -> type[Backend]:
@@ -132,10 +133,12 @@ def register(cls: type[Backend]) -> type[Backend]:
 
 
 def all_backends() -> dict[str, Backend]:
-    """Every registered backend by name (each module in this package is imported once; a module imported directly
-    registers only itself)."""
-    for info in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{info.name}")
+    """Every registered backend by name. The package folder is scanned once per process (a module imported directly
+    registers only itself); readers of manifests call this per entry."""
+    if not _SCANNED:
+        for info in pkgutil.iter_modules(__path__):
+            importlib.import_module(f"{__name__}.{info.name}")
+        _SCANNED.append(True)
     return dict(sorted(_BACKENDS.items()))
 
 
