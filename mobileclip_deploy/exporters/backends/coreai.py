@@ -115,11 +115,20 @@ def compress(module: nn.Module, scheme: str, example: torch.Tensor, calibration:
 
 @contextlib.contextmanager
 def reproducible_names(seed: int = 0) -> Iterator[None]:
-    """Seed the converter's random graph-name suffixes so two conversions write the same bytes."""
+    """Seed the converter's random graph-name suffixes and run its MLIR passes on one thread, so two conversions
+    write the same bytes: with threads, the entrypoints' passes race to claim a weight blob's name, and the loser's
+    copy is written as `resource_<hash>_1`."""
+    from coreai._compiler import context
     from coreai.authoring import func, graph_builder
 
+    class SingleThreaded(context._MLIRContext):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.enable_multithreading(False)
+
     pick = random.Random(seed).choice
-    with mock.patch.object(graph_builder, "choice", pick), mock.patch.object(func, "choice", pick):
+    with mock.patch.object(graph_builder, "choice", pick), mock.patch.object(func, "choice", pick), \
+            mock.patch.object(context, "_MLIRContext", SingleThreaded):
         yield
 
 
