@@ -175,3 +175,42 @@ def test_accuracy_measured_on_another_data_set_gets_its_own_panel(tmp_path):
     rows = {r["name"]: r for r in csv.DictReader(paths["csv"].open())}
     assert rows[student.name]["top1_on"] == "photos (12-way, 12 images)"
     assert "photos (12-way, 12 images)" in paths["md"].read_text()
+
+
+def _art(backend: str, scheme: str, tower: str):
+    from mobileclip_deploy.bench.artifacts import Artifact
+
+    return Artifact(Path(f"m_{tower}_{backend}_{scheme}"), "mobileclip-s0", tower, backend, scheme)
+
+
+def test_a_quantized_point_is_compared_with_the_fp32_artifacts(monkeypatch, tmp_path):
+    """The frontier's agreement column: a w8a8 point's predictions are scored against its backend's fp32 pair
+    (another backend's when its own is missing); fp32 points and folders without an fp32 pair have none."""
+    from mobileclip_deploy.bench import evaluate as ev
+    from mobileclip_deploy.bench import sweep
+    from mobileclip_deploy.bench.evaluate import EvalResult
+
+    arts = [_art(b, s, t) for b, s in (("onnx", "fp32"), ("onnx", "w8a8"), ("litert", "fp32"), ("litert", "8da8w"))
+            for t in ("image", "text")]
+    assert sweep.fp32_reference(arts, "onnx", "w8a8") == ("onnx", "fp32")
+    assert sweep.fp32_reference(arts[4:] + arts[2:4], "onnx", "w8a8") == ("litert", "fp32")
+    assert sweep.fp32_reference(arts, "onnx", "fp32") is None
+    assert sweep.fp32_reference([arts[0], *arts[2:4]], "onnx", "w8a8") is None  # the fp32 pair lacks its text tower
+
+    seen = {}
+    monkeypatch.setattr(ev, "artifact_encoder", lambda path, backend: path.name)
+
+    def fake_evaluate(image_fn, text_fn, *args, reference=None, **kwargs):
+        seen.update(image=image_fn, reference=reference)
+        return EvalResult(50.0, None, 4, 2, 1, 1.0, 1.0, None, 0.75 if reference else None)
+
+    monkeypatch.setattr(ev, "evaluate", fake_evaluate)
+    cfg = sweep.SweepConfig(("mobileclip-s0",), (("onnx", "w8a8"),), tmp_path, {}, 1, 0, 1, eval_data=tmp_path)
+    top1, on, agreement = sweep.evaluate_scheme(cfg, "mobileclip-s0", arts, "onnx", "w8a8", None)
+    assert (top1, agreement) == (50.0, 0.75) and seen["image"] == "m_image_onnx_w8a8"
+    assert seen["reference"][:2] == ("m_image_onnx_fp32", "m_text_onnx_fp32")
+    assert sweep.evaluate_scheme(cfg, "mobileclip-s0", arts, "onnx", "fp32", None)[2] is None
+    point = Point("S0 onnx w8a8", MEASURED, "host", "onnx", "w8a8", 1, 1, 2, top1, "measured", False, "t",
+                  top1_on=on, agreement=agreement)
+    assert "| measured | 75.0% |" in frontier.to_markdown([point], [])
+    assert list(csv.DictReader(frontier.to_csv([point]).splitlines()))[0]["agreement"] == "0.7500"

@@ -39,6 +39,7 @@ class Point:
     source: str
     pareto: bool = False
     top1_on: str = IMAGENET  # the data set the top-1 was measured on
+    agreement: float | None = None  # share of images whose top-1 the fp32 artifacts predict too (measured points)
 
 
 def _num(value: str | None) -> float | None:
@@ -127,13 +128,16 @@ def _fmt(v: float | None, digits: int = 2) -> str:
 
 def to_markdown(points: list[Point], notes: list[str]) -> str:
     lines = [
-        "| point | where | backend | scheme | image ms | text ms | total ms | top-1 | top-1 on | top-1 is | Pareto |",
-        "|---|---|---|---|---:|---:|---:|---:|---|---|:-:|",
+        "| point | where | backend | scheme | image ms | text ms | total ms | top-1 | top-1 on | top-1 is | "
+        "same top-1 as fp32 | Pareto |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---|---:|:-:|",
     ]
     for p in points:
+        agrees = "–" if p.agreement is None else f"{p.agreement:.1%}"
         lines.append(f"| {p.name} | {p.device} | {p.backend or '–'} | {p.scheme or '–'} | {_fmt(p.image_ms)} | "
                      f"{_fmt(p.text_ms)} | {_fmt(p.total_ms)} | {_fmt(p.top1, 1)} | "
-                     f"{p.top1_on if p.top1 is not None else '–'} | {p.top1_source} | {'★' if p.pareto else ''} |")
+                     f"{p.top1_on if p.top1 is not None else '–'} | {p.top1_source} | {agrees} | "
+                     f"{'★' if p.pareto else ''} |")
     lines.append("")
     lines += [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"

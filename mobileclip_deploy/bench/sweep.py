@@ -199,19 +199,43 @@ def bench_artifacts(artifacts: list[Artifact], cfg: SweepConfig, jsonl: Path, ra
     return medians
 
 
+def fp32_reference(arts: list[Artifact], backend: str, scheme: str) -> tuple[str, str] | None:
+    """The fp32 artifacts a scheme's predictions are compared with: its own backend's, else another backend's
+    (all fp32 exports of one model agree to PSNR > 100 dB); None for an fp32 point or when no fp32 pair exists."""
+    if scheme == "fp32":
+        return None
+    pairs = {(a.backend, a.scheme) for a in arts if a.tower == "image"} & {
+        (a.backend, a.scheme) for a in arts if a.tower == "text"}
+    candidates = [(backend, "fp32")] + sorted((b, s) for b, s in pairs if s == "fp32" and b != backend)
+    return next((c for c in candidates if c in pairs), None)
+
+
 def evaluate_scheme(cfg: SweepConfig, variant_name: str, arts: list[Artifact], backend: str, scheme: str,
-                    progress: Progress | None) -> tuple[float, str]:
-    """Top-1 on --eval-data and what it was measured on (data set, classes, images): a folder of photos is not
-    ImageNet, so the plot shows it on its own axis."""
-    from mobileclip_deploy.bench.evaluate import artifact_encoder, evaluate
+                    progress: Progress | None) -> tuple[float, str, float | None]:
+    """Top-1 on --eval-data, what it was measured on (data set, classes, images: a folder of photos is not
+    ImageNet, so the plot shows it on its own axis), and the share of images whose prediction the fp32 artifacts
+    make too (what users ask when they quantize; None for fp32 itself or without an fp32 pair)."""
+    from mobileclip_deploy.bench.evaluate import artifact_encoder, evaluate, text_identity
     from mobileclip_deploy.registry import get_variant
 
     variant = get_variant(variant_name)
-    pick = {a.tower: a for a in arts if a.backend == backend and a.scheme == scheme}
+
+    def encoders(pair: tuple[str, str]) -> dict[str, Artifact]:
+        return {a.tower: a for a in arts if (a.backend, a.scheme) == pair}
+
+    pick = encoders((backend, scheme))
+    ref = fp32_reference(arts, backend, scheme)
+    reference = None
+    if ref is not None:
+        fp32 = encoders(ref)
+        reference = (artifact_encoder(fp32["image"].path, ref[0]), artifact_encoder(fp32["text"].path, ref[0]),
+                     text_identity(fp32["text"], variant.name, None))
     result = evaluate(artifact_encoder(pick["image"].path, backend), artifact_encoder(pick["text"].path, backend),
                       cfg.eval_data, variant.image_size, variant.interpolation, cfg.eval_templates,
-                      cfg.eval_classes, cfg.class_map, cfg.eval_limit_per_class, progress=progress)
-    return result.top1, f"{cfg.eval_data.name} ({result.classes_scored}-way, {result.images} images)"
+                      cfg.eval_classes, cfg.class_map, cfg.eval_limit_per_class, progress=progress,
+                      reference=reference)
+    return (result.top1, f"{cfg.eval_data.name} ({result.classes_scored}-way, {result.images} images)",
+            result.agreement_with_fp32)
 
 
 def _student_note(student: Student) -> str:
@@ -254,17 +278,17 @@ def run(cfg: SweepConfig, log: Log, progress: Progress | None = None) -> tuple[l
                 continue
             # A student has no published accuracy: without a measured one it is in the table, not the plot.
             top1, source = (None, "none") if student else (variant.published.imagenet_top1, "published")
-            top1_on = IMAGENET
+            top1_on, agreement = IMAGENET, None
             if cfg.eval_data is not None and not random_weights:
                 log(f"evaluate {label} {backend} {scheme} on {cfg.eval_data}")
                 try:
-                    (top1, top1_on), source = evaluate_scheme(cfg, variant.name, arts, backend, scheme,
-                                                              progress), "measured"
+                    top1, top1_on, agreement = evaluate_scheme(cfg, variant.name, arts, backend, scheme, progress)
+                    source = "measured"
                 except Exception as exc:  # noqa: BLE001 - keep the latency point, say why accuracy is missing
                     failures.append(_failure(f"{label} {backend} {scheme} evaluation", exc))
             points.append(Point(f"{label} {backend} {scheme}", MEASURED, f"host {cfg.threads}T", backend, scheme,
                                 img, txt, img + txt, top1, source if top1 is not None else "none", random_weights,
-                                f"{jsonl.name} (this run)", top1_on=top1_on))
+                                f"{jsonl.name} (this run)", top1_on=top1_on, agreement=agreement))
     budget = f" (fewer for slow artifacts: {cfg.max_seconds:g} s each)" if cfg.max_seconds else ""
     notes = [f"Measured: {device['soc']}, {cfg.threads} thread(s), batch 1, median of {cfg.iterations} runs{budget} "
              f"after up to {cfg.warmup} warm-up. Published: iPhone 12 Pro Max (Core ML), from the MobileCLIP "
