@@ -8,8 +8,8 @@ into a fresh temporary folder, with the synthetic weights `--random-weights` use
 trained model). Parity runs on 8 ImageNet photos (../shared/data/imagenet-samples) and 8 prompts. Per artifact it
 records export time, size, every gate metric, the decisive one and any failure; per variant and tower the pairwise
 cosine range of the reference embeddings (how far apart the synthetic weights put different inputs). Results go to
-benchmarks/results/zoo_parity.{json,md}, rewritten after every variant, so an interrupted run keeps what finished;
-`--resume` skips the variants already there.
+benchmarks/results/zoo_parity.{json,md}, rewritten after every backend of a variant, so an interrupted run keeps
+what finished; `--resume` skips the (variant, backend) pairs already there.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch
 
 from mobileclip_deploy import create_model, reparameterize
 from mobileclip_deploy.atomic import write_text
+from mobileclip_deploy.bench.host import host_device
 from mobileclip_deploy.exporters import pipeline
 from mobileclip_deploy.exporters.backends import all_backends
 from mobileclip_deploy.models.synthetic import RECIPE
@@ -80,11 +81,12 @@ def run_variant(name: str, backends: list[str], schemes: list[str], seed: int) -
             "seconds": round(seconds, 1), "artifacts": rows}
 
 
-def markdown(runs: list[dict], missing: list[str]) -> str:
+def markdown(runs: list[dict], missing: list[str], machine: str) -> str:
     lines = ["# Every zoo variant through every backend (synthetic weights; not a trained model)", "",
              ("Written by `benchmarks/zoo_parity.py`. Parity: the gate of `mobileclip_deploy/verify/gate.py` on 8 "
               "ImageNet photos and 8 prompts. `pairwise cos` is the range of cosines between different inputs' "
-              "reference embeddings (default-init weights: >= 0.999)."), ""]
+              "reference embeddings (default-init weights: >= 0.999). Seconds are wall time on a shared host, "
+              "export and check together."), "", f"Machine: {machine}.", ""]
     for run in runs:
         pc = run["pairwise_cosine"]
         lines += [f"## {run['variant']} ({run['weights']}, {run['seconds']} s)", "",
@@ -109,6 +111,17 @@ def markdown(runs: list[dict], missing: list[str]) -> str:
     return "\n".join(lines)
 
 
+def merge(runs: list[dict], new: dict) -> None:
+    """Add one backend's rows to its variant's run (a variant's backends run one at a time, so an interrupted run
+    keeps every backend that finished)."""
+    for run in runs:
+        if run["variant"] == new["variant"]:
+            run["artifacts"] += new["artifacts"]
+            run["seconds"] = round(run["seconds"] + new["seconds"], 1)
+            return
+    runs.append(new)
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(1)
@@ -116,16 +129,18 @@ def main() -> None:
     assert set(names) <= {v.name for v in VARIANTS}, "zoo variants only"
     json_path, md_path = args.out.with_suffix(".json"), args.out.with_suffix(".md")
     runs = json.loads(json_path.read_text())["runs"] if args.resume and json_path.exists() else []
-    done = {r["variant"] for r in runs}
+    device = host_device()
+    machine = f"{device['soc']} ({', '.join(device['isa'])}), {device['cpu_count']} cores"
     for name in names:
-        if name in done:
-            continue
-        print(f"{name}: exporting", flush=True)
-        runs.append(run_variant(name, args.backends.split(","), args.schemes.split(","), args.seed))
-        missing = [n for n in names if n not in {r["variant"] for r in runs}]
-        write_text(json_path, json.dumps({"runs": runs, "not_run": missing}, indent=2) + "\n", replace=True)
-        write_text(md_path, markdown(runs, missing), replace=True)
-        print(f"{name}: done in {runs[-1]['seconds']} s", flush=True)
+        done = {a["backend"] for r in runs if r["variant"] == name for a in r["artifacts"]}
+        for backend in [b for b in args.backends.split(",") if b not in done]:
+            print(f"{name}: exporting {backend}", flush=True)
+            merge(runs, run_variant(name, [backend], args.schemes.split(","), args.seed))
+            missing = [n for n in names if n not in {r["variant"] for r in runs}]
+            write_text(json_path, json.dumps({"machine": machine, "runs": runs, "not_run": missing}, indent=2) + "\n",
+                       replace=True)
+            write_text(md_path, markdown(runs, missing, machine), replace=True)
+            print(f"{name}: {backend} done", flush=True)
 
 
 if __name__ == "__main__":

@@ -213,4 +213,4 @@ def test_a_quantized_point_is_compared_with_the_fp32_artifacts(monkeypatch, tmp_
     point = Point("S0 onnx w8a8", MEASURED, "host", "onnx", "w8a8", 1, 1, 2, top1, "measured", False, "t",
                   top1_on=on, agreement=agreement)
     assert "| measured | 75.0% |" in frontier.to_markdown([point], [])
-    assert list(csv.DictReader(frontier.to_csv([point]).splitlines()))[0]["agreement"] == "0.7500"
+    assert next(csv.DictReader(frontier.to_csv([point]).splitlines()))["agreement"] == "0.7500"

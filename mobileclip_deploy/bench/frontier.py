@@ -128,8 +128,8 @@ def _fmt(v: float | None, digits: int = 2) -> str:
 
 def to_markdown(points: list[Point], notes: list[str]) -> str:
     lines = [
-        "| point | where | backend | scheme | image ms | text ms | total ms | top-1 | top-1 on | top-1 is | "
-        "same top-1 as fp32 | Pareto |",
+        ("| point | where | backend | scheme | image ms | text ms | total ms | top-1 | top-1 on | top-1 is | "
+         "same top-1 as fp32 | Pareto |"),
         "|---|---|---|---|---:|---:|---:|---:|---|---|---:|:-:|",
     ]
     for p in points:
