@@ -38,10 +38,11 @@ def verify(
     cache: CacheOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run every ExecuTorch XNNPACK and ONNX artifact of EXPORT_DIR on emulated ARM64 CPUs and check its parity.
+    """Run every Android artifact of EXPORT_DIR (ExecuTorch XNNPACK, ONNX, LiteRT) on emulated ARM64 CPUs and check its parity.
 
     Each artifact runs under qemu-user on each CPU model's kernels, on the export's own parity inputs, and is
-    compared with the folded PyTorch model (from --checkpoint) with the thresholds of the host parity. Results
+    compared with the folded PyTorch model (from --checkpoint, or rebuilt from the synthetic weights a
+    --random-weights export records) with the thresholds of the host parity. Results
     go into manifest.json beside the host parity. Emulated time is the check's cost, never a latency. The arm64
     environment (Debian sysroot, aarch64 wheels) is prepared on first use and reused.
 
@@ -80,24 +81,38 @@ def verify(
 
 def reference_model(export_dir: Path, manifest: dict, entries: list[dict], checkpoint: Path | None,
                     calibration: Path | None, instead: str):
-    """(variant, folded PyTorch model) an export was made from, after checking the checkpoint is that one and that
-    the parity photos can be rebuilt; `instead` says what to do for a random-weight export."""
+    """(variant, folded PyTorch model) an export was made from, after checking the weights are those (the
+    checkpoint's sha256, or the synthetic weights rebuilt from their recipe and seed and matched by the hash of the
+    folded weights) and that the parity photos can be rebuilt; `instead` says what to do for a default-init export."""
     from mobileclip_deploy import create_model, reparameterize
     from mobileclip_deploy.checkpoint import resolve_checkpoint_file
+    from mobileclip_deploy.exporters.pipeline import folded_weights_id
     from mobileclip_deploy.hashing import sha256_path
+    from mobileclip_deploy.models.synthetic import RECIPE
     from mobileclip_deploy.registry import get_variant
 
-    if manifest.get("checkpoint_sha256") is None:
-        raise UserError(f"{export_dir} was exported from random weights, so its PyTorch reference cannot be rebuilt; "
-                        + instead)
-    if checkpoint is None:
-        raise UserError(f"pass --checkpoint: the checkpoint {export_dir} was exported from (sha256 "
-                        f"{manifest['checkpoint_sha256'][:12]}...), for the PyTorch reference")
-    if sha256_path(resolve_checkpoint_file(checkpoint)) != manifest["checkpoint_sha256"]:
-        raise UserError(f"{checkpoint} is not the checkpoint {export_dir} was exported from (sha256 differs)")
     needs_photos = any((e.get("parity") or {}).get("inputs") in ("held_out_images", "calibration_images")
                        for e in entries)
     if needs_photos and calibration is None:
         raise UserError("this export's parity used photos from its --calibration folder: pass the same --calibration")
     variant = get_variant(manifest["model"])
-    return variant, reparameterize(create_model(variant.name, checkpoint)).eval()
+    if manifest.get("checkpoint_sha256") is not None:
+        if checkpoint is None:
+            raise UserError(f"pass --checkpoint: the checkpoint {export_dir} was exported from (sha256 "
+                            f"{manifest['checkpoint_sha256'][:12]}...), for the PyTorch reference")
+        if sha256_path(resolve_checkpoint_file(checkpoint)) != manifest["checkpoint_sha256"]:
+            raise UserError(f"{checkpoint} is not the checkpoint {export_dir} was exported from (sha256 differs)")
+        return variant, reparameterize(create_model(variant.name, checkpoint)).eval()
+    weights = str(manifest.get("weights", ""))
+    recipe, _, seed = weights.removeprefix("synthetic:").rpartition(":")
+    if not weights.startswith("synthetic:") or recipe != RECIPE or not seed.isdigit():
+        raise UserError(f"{export_dir} was exported from random weights ({weights or 'unrecorded'}), so its PyTorch "
+                        "reference cannot be rebuilt; " + instead)
+    if checkpoint is not None:
+        raise UserError(f"{export_dir} was exported from synthetic weights ({weights}), not from a checkpoint: drop "
+                        "--checkpoint")
+    folded = reparameterize(create_model(variant.name, synthetic_seed=int(seed))).eval()
+    if {e.get("weights") for e in entries} != {f"random:{folded_weights_id(folded)}"}:
+        raise UserError(f"the synthetic weights {weights} rebuilt here differ from the ones {export_dir} was exported "
+                        "with (another version of the package?); " + instead)
+    return variant, folded

@@ -193,7 +193,7 @@ def _quiet(console: Console) -> Iterator[Console]:
             logging.disable(disabled)
 
 
-def _weights_id(model: nn.Module) -> str:
+def folded_weights_id(model: nn.Module) -> str:
     """Hash of the folded weights: identifies random-weight runs, where there is no checkpoint hash."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
@@ -250,7 +250,7 @@ def run(request: ExportRequest, model: nn.Module, variant, checkpoint_sha256: st
             with _quiet(console) as shown, LoggedProgress(*columns, console=shown, transient=False) as progress:
                 task = progress.add_task("folding the model", total=len(jobs) + 1)
                 folded = reparameterize(model).eval()
-                weights_id = checkpoint_sha256 or f"random:{_weights_id(folded)}"
+                weights_id = checkpoint_sha256 or f"random:{folded_weights_id(folded)}"
                 progress.update(task, description="preparing parity and calibration inputs")
                 ctx = Context(folded, variant, request)
                 _check_kept(jobs, ctx)
