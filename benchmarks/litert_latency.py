@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +72,7 @@ def tower_flops(module: torch.nn.Module, example: torch.Tensor) -> float:
 def inputs(tower: str, variant, photos: list[Path], offset: int) -> np.ndarray:
     if tower == "image":
         return calib.load_batch(photos[8 * offset:8 * offset + 8], variant.image_size, variant.interpolation)
-    from mobileclip_deploy.exporters.pipeline import _prompts
+    from mobileclip_deploy.exporters.context import _prompts
 
     return tokenize(_prompts(8, offset=500 * offset), variant.context_length).to(torch.int32).numpy()
 
@@ -94,11 +93,8 @@ def export(runtime: str, scheme: str, module, example, tower: str, path: Path, c
         litert.quantize(path.with_name(f"{tower}_litert_fp32.tflite"), scheme, path, calibration, tower)
 
 
-def runner(runtime: str, path: Path, tower: str) -> Callable[[np.ndarray], np.ndarray]:
-    if runtime == "onnxruntime":
-        return onnx_exp.runner(path, tower)
-    if runtime == "executorch":
-        return et_exp.runner(path)
+def runner(path: Path) -> runtimes.Runner:
+    """The artifact on its runtime here (chosen by suffix), 1 thread: the same loader parity and bench use."""
     return runtimes.load(path, threads=1)
 
 
@@ -145,7 +141,7 @@ def main() -> None:
                     t0 = time.perf_counter()
                     export(runtime, scheme, module, example, tower, path, calibration, variant)
                     print(f"{name} {tower} {label}: exported in {time.perf_counter() - t0:.0f} s", flush=True)
-                run = runner(runtime, path, tower)
+                run = runner(path)
                 out = np.concatenate([np.asarray(run(x[i:i + 1])) for i in range(len(x))])
                 facts[label] = {**compare(reference, out), "mb": path.stat().st_size / 1e6,
                                 **({k: run.info[k] for k in ("xnnpack_partitions", "reference_kernel_ops")}
