@@ -71,3 +71,47 @@ def test_overflow_is_named_then_repaired(hot_s0, tmp_path):
     out, facts = coreml_exp.program_outputs(fixed, "image", images)
     assert facts["fp16"]["fp16-storage"]["first_overflow"] is None
     assert compare(reference, out)["min_cosine"] >= 0.999
+
+
+def _fp32_ops(package: Path) -> set[str]:
+    from coremltools.converters.mil.mil import types
+
+    from mobileclip_deploy.runtimes.coreml_program import Program
+
+    return {coreml_exp._base(op.name) for op in Program.load(package).ops
+            if op.op_type not in ("const", "cast") and op.outputs and op.outputs[0].dtype == types.fp32}
+
+
+def test_the_kept_ops_travel_in_a_recipe_and_rebuild_the_program(tmp_path):
+    """A repair's choice is written as a recipe like an `auto` plan's; a rebuild from it computes those ops in fp32
+    from the start, and a list naming ops the program does not have is refused (it would keep nothing)."""
+    from helpers import entries, export
+
+    from mobileclip_deploy.errors import UserError
+    from mobileclip_deploy.exporters.recipe import load_recipe
+    from mobileclip_deploy.runtimes.coreml_program import Program
+
+    (plain,) = export(tmp_path / "plain", ["coreml:fp16"], towers=("image",))
+    ops = Program.load(tmp_path / "plain" / plain.file).ops
+    chosen = sorted(coreml_exp._base(op.name) for op in ops if op.op_type == "conv")[:2]
+    assert len(chosen) == 2 and not (set(chosen) & _fp32_ops(tmp_path / "plain" / plain.file))
+    written = tmp_path / "repair.recipe.toml"
+    written.write_text(coreml_exp.repair_recipe_text("tiny-s0", "image", "fp16", "iOS17", {
+        "kept_fp32_ops": chosen, "fp16_overflow_repaired": [{"op": chosen[0], "type": "conv", "max_abs": 7e4}]}))
+    recipe = load_recipe(written)
+    assert recipe.quants == ["coreml:fp16"]
+    assert recipe.options == {"coreml": {"deployment_target": "iOS17", "keep_fp32": {"image": chosen}}}
+
+    (rebuilt,) = export(tmp_path / "rebuilt", recipe.quants, towers=("image",), format_options=recipe.options)
+    assert rebuilt.status == "ok" and rebuilt.parity["passed"], rebuilt.message
+    assert set(chosen) <= _fp32_ops(tmp_path / "rebuilt" / rebuilt.file)
+    entry = entries(tmp_path / "rebuilt")[rebuilt.file]
+    assert entry["details"]["kept_fp32_ops"] == chosen
+    assert load_recipe(tmp_path / "rebuilt" / entry["details"]["recipe"]).options == recipe.options  # it writes one too
+
+    with pytest.raises(UserError, match="keep_fp32 names ops this program does not have: conv_typo"):
+        export(tmp_path / "typo", ["coreml:fp16"], towers=("image",),
+               format_options={"coreml": {"keep_fp32": {"image": ["conv_typo"]}}})
+    with pytest.raises(UserError, match="keep_fp32 applies to schemes that compute in fp16"):
+        export(tmp_path / "fp32", ["coreml:fp32"], towers=("image",),
+               format_options={"coreml": {"keep_fp32": {"image": chosen}}})

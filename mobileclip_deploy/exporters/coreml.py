@@ -15,13 +15,15 @@ import json
 import platform
 import shutil
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from mobileclip_deploy.exporters.sensitive import float_modules, inside, eight_bit_params
+from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.exporters.sensitive import eight_bit_params, float_modules, inside
 from mobileclip_deploy.exporters.wrappers import INPUT_NAME, OUTPUT_NAME
 
 _COMPRESSED_OPS = ("constexpr_lut_to_dense", "constexpr_blockwise_shift_scale", "constexpr_affine_dequantize",
@@ -199,14 +201,15 @@ def fp32_ops_for(program, overflowing: list[str]) -> set[str]:
 HEADROOM = 4096.0  # fp16 values above this (1/16 of its range) are kept fp32 when the program misses the gate
 
 
-def _repaired(build, path: Path, inputs: np.ndarray, gate=None) -> tuple[object, dict]:
-    """Build, execute on `inputs`, and while the fp16 program overflows rebuild with the overflowing ops (and their
-    producers and consumers) in fp32. If it then misses `gate(outputs) -> (passed, min cosine)`, keep the ops whose
-    values come within 16x of fp16's limit in fp32 too, once. Returns the model and its facts (`kept_fp32_ops`, what
-    overflowed), or raises Fp16Overflow naming the ops when no such choice works."""
+def _repaired(build, path: Path, inputs: np.ndarray, gate=None, keep_fp32: Sequence[str] = ()) -> tuple[object, dict]:
+    """Build (with `keep_fp32`, a recipe's list, in fp32), execute on `inputs`, and while the fp16 program overflows
+    rebuild with the overflowing ops (and their producers and consumers) in fp32. If it then misses
+    `gate(outputs) -> (passed, min cosine)`, keep the ops whose values come within 16x of fp16's limit in fp32 too,
+    once. Returns the model and its facts (`kept_fp32_ops`, what overflowed), or raises Fp16Overflow naming the ops
+    when no such choice works."""
     from mobileclip_deploy.runtimes.coreml_program import LENIENT, Program
 
-    keep: set[str] = set()
+    keep: set[str] = set(keep_fp32)
     history: list[dict] = []
     widened = False
     for _ in range(REPAIR_ROUNDS + 1):
@@ -215,6 +218,7 @@ def _repaired(build, path: Path, inputs: np.ndarray, gate=None) -> tuple[object,
         ml.save(str(trial))
         try:
             program = Program.load(trial)
+            _known(program, keep_fp32)
             feed, output = program.input_names[0], program.output_names[0]
             scale = 255.0 if _image_input(trial) else 1.0
             outputs = np.concatenate([program.run({feed: row[None] * scale if scale != 1.0 else row[None]},
@@ -254,6 +258,31 @@ def _repaired(build, path: Path, inputs: np.ndarray, gate=None) -> tuple[object,
         f"export fp32 instead{_listed(keep)}")
 
 
+def _known(program, keep_fp32: Sequence[str]) -> None:
+    """A recipe's `keep_fp32` names ops of this program (a typo, or a list written for another model or converter
+    version, would keep nothing in fp32 and let the overflow back)."""
+    names = {_base(op.name) for op in program.ops} | {f"type:{op.op_type}" for op in program.ops}
+    unknown = sorted(set(keep_fp32) - names)
+    if unknown:
+        raise UserError(f"keep_fp32 names ops this program does not have: {', '.join(unknown[:5])}"
+                        f"{' ...' if len(unknown) > 5 else ''} (a recipe written for another model, tower or "
+                        "coremltools version?)")
+
+
+def repair_recipe_text(model: str, tower: str, scheme: str, target: str, facts: dict) -> str:
+    """A recipe (export/*.toml style) that rebuilds a repaired program with the same ops in fp32 from the start."""
+    first = facts["fp16_overflow_repaired"][0] if facts.get("fp16_overflow_repaired") else None
+    why = (f"fp16 overflow first at op {first['op']} ({first['type']}, up to {first['max_abs']:.3g})" if first
+           else "no overflow: kept by the recipe this was built from, or for the parity gate")
+    lines = [f"# Written by the Core ML fp16 repair for {model} ({tower} tower): these ops compute in fp32, chosen by",
+             f"# executing the program on the parity inputs ({why}).",
+             f'description = "{model} {tower}: Core ML {scheme}, {len(facts["kept_fp32_ops"])} ops kept in fp32"',
+             f'model = "{model}"', f'tower = "{tower}"', "", "[formats.coreml]", f'schemes = ["{scheme}"]',
+             f'deployment_target = "{target}"', "", "[formats.coreml.keep_fp32]", f"{tower} = ["]
+    lines += [f"  {json.dumps(name)}," for name in facts["kept_fp32_ops"]]
+    return "\n".join(lines + ["]", ""])
+
+
 def _listed(keep: set[str]) -> str:
     names = sorted(keep)
     return f" (kept: {', '.join(names[:8])}{', ...' if len(names) > 8 else ''})" if names else ""
@@ -261,18 +290,20 @@ def _listed(keep: set[str]) -> str:
 
 def export(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, path: Path, target: str,
            image_input: bool, metadata: dict[str, str], eight_bit: list[str] | None = None,
-           inputs: np.ndarray | None = None, gate=None) -> dict:
+           inputs: np.ndarray | None = None, gate=None, keep_fp32: Sequence[str] = ()) -> dict:
     """Write the .mlpackage for `scheme` at deployment `target`; return manifest facts.
 
     `eight_bit`: the layers a `--quant auto` plan keeps at 8 bits (pal4/pal6 only; see `_compress`).
     `inputs` (the parity inputs): an fp16-computing program is executed on them, and ops that overflow fp16 are
     kept in fp32 (`kept_fp32_ops` in the facts) until none does; `gate(outputs) -> (passed, min cosine)` (the
-    parity rule on `inputs`) decides whether the ops near fp16's limit must be kept too.
+    parity rule on `inputs`) decides whether the ops near fp16's limit must be kept too. `keep_fp32` (a recipe's
+    list, written by an earlier repair) starts the program with those ops in fp32.
     """
     def build(keep: set[str]) -> tuple[object, dict]:
         return _build(module, example, tower, scheme, target, image_input, eight_bit, keep)
 
-    ml, facts = _repaired(build, path, inputs, gate) if inputs is not None and scheme != "fp32" else build(set())
+    ml, facts = (_repaired(build, path, inputs, gate, keep_fp32) if inputs is not None and scheme != "fp32"
+                 else build(set(keep_fp32)))
     ml.short_description = metadata.pop("description")
     ml.license = metadata.pop("license")
     ml.author = metadata.pop("author")

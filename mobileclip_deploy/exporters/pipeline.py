@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from mobileclip_deploy.atomic import atomic_path, check_folder, locked_folder
+from mobileclip_deploy.atomic import atomic_path, check_folder, locked_folder, write_text
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import calibration as calib_mod
 from mobileclip_deploy.exporters import manifest as mf
@@ -463,8 +463,11 @@ def _run_job(job: Job, ctx: Context, request: ExportRequest, manifest: dict[str,
             step("writing")
             for file in files:  # no entry may describe a file that is about to be replaced
                 mf.drop(out_dir, manifest, file)
-        if job.scheme.rebuilds_as:
-            _write_auto_recipe(job, ctx, handle, entries[0])
+        recipe = job.backend.recipe(build, handle, backend_facts)
+        if recipe is not None:  # what rebuilds the artifact without measuring again; the manifest names it
+            name = job.filename(variant.name, ".recipe.toml")
+            write_text(out_dir / name, recipe, replace=True)
+            entries[0]["details"]["recipe"] = name
         for entry in entries:
             mf.put(out_dir, manifest, entry)
     except UserError:
@@ -484,14 +487,3 @@ def _run_job(job: Job, ctx: Context, request: ExportRequest, manifest: dict[str,
         summary = plan_summary(handle)
     return [ArtifactResult(e["file"], job.tower, job.backend.name, job.scheme.name, "ok", e["size_bytes"],
                            e["parity"], seconds, summary) for e in entries]
-
-
-def _write_auto_recipe(job: Job, ctx: Context, plan, entry: dict[str, Any]) -> None:
-    """Write the recipe that rebuilds an `auto` artifact without the search; the manifest names it."""
-    from mobileclip_deploy.atomic import write_text
-    from mobileclip_deploy.exporters.autoquant import recipe_text
-
-    name = job.filename(ctx.variant.name, ".recipe.toml")
-    write_text(ctx.request.output_dir / name, recipe_text(plan, ctx.variant.name, ctx.request.calibration,
-                                                          ctx.request.calibration_limit), replace=True)
-    entry["details"]["recipe"] = name

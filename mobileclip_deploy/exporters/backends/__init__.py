@@ -109,6 +109,16 @@ class Backend:
         """Write `build.path`; return (the manifest entry's `details`, a handle passed to `check`)."""
         raise NotImplementedError
 
+    def recipe(self, build: Build, handle: Any, facts: dict[str, Any]) -> str | None:
+        """A recipe (TOML) that rebuilds this artifact without measuring again, or None: an `auto` plan's (its
+        `handle`) by default."""
+        if not build.scheme.rebuilds_as:
+            return None
+        from mobileclip_deploy.exporters.autoquant import recipe_text
+
+        request = build.context.request
+        return recipe_text(handle, build.variant.name, request.calibration, request.calibration_limit)
+
     def derive(self, build: Build, suffix: str, path: Path) -> None:
         """Write a further file of the job (`files()[1:]`) from the artifact at `build.path`."""
         raise NotImplementedError(f"{self.name} writes no {suffix} files")

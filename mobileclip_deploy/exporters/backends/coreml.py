@@ -86,12 +86,26 @@ class CoreML(CoreMLTarget):
     auto_titles = {"pal4": "Core ML 4-bit palettes"}
     parity_hints = {"pal4": "try -q coreml:auto (4-bit palettes with the sensitive layers at 8 bits; needs "
                             "--calibration), -q coreml:pal6, or accept more error with --threshold 4bit=COSINE"}
-    option_defaults = {**CoreMLTarget.option_defaults, "image_input": False}
+    # keep_fp32 (recipe only, `[formats.coreml.keep_fp32]`, tower -> op names): the ops an fp16 overflow repair kept
+    # in fp32, written by that repair so a rebuild starts from them
+    option_defaults = {**CoreMLTarget.option_defaults, "image_input": False, "keep_fp32": {}}
     option_refusals = {**CoreMLTarget.option_refusals, "image_input": "--image-input applies to Core ML image "
                        "encoders; add --format coreml and the image tower"}
 
     def honours(self, option: str, tower: str) -> bool:
         return option != "image_input" or tower == "image"
+
+    def resolve(self, scheme: Scheme, options: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        options, notices = super().resolve(scheme, options)
+        keep = options.pop("keep_fp32")  # absent unless given: existing cache keys stay as they were
+        if keep:
+            if not isinstance(keep, dict) or not all(t in ("image", "text") and isinstance(v, list) and
+                                                     all(isinstance(n, str) for n in v) for t, v in keep.items()):
+                raise UserError("keep_fp32 is a table of towers (image, text) to lists of Core ML op names")
+            if scheme.name == "fp32":
+                raise UserError("keep_fp32 applies to schemes that compute in fp16; coreml fp32 computes in fp32")
+            options["keep_fp32"] = keep
+        return options, notices
 
     def input_kind(self, build: Build) -> str:
         return "image" if build.options.get("image_input") and build.tower == "image" else "tensor"
@@ -116,7 +130,17 @@ class CoreML(CoreMLTarget):
         parity = build.context.request.parity  # the parity inputs also find fp16 overflow (repaired in export)
         return coreml_exp.export(build.module, build.example, build.tower, build.scheme.name, build.path, target,
                                  image_input, meta, eight_bit=build.keep, inputs=build.inputs if parity else None,
-                                 gate=self._gate(build) if parity else None), None
+                                 gate=self._gate(build) if parity else None,
+                                 keep_fp32=build.options.get("keep_fp32", {}).get(build.tower, ())), None
+
+    def recipe(self, build: Build, handle: Any, facts: dict[str, Any]) -> str | None:
+        """An fp16 overflow repair's choice as a recipe (the ops it kept in fp32), like an `auto` plan's."""
+        if not facts.get("kept_fp32_ops"):
+            return super().recipe(build, handle, facts)
+        from mobileclip_deploy.exporters.coreml import repair_recipe_text
+
+        return repair_recipe_text(build.variant.name, build.tower, build.scheme.name,
+                                  build.options["deployment_target"], facts)
 
     @staticmethod
     def _gate(build: Build):
