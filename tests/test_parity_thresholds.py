@@ -73,3 +73,17 @@ def test_at_cosine_gives_the_cosine_asked() -> None:
     moved = at_cosine(rows, 0.99999).astype(np.float64)
     cos = (moved * rows).sum(1) / np.linalg.norm(moved, axis=1) / np.linalg.norm(rows, axis=1)
     assert np.abs(cos - 0.99999).max() < 2e-7
+
+
+def test_a_changed_gate_limit_judges_again_instead_of_reusing(tmp_path) -> None:
+    """A cached artifact passed under the limits it was judged by: a stricter `CLASS.METRIC` limit re-exports and
+    re-judges that class (here it now fails); the other classes are reused."""
+    quants = ["test-recording:fp32", "test-recording:fp16"]
+    with registered(graded(0.2)):
+        first = export(tmp_path / "out", quants, towers=("text",), thresholds=OTHERS)
+        again = export(tmp_path / "out", quants, towers=("text",), thresholds=OTHERS)
+        stricter = export(tmp_path / "out", quants, towers=("text",),
+                          thresholds={**OTHERS, "fp16.centered_cosine": 1.0})
+    assert [r.status for r in first] == ["ok", "ok"] and [r.status for r in again] == ["cached", "cached"]
+    assert [r.status for r in stricter] == ["cached", "failed"]
+    assert "centered_cosine" in stricter[1].message

@@ -414,6 +414,10 @@ def _facts(job: Job, ctx: Context, request: ExportRequest, weights_id: str, thre
              "calibration_sha256": ctx.calibration_sha256 if job.scheme.static else None,
              "parity_inputs": ctx.parity_inputs if request.parity and job.tower == "image" else None,
              "tools": mf.tool_versions(), **options}
+    limits = {k: float(v) for k, v in sorted(request.thresholds.items())
+              if k.startswith(f"{job.scheme.threshold_class}.")}
+    if limits:  # a gate limit other than the default judges differently; absent at the defaults (keys stay as they were)
+        facts["gate_limits"] = limits
     keep = _kept(job, request)
     if keep is not None:
         facts[job.backend.keep_key] = keep
