@@ -202,3 +202,14 @@ def test_s0_image_program_matches_pytorch(s0_image, shared_dir: Path):
     cos = (out * ref).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)
     assert cos.min() >= 0.99999
     assert cp._cosine(ref[0], ref[1]) < 0.99  # the two inputs give different embeddings: the check can fail
+
+
+def test_native_fp16_is_reported_on_the_first_inputs_and_fp16_storage_judges_all(tmp_path):
+    from helpers import entries, export
+
+    (result,) = export(tmp_path, ["coreml:fp16"], towers=("text",))
+    parity = entries(tmp_path)[result.file]["parity"]
+    program = parity["program"]
+    assert program["judged_model"] == cp.LENIENT and parity["count"] > cp.NATIVE_INPUTS
+    assert program["native_inputs"] == cp.NATIVE_INPUTS and 0.99 < program["native_min_cosine"] <= 1.0
+    assert set(program["fp16"]) == {cp.LENIENT, cp.NATIVE}

@@ -446,7 +446,8 @@ def program_outputs(path: Path, tower: str, inputs: np.ndarray) -> tuple[np.ndar
     runner = program_runner(program)
     scale = 255.0 if _image_input(path) else 1.0  # an ImageType input takes 0..255 camera pixels
     outputs = runner.batched(inputs * scale if scale != 1.0 else inputs)
-    facts = {k: runner.info[k] for k in ("precision", "judged_model", "native_min_cosine", "fp16") if k in runner.info}
+    facts = {k: runner.info[k] for k in ("precision", "judged_model", "native_min_cosine", "native_inputs", "fp16")
+             if k in runner.info}
     return outputs, facts
 
 
