@@ -1,5 +1,6 @@
 """`diagnose` names the layer where an artifact departs from PyTorch: one GELU swapped for a ReLU in one block of the
-tiny S0-shaped image tower (golden weights) before export, Core ML and ONNX; the clean artifact has no divergence."""
+tiny S0-shaped image tower (golden weights) before export, Core ML, ONNX and LiteRT (each through its backend's
+`diagnose`); the clean artifact has no divergence. A failed gate in `export` names the layer by itself."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from helpers import TINY, tiny_model
 
 from mobileclip_deploy import reparameterize
+from mobileclip_deploy.exporters.backends import get_backend
 from mobileclip_deploy.exporters.fold import fold_affine
 from mobileclip_deploy.exporters.wrappers import example_input, tower_module
 from mobileclip_deploy.verify.diagnose import diagnose
@@ -43,23 +45,28 @@ def _export(backend: str, module: torch.nn.Module, path: Path) -> Path:
         from mobileclip_deploy.exporters import coreml as coreml_exp
 
         coreml_exp.export(module, example, "image", "fp32", path, "iOS17", False, dict(META))
-    else:
+    elif backend == "onnx":
         from mobileclip_deploy.exporters import onnx as onnx_exp
 
         onnx_exp.export(module, example, "image", "fp32", path, None, path.parent)
+    else:
+        pytest.importorskip("litert_torch")
+        from mobileclip_deploy.exporters.backends import litert
+
+        litert.export(module, example, "image", "fp32", path, path.parent, dict(META))
     return path
 
 
-@pytest.mark.parametrize("backend,suffix", [("coreml", ".mlpackage"), ("onnx", ".onnx")])
+@pytest.mark.parametrize("backend,suffix", [("coreml", ".mlpackage"), ("onnx", ".onnx"), ("litert", ".tflite")])
 def test_diagnose_names_the_swapped_activation(towers, backend, suffix, tmp_path):
     tower, planted, x = towers
     bad = _export(backend, planted, tmp_path / f"planted{suffix}")
-    found = diagnose(bad, tower, x, bits=32)
+    found = diagnose(get_backend(backend), bad, tower, x, bits=32)
     assert found["backend"] == backend and found["module"] is not None, found
     assert PLANTED in found["module"].split(", "), found
     assert len(found["module"].split(", ")) <= 2, found  # the act, at most with one neighbour
     good = _export(backend, tower, tmp_path / f"clean{suffix}")
-    clean = diagnose(good, tower, x, bits=32)
+    clean = diagnose(get_backend(backend), good, tower, x, bits=32)
     assert clean["module"] is None and clean["compared"] > 5, clean
 
 
@@ -87,3 +94,26 @@ def test_cli_names_the_layer_in_an_export(tmp_path, monkeypatch):
         assert out.exit_code == 1 and PLANTED in out.stdout, out.stdout
     missing = CliRunner().invoke(app, ["diagnose", str(tmp_path), "nope.onnx"])
     assert missing.exit_code == 2 and "not an artifact" in missing.stderr
+
+
+def test_a_failed_litert_gate_names_the_layer(tmp_path, monkeypatch):
+    """`export -q litert:fp32` whose conversion computes one GELU as a ReLU (planted in the module the converter
+    gets): the gate fails, its message names the planted module (the automatic diagnosis), and nothing is written."""
+    pytest.importorskip("litert_torch")
+    from helpers import export
+
+    from mobileclip_deploy.exporters.backends import litert
+
+    split = litert.split_depthwise
+
+    def planted_split(tower: torch.nn.Module) -> torch.nn.Module:
+        rewritten = split(tower)  # a copy: the pipeline's tower stays clean
+        parent, _, leaf = PLANTED.rpartition(".")
+        setattr(rewritten.get_submodule(parent), leaf, torch.nn.ReLU())
+        return rewritten
+
+    monkeypatch.setattr(litert, "split_depthwise", planted_split)
+    (result,) = export(tmp_path, ["litert:fp32"], towers=("image",))
+    assert result.status == "failed" and "parity failed" in result.message, result.message
+    assert "first divergence at " in result.message and PLANTED in result.message, result.message
+    assert not (tmp_path / result.file).exists()
