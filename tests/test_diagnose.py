@@ -1,6 +1,6 @@
 """`diagnose` names the layer where an artifact departs from PyTorch: one GELU swapped for a ReLU in one block of the
-tiny S0-shaped image tower (golden weights) before export, Core ML, ONNX and LiteRT (each through its backend's
-`diagnose`); the clean artifact has no divergence. A failed gate in `export` names the layer by itself."""
+tiny S0-shaped image tower (golden weights) before export, Core ML, ONNX, LiteRT and Core AI (each through its
+backend's `diagnose`); the clean artifact has no divergence. A failed gate in `export` names the layer by itself."""
 
 from __future__ import annotations
 
@@ -49,15 +49,21 @@ def _export(backend: str, module: torch.nn.Module, path: Path) -> Path:
         from mobileclip_deploy.exporters import onnx as onnx_exp
 
         onnx_exp.export(module, example, "image", "fp32", path, None, path.parent)
-    else:
+    elif backend == "litert":
         pytest.importorskip("litert_torch")
         from mobileclip_deploy.exporters.backends import litert
 
         litert.export(module, example, "image", "fp32", path, path.parent, dict(META))
+    else:
+        pytest.importorskip("coreai_torch")
+        from mobileclip_deploy.exporters.backends import coreai
+
+        coreai.export_asset(module, example, "image", "fp32", path, dict(META))
     return path
 
 
-@pytest.mark.parametrize("backend,suffix", [("coreml", ".mlpackage"), ("onnx", ".onnx"), ("litert", ".tflite")])
+@pytest.mark.parametrize("backend,suffix", [("coreml", ".mlpackage"), ("onnx", ".onnx"), ("litert", ".tflite"),
+                                            ("coreai", ".aimodel")])
 def test_diagnose_names_the_swapped_activation(towers, backend, suffix, tmp_path):
     tower, planted, x = towers
     bad = _export(backend, planted, tmp_path / f"planted{suffix}")
@@ -96,24 +102,27 @@ def test_cli_names_the_layer_in_an_export(tmp_path, monkeypatch):
     assert missing.exit_code == 2 and "not an artifact" in missing.stderr
 
 
-def test_a_failed_litert_gate_names_the_layer(tmp_path, monkeypatch):
-    """`export -q litert:fp32` whose conversion computes one GELU as a ReLU (planted in the module the converter
-    gets): the gate fails, its message names the planted module (the automatic diagnosis), and nothing is written."""
-    pytest.importorskip("litert_torch")
+@pytest.mark.parametrize("backend,step", [("litert", "split_depthwise"), ("coreai", "compress")])
+def test_a_failed_gate_names_the_layer(tmp_path, monkeypatch, backend, step):
+    """`export -q BACKEND:fp32` whose conversion computes one GELU as a ReLU (planted in the module the backend's
+    `step` hands to its converter): the gate fails, its message names the planted module (the automatic diagnosis,
+    against the clean tower), and nothing is written."""
+    import importlib
+
     from helpers import export
 
-    from mobileclip_deploy.exporters.backends import litert
+    pytest.importorskip({"litert": "litert_torch", "coreai": "coreai_torch"}[backend])
+    module = importlib.import_module(f"mobileclip_deploy.exporters.backends.{backend}")
+    original = getattr(module, step)
 
-    split = litert.split_depthwise
-
-    def planted_split(tower: torch.nn.Module) -> torch.nn.Module:
-        rewritten = split(tower)  # a copy: the pipeline's tower stays clean
+    def planted(tower: torch.nn.Module, *args, **kwargs) -> torch.nn.Module:
+        converted = copy.deepcopy(original(tower, *args, **kwargs))  # the pipeline's tower stays clean
         parent, _, leaf = PLANTED.rpartition(".")
-        setattr(rewritten.get_submodule(parent), leaf, torch.nn.ReLU())
-        return rewritten
+        setattr(converted.get_submodule(parent), leaf, torch.nn.ReLU())
+        return converted
 
-    monkeypatch.setattr(litert, "split_depthwise", planted_split)
-    (result,) = export(tmp_path, ["litert:fp32"], towers=("image",))
+    monkeypatch.setattr(module, step, planted)
+    (result,) = export(tmp_path, [f"{backend}:fp32"], towers=("image",))
     assert result.status == "failed" and "parity failed" in result.message, result.message
     assert "first divergence at " in result.message and PLANTED in result.message, result.message
     assert not (tmp_path / result.file).exists()
