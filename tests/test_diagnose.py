@@ -126,3 +126,16 @@ def test_a_failed_gate_names_the_layer(tmp_path, monkeypatch, backend, step):
     assert result.status == "failed" and "parity failed" in result.message, result.message
     assert "first divergence at " in result.message and PLANTED in result.message, result.message
     assert not (tmp_path / result.file).exists()
+
+
+def test_cli_refuses_an_artifact_its_backend_cannot_look_into(tmp_path, monkeypatch):
+    """A backend without `diagnose` (the test-only one): one line naming the backends that can, exit code 2."""
+    from helpers import export, refusal, registered
+
+    with registered() as backend:
+        (result,) = export(tmp_path, [f"{backend.name}:fp32"], towers=("image",))
+        monkeypatch.setattr("mobileclip_deploy.cli.verify.reference_model",
+                            lambda *a, **k: (TINY, reparameterize(tiny_model()).eval()))
+        message = refusal("diagnose", tmp_path, result.file)
+    assert message == (f"{result.file}: diagnose compares coreai, coreml, litert, onnx artifacts; test-recording "
+                       "artifacts cannot be looked into op by op yet")

@@ -11,6 +11,7 @@ The first module whose relative error (||a - b|| / ||b||) exceeds the precision'
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,12 +44,18 @@ def tolerance(bits: int) -> float:
 
 @dataclass
 class Trace:
-    """PyTorch modules in the order they finished, with their first input and their output."""
+    """PyTorch modules in the order they finished, with their first input and their output; `alternatives` are other
+    forms of a module's output that a converter may materialize instead (a LayerNorm before its affine, which
+    litert-torch folds into the next linear layer)."""
 
     order: list[str] = field(default_factory=list)
     inputs: dict[str, np.ndarray] = field(default_factory=dict)
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     leaves: set[str] = field(default_factory=set)
+    alternatives: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def expected(self, module: str) -> list[np.ndarray]:
+        return [self.outputs[module], *self.alternatives.get(module, [])]
 
 
 @contextmanager
@@ -81,7 +88,20 @@ def torch_trace(module: nn.Module, x: np.ndarray) -> Trace:
     trace = Trace()
     with _hooks(module, trace), torch.no_grad():
         module(torch.from_numpy(x))
+    for name, sub in module.named_modules():
+        if isinstance(sub, nn.LayerNorm) and sub.elementwise_affine and name in trace.inputs:
+            trace.alternatives[name] = [_without_affine(sub, trace.inputs[name])]
     return trace
+
+
+def _without_affine(norm: nn.LayerNorm, x: np.ndarray) -> np.ndarray:
+    """`norm`'s output on `x` with weight 1 and bias 0, by its own forward (LayerNorm2d permutes around it)."""
+    plain = copy.deepcopy(norm)
+    with torch.no_grad():
+        plain.weight.fill_(1)
+        if plain.bias is not None:
+            plain.bias.zero_()
+        return plain(torch.from_numpy(x)).float().numpy()
 
 
 def relative_error(candidate: np.ndarray, reference: np.ndarray) -> float | None:
@@ -119,10 +139,11 @@ def first_divergence(trace: Trace, records: list[Record], tol: float, fused: dic
     previous = None
     compared = 0
     for owner, op, value, data in records:
-        expected = fused[op](trace.outputs[owner]) if op in fused else trace.outputs[owner]
-        out_err = relative_error(value, expected)
-        if out_err is None:
+        errors = [relative_error(value, fused[op](e) if op in fused else e) for e in trace.expected(owner)]
+        errors = [e for e in errors if e is not None]
+        if not errors:
             continue
+        out_err = min(errors)
         compared += 1
         if out_err > tol:
             first = input_of.get(op, owner)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobileclip_deploy.verify.diagnose import Record, first_divergence, torch_trace
+from mobileclip_deploy.verify.diagnose import Record, first_divergence, relative_error, torch_trace
 
 _CALL_STACK = re.compile(r'"call_stack": \[([^\]]*)\]')
 
@@ -77,30 +77,45 @@ async def _intermediates(path: Path, x: np.ndarray, op_ids: list[int]) -> dict[i
 
 
 def compare(path: Path, module: nn.Module, x: np.ndarray, tol: float) -> dict[str, Any]:
-    """The first module whose last Core AI op departs from its PyTorch output. The runtime's values carry no data
-    input, so a departure names the modules run since the last module that agreed."""
+    """The first module none of whose Core AI ops (its own and its submodules') computes its PyTorch output.
+
+    Any op may be the one that materializes a module's output: the converter's debug info attributes some ops to a
+    neighbouring module (a residual add to the linear before it) and a module's last own op need not be its output
+    (an attention's output comes from its projection). The runtime's values carry no data input, so a departure
+    names the modules run since the last module that agreed."""
     from coreai.authoring.asset import AIModelAsset
     from coreai_torch.debugging.torch_utils import get_torch_to_coreai_output_mapping
 
     trace = torch_trace(module, x)
     paths = instances(module, x)
     program = AIModelAsset.load(str(path)).program
-    mappings = get_torch_to_coreai_output_mapping(program)
     stacks = call_stacks(program)
-    last: dict[str, tuple[int, int]] = {}  # module -> (its last op id, the output it maps to)
-    for mapping in sorted(mappings.values(), key=lambda m: m.source_op_id):  # torch graph order
-        # Only an op of a module the tower has: an op inside a module it lacks (a compressed scheme's
-        # `ParametrizedConv2d`, a planted activation) would be compared with its parent's output.
-        stack = stacks.get(mapping.target_op_id) or [""]
-        owner = paths.get(stack[0])
-        if owner is not None and owner in trace.outputs:
-            last.pop(owner, None)
-            last[owner] = (mapping.target_op_id, mapping.target_output)
+    ops = []  # (Core AI op id, output index, the modules whose subtree computes it), in the torch graph's order
+    for mapping in sorted(get_torch_to_coreai_output_mapping(program).values(), key=lambda m: m.source_op_id):
+        owners = [paths[level] for level in stacks.get(mapping.target_op_id, []) if paths.get(level) in trace.outputs]
+        if owners:
+            ops.append((mapping.target_op_id, mapping.target_output, owners))
     runtime_x = x.astype(np.int32) if np.issubdtype(x.dtype, np.integer) else x.astype(np.float32)
-    values = asyncio.run(_intermediates(path, runtime_x, sorted({op for op, _ in last.values()})))
-    records: list[Record] = []
-    for owner, (op, output) in last.items():
+    values = asyncio.run(_intermediates(path, runtime_x, sorted({op for op, _, _ in ops})))
+    candidates: dict[str, list[tuple[str, np.ndarray]]] = {}
+    position: dict[str, int] = {}
+    for index, (op, output, owners) in enumerate(ops):
         outputs = values.get(op)
-        if outputs and output < len(outputs) and outputs[output] is not None:
-            records.append((owner, f"coreai op {op}", np.asarray(outputs[output], np.float32), None))
+        if not outputs or output >= len(outputs) or outputs[output] is None:
+            continue
+        for owner in owners:
+            candidates.setdefault(owner, []).append((f"coreai op {op}", np.asarray(outputs[output], np.float32)))
+            position[owner] = index
+    records: list[Record] = []
+    for owner in sorted(candidates, key=lambda name: (position[name], trace.order.index(name))):
+        scored = [(error, op, value) for op, value in candidates[owner]
+                  if (error := _error(value, trace.expected(owner))) is not None]
+        if scored:
+            _, op, value = min(scored, key=lambda item: item[0])
+            records.append((owner, op, value, None))
     return first_divergence(trace, records, tol)
+
+
+def _error(value: np.ndarray, expected: list[np.ndarray]) -> float | None:
+    errors = [e for e in (relative_error(value, ref) for ref in expected) if e is not None]
+    return min(errors) if errors else None

@@ -19,7 +19,7 @@ from mobileclip_deploy.verify.diagnose import (
     torch_trace,
 )
 
-_COUNTER = re.compile(r";\d*$")  # litert-torch numbers the ops of one scope: `scope;3`
+_SUFFIX = re.compile(r";[^/]*$")  # litert-torch numbers the ops of a scope (`scope;3`), the quantizer marks its own (`;3_dequant`)
 
 
 def module_path(location: str, root: nn.Module) -> str | None:
@@ -30,7 +30,7 @@ def module_path(location: str, root: nn.Module) -> str | None:
     among the current module's descendants by class and attribute. Levels below a module `root` does not have (the
     depthwise rewrite's internals) are dropped, so a rewritten conv keeps its original path."""
     path, module = "", root
-    for level in _COUNTER.sub("", location).split("/")[2:]:
+    for level in _SUFFIX.sub("", location).split("/")[2:]:
         found = [(name, sub) for name, sub in module.named_modules() if name
                  and level == f"{type(sub).__module__}.{type(sub).__name__}_{name.rpartition('.')[2]}"]
         found = found or [(name, sub) for name, sub in module.named_children() if level.endswith("_" + name)]
