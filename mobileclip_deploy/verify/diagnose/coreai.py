@@ -15,7 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobileclip_deploy.verify.diagnose import Record, first_divergence, relative_error, torch_trace
+from mobileclip_deploy.verify.diagnose import (
+    Record,
+    first_divergence,
+    relative_error,
+    torch_trace,
+)
 
 _CALL_STACK = re.compile(r'"call_stack": \[([^\]]*)\]')
 
