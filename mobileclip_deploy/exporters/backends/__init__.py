@@ -1,7 +1,8 @@
 """The backend registry: one module per export format in this package, found at first use.
 
 A backend declares its name, file suffix, schemes and the runtime that executes its artifacts here, and does its own
-export, check and op-by-op diagnosis; the pipeline, `verify`, `bench`, `eval` and `bundle` ask it rather than comparing backend names.
+export, check and op-by-op diagnosis; the pipeline, `verify`, `diagnose`, `bench`, `eval` and `bundle` ask it rather
+than comparing backend names.
 Adding a format is adding a module here that defines a `Backend` subclass decorated with `@register`.
 """
 
