@@ -1,7 +1,7 @@
 """Where an artifact first departs from the folded PyTorch model: compared op by op, named by PyTorch module path.
 
 A final cosine says *that* an artifact is wrong; this says *where*. PyTorch's side is every module's input and
-output (forward hooks, in execution order), here. The artifact's side is what its runtime computed inside, read by
+output (forward hooks, in execution order). The artifact's side is what its runtime computed inside, read by
 the backend that wrote it (`Backend.diagnose`, one module of this package per runtime): each runtime value is tied
 to the module that produced it (by the weight it reads, or the module scope its converter recorded) and handed back
 as records in the artifact's order. An op whose input agrees but output does not is the culprit; one whose input
@@ -29,10 +29,9 @@ TOLERANCES = {32: 1e-3, 16: 3e-2, 8: 0.1}
 LOW_BIT_TOLERANCE = 0.3
 
 
-# What a runtime's fused conv/linear ops apply after the product (ONNX Runtime's `activation` attribute, LiteRT's
-# `fused_activation_function`), by lower-case name.
-ACTIVATIONS = {"relu": lambda v: np.maximum(v, 0), "relu6": lambda v: np.clip(v, 0, 6),
-               "sigmoid": lambda v: 1 / (1 + np.exp(-v)), "tanh": np.tanh}
+# What a runtime's fused conv/linear ops apply after the product (ONNX Runtime's `activation` attribute), by
+# lower-case name.
+ACTIVATIONS = {"relu": lambda v: np.maximum(v, 0), "sigmoid": lambda v: 1 / (1 + np.exp(-v)), "tanh": np.tanh}
 
 
 Record = tuple[str, str, np.ndarray, np.ndarray | None]  # module, op, output, data input (artifact's order)
