@@ -1,6 +1,6 @@
 """`diagnose` names the layer where an artifact departs from PyTorch: one GELU swapped for a ReLU in one block of the
-tiny S0-shaped image tower (golden weights) before export, Core ML, ONNX, LiteRT and Core AI (each through its
-backend's `diagnose`); the clean artifact has no divergence. A failed gate in `export` names the layer by itself."""
+tiny S0-shaped image tower (golden weights) before export, Core ML, ONNX, LiteRT, Core AI and ExecuTorch's Core ML
+delegate (each through its backend's `diagnose`); the clean artifact has no divergence. A failed gate in `export` names the layer by itself."""
 
 from __future__ import annotations
 
@@ -54,6 +54,10 @@ def _export(backend: str, module: torch.nn.Module, path: Path) -> Path:
         from mobileclip_deploy.exporters.backends import litert
 
         litert.export(module, example, "image", "fp32", path, path.parent, dict(META))
+    elif backend == "executorch-coreml":
+        from mobileclip_deploy.exporters import executorch as et_exp
+
+        et_exp.export(module, example, "fp32", "coreml", path, None, "iOS17")
     else:
         pytest.importorskip("coreai_torch")
         from mobileclip_deploy.exporters.backends import coreai
@@ -63,7 +67,7 @@ def _export(backend: str, module: torch.nn.Module, path: Path) -> Path:
 
 
 @pytest.mark.parametrize("backend,suffix", [("coreml", ".mlpackage"), ("onnx", ".onnx"), ("litert", ".tflite"),
-                                            ("coreai", ".aimodel")])
+                                            ("coreai", ".aimodel"), ("executorch-coreml", ".pte")])
 def test_diagnose_names_the_swapped_activation(towers, backend, suffix, tmp_path):
     tower, planted, x = towers
     bad = _export(backend, planted, tmp_path / f"planted{suffix}")
@@ -137,5 +141,5 @@ def test_cli_refuses_an_artifact_its_backend_cannot_look_into(tmp_path, monkeypa
         monkeypatch.setattr("mobileclip_deploy.cli.verify.reference_model",
                             lambda *a, **k: (TINY, reparameterize(tiny_model()).eval()))
         message = refusal("diagnose", tmp_path, result.file)
-    assert message == (f"{result.file}: diagnose compares coreai, coreml, litert, onnx artifacts; test-recording "
-                       "artifacts cannot be looked into op by op yet")
+    assert message == (f"{result.file}: diagnose compares coreai, coreml, executorch-coreml, litert, onnx artifacts; "
+                       "test-recording artifacts cannot be looked into op by op yet")

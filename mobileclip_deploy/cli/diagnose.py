@@ -25,8 +25,9 @@ def diagnose(
     """Compare ARTIFACT with the folded PyTorch model op by op and name the first module where they diverge.
 
     Runs the export's first parity input through both, the artifact on its own runtime with its intermediate values
-    kept (Core ML programs executed op by op, ONNX graphs with intermediate outputs, LiteRT's preserved tensors, Core
-    AI's debug intermediates). Each op tied to a PyTorch module is compared with it (input and output); the first
+    kept (Core ML programs, also inside an executorch-coreml .pte, executed op by op; ONNX graphs with intermediate
+    outputs; LiteRT's preserved tensors; Core AI's debug intermediates; not ExecuTorch XNNPACK, whose partitions hide
+    their intermediate values). Each op tied to a PyTorch module is compared with it (input and output); the first
     whose relative error exceeds the scheme's tolerance is named, or the modules PyTorch ran between it and the last
     op that agreed. Exit code 1 when a divergence is found.
 
