@@ -1,5 +1,6 @@
 """`diagnose` names the layer where an artifact departs from PyTorch: one GELU swapped for a ReLU in one block of the
-tiny S0-shaped image tower (golden weights) before export, Core ML and ONNX; the clean artifact has no divergence."""
+tiny S0-shaped image tower (golden weights) before export, Core ML, ONNX, LiteRT, Core AI and ExecuTorch's Core ML
+delegate (each through its backend's `diagnose`); the clean artifact has no divergence. A failed gate in `export` names the layer by itself."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from helpers import TINY, tiny_model
 
 from mobileclip_deploy import reparameterize
+from mobileclip_deploy.exporters.backends import get_backend
 from mobileclip_deploy.exporters.fold import fold_affine
 from mobileclip_deploy.exporters.wrappers import example_input, tower_module
 from mobileclip_deploy.verify.diagnose import diagnose
@@ -43,23 +45,38 @@ def _export(backend: str, module: torch.nn.Module, path: Path) -> Path:
         from mobileclip_deploy.exporters import coreml as coreml_exp
 
         coreml_exp.export(module, example, "image", "fp32", path, "iOS17", False, dict(META))
-    else:
+    elif backend == "onnx":
         from mobileclip_deploy.exporters import onnx as onnx_exp
 
         onnx_exp.export(module, example, "image", "fp32", path, None, path.parent)
+    elif backend == "litert":
+        pytest.importorskip("litert_torch")
+        from mobileclip_deploy.exporters.backends import litert
+
+        litert.export(module, example, "image", "fp32", path, path.parent, dict(META))
+    elif backend == "executorch-coreml":
+        from mobileclip_deploy.exporters import executorch as et_exp
+
+        et_exp.export(module, example, "fp32", "coreml", path, None, "iOS17")
+    else:
+        pytest.importorskip("coreai_torch")
+        from mobileclip_deploy.exporters.backends import coreai
+
+        coreai.export_asset(module, example, "image", "fp32", path, dict(META))
     return path
 
 
-@pytest.mark.parametrize("backend,suffix", [("coreml", ".mlpackage"), ("onnx", ".onnx")])
+@pytest.mark.parametrize("backend,suffix", [("coreml", ".mlpackage"), ("onnx", ".onnx"), ("litert", ".tflite"),
+                                            ("coreai", ".aimodel"), ("executorch-coreml", ".pte")])
 def test_diagnose_names_the_swapped_activation(towers, backend, suffix, tmp_path):
     tower, planted, x = towers
     bad = _export(backend, planted, tmp_path / f"planted{suffix}")
-    found = diagnose(bad, tower, x, bits=32)
+    found = diagnose(get_backend(backend), bad, tower, x, bits=32)
     assert found["backend"] == backend and found["module"] is not None, found
     assert PLANTED in found["module"].split(", "), found
     assert len(found["module"].split(", ")) <= 2, found  # the act, at most with one neighbour
     good = _export(backend, tower, tmp_path / f"clean{suffix}")
-    clean = diagnose(good, tower, x, bits=32)
+    clean = diagnose(get_backend(backend), good, tower, x, bits=32)
     assert clean["module"] is None and clean["compared"] > 5, clean
 
 
@@ -87,3 +104,42 @@ def test_cli_names_the_layer_in_an_export(tmp_path, monkeypatch):
         assert out.exit_code == 1 and PLANTED in out.stdout, out.stdout
     missing = CliRunner().invoke(app, ["diagnose", str(tmp_path), "nope.onnx"])
     assert missing.exit_code == 2 and "not an artifact" in missing.stderr
+
+
+@pytest.mark.parametrize("backend,step", [("litert", "split_depthwise"), ("coreai", "compress")])
+def test_a_failed_gate_names_the_layer(tmp_path, monkeypatch, backend, step):
+    """`export -q BACKEND:fp32` whose conversion computes one GELU as a ReLU (planted in the module the backend's
+    `step` hands to its converter): the gate fails, its message names the planted module (the automatic diagnosis,
+    against the clean tower), and nothing is written."""
+    import importlib
+
+    from helpers import export
+
+    pytest.importorskip({"litert": "litert_torch", "coreai": "coreai_torch"}[backend])
+    module = importlib.import_module(f"mobileclip_deploy.exporters.backends.{backend}")
+    original = getattr(module, step)
+
+    def planted(tower: torch.nn.Module, *args, **kwargs) -> torch.nn.Module:
+        converted = copy.deepcopy(original(tower, *args, **kwargs))  # the pipeline's tower stays clean
+        parent, _, leaf = PLANTED.rpartition(".")
+        setattr(converted.get_submodule(parent), leaf, torch.nn.ReLU())
+        return converted
+
+    monkeypatch.setattr(module, step, planted)
+    (result,) = export(tmp_path, [f"{backend}:fp32"], towers=("image",))
+    assert result.status == "failed" and "parity failed" in result.message, result.message
+    assert "first divergence at " in result.message and PLANTED in result.message, result.message
+    assert not (tmp_path / result.file).exists()
+
+
+def test_cli_refuses_an_artifact_its_backend_cannot_look_into(tmp_path, monkeypatch):
+    """A backend without `diagnose` (the test-only one): one line naming the backends that can, exit code 2."""
+    from helpers import export, refusal, registered
+
+    with registered() as backend:
+        (result,) = export(tmp_path, [f"{backend.name}:fp32"], towers=("image",))
+        monkeypatch.setattr("mobileclip_deploy.cli.verify.reference_model",
+                            lambda *a, **k: (TINY, reparameterize(tiny_model()).eval()))
+        message = refusal("diagnose", tmp_path, result.file)
+    assert message == (f"{result.file}: diagnose compares coreai, coreml, executorch-coreml, litert, onnx artifacts; "
+                       "test-recording artifacts cannot be looked into op by op yet")

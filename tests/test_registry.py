@@ -97,15 +97,16 @@ def _name_comparisons(source: str, names: set[str]) -> list[int]:
 
 def test_no_module_outside_the_backends_compares_backend_names() -> None:
     """Runtime names that are also backend names (`litert`, `coreai`) are runtime decisions (which Android runner,
-    which guest), so only names that are backends alone are looked for."""
+    which guest), so only names that are backends alone are looked for; artifact suffixes too (`diagnose` asks the
+    backend, never the file name)."""
     from mobileclip_deploy import runtimes
 
-    names = set(all_backends()) - set(runtimes._discover())
+    names = set(all_backends()) - set(runtimes._discover()) | {b.suffix for b in all_backends().values()}
     offenders = [f"{path.relative_to(PACKAGE)}:{line}" for path in PACKAGE.rglob("*.py")
                  if "backends" not in path.parts for line in _name_comparisons(path.read_text(), names)]
     assert offenders == []
-    planted = 'x = 1\nif entry.get("backend") == "onnx" or b in ("coreml", "tflite"):\n    pass\n'
-    assert _name_comparisons(planted, names) == [2]  # the scan finds a comparison where there is one
+    planted = 'x = 1\nif entry.get("backend") == "onnx" or b in ("coreml", "tflite"):\n    pass\ny = p.suffix == ".pte"\n'
+    assert _name_comparisons(planted, names) == [2, 4]  # the scan finds a comparison where there is one
 
 
 def test_export_and_verify_writers_take_one_lock(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from mobileclip_deploy.errors import UserError
 @app.command("diagnose")
 def diagnose(
     export_dir: Annotated[Path, typer.Argument(help="An export folder (with manifest.json).")],
-    artifact: Annotated[str, typer.Argument(help="The artifact's file name in EXPORT_DIR (.mlpackage or .onnx).")],
+    artifact: Annotated[str, typer.Argument(help="The artifact's file name in EXPORT_DIR.")],
     checkpoint: CheckpointOpt = None,
     calibration: Annotated[Path | None, typer.Option(
         help="The export's --calibration folder, when its parity used photos from it.")] = None,
@@ -24,10 +24,12 @@ def diagnose(
 ) -> None:
     """Compare ARTIFACT with the folded PyTorch model op by op and name the first module where they diverge.
 
-    Runs the export's first parity input through both: Core ML programs are executed op by op on this host, ONNX
-    graphs expose their intermediate outputs. Each conv/linear op is compared with its PyTorch module (input and
-    output); the first whose relative error exceeds the scheme's tolerance is named, or the modules PyTorch ran
-    between it and the last op that agreed. Exit code 1 when a divergence is found.
+    Runs the export's first parity input through both, the artifact on its own runtime with its intermediate values
+    kept (Core ML programs, also inside an executorch-coreml .pte, executed op by op; ONNX graphs with intermediate
+    outputs; LiteRT's preserved tensors; Core AI's debug intermediates; not ExecuTorch XNNPACK, whose partitions hide
+    their intermediate values). Each op tied to a PyTorch module is compared with it (input and output); the first
+    whose relative error exceeds the scheme's tolerance is named, or the modules PyTorch ran between it and the last
+    op that agreed. Exit code 1 when a divergence is found.
 
     Example: mobileclip-deploy diagnose out/ios mobileclip-s0_image_coreml_fp16.mlpackage -c mobileclip_s0.pt
     """
@@ -53,8 +55,9 @@ def diagnose(
     request = ExportRequest(pairs=[], output_dir=export_dir, towers=(entry["tower"],), calibration=calibration,
                             calibration_limit=calibration_limit)
     ctx = context(folded, variant, request)
-    bits = of_artifact(entry["backend"]).scheme(entry["scheme"]).bits
-    found = run_diagnosis(path, ctx.export_towers[entry["tower"]], ctx.inputs(entry["tower"])[:1], bits)
+    backend = of_artifact(entry["backend"])
+    found = run_diagnosis(backend, path, ctx.export_towers[entry["tower"]], ctx.inputs(entry["tower"])[:1],
+                          backend.scheme(entry["scheme"]).bits)
     if json_out:
         print_json({"file": entry["file"], **found})
     elif found["module"] is None:

@@ -226,13 +226,27 @@ def export(module: nn.Module, example: torch.Tensor, scheme: str, delegate: str,
 
 def extract_coreml_payload(edge, folder: Path) -> Path:
     """Unpack the model.mlpackage the Core ML delegate embedded, so its structure can be checked on Linux."""
-    from executorch.backends.apple.coreml import executorchcoreml
-
     lowered = [m for _, m in edge.exported_program().graph_module.named_modules() if hasattr(m, "processed_bytes")]
     if len(lowered) != 1:
         raise RuntimeError(f"expected one Core ML partition, found {len(lowered)}")
+    return _unpack_coreml(lowered[0].processed_bytes, folder)
+
+
+def coreml_payload_of(pte: Path, folder: Path) -> Path:
+    """The model.mlpackage inside a written Core ML-delegated `.pte` (its delegate data, as the runtime reads it)."""
+    from executorch.exir._serialize._program import _extract_delegate_payload
+
+    payload = _extract_delegate_payload(Path(pte).read_bytes(), "coreml")
+    if payload is None:
+        raise RuntimeError(f"{Path(pte).name} holds no Core ML delegate")
+    return _unpack_coreml(payload, folder)
+
+
+def _unpack_coreml(payload: bytes, folder: Path) -> Path:
+    from executorch.backends.apple.coreml import executorchcoreml
+
     folder.mkdir(parents=True, exist_ok=True)
-    executorchcoreml.unflatten_directory_contents(lowered[0].processed_bytes, str(folder))
+    executorchcoreml.unflatten_directory_contents(payload, str(folder))
     packages = list(folder.rglob("*.mlpackage"))
     if not packages:
         raise RuntimeError("the Core ML delegate payload holds no .mlpackage")

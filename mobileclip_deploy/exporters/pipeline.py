@@ -382,20 +382,20 @@ def _check(job: Job, build: Build, path: Path, handle: Any, threshold: float) ->
         raise ParityFailure(
             f"{path.name}: parity failed ({check}): {result['message']} for {job.scheme.name} (min cosine "
             f"{result['min_cosine']:.6f}, centered {result['centered_cosine']:.6f}, max abs error "
-            f"{result['max_abs_error']:.3g}, PSNR {result['psnr_db']} dB){extra.get('failure_note', '')}{_diagnosis(build, path)}; "
+            f"{result['max_abs_error']:.3g}, PSNR {result['psnr_db']} dB){extra.get('failure_note', '')}{_diagnosis(job.backend, build, path)}; "
             "nothing was written"
             + (f"; {job.backend.parity_hints[job.scheme.name]}" if job.scheme.name in job.backend.parity_hints else ""))
     return result
 
 
-def _diagnosis(build: Build, path: Path) -> str:
-    """'; first divergence at MODULE ...' for a failed artifact that `diagnose` can compare op by op, else ''."""
-    from mobileclip_deploy.verify.diagnose import SUFFIXES, diagnose
+def _diagnosis(backend: Backend, build: Build, path: Path) -> str:
+    """'; first divergence at MODULE ...' for a failed artifact its backend can compare op by op, else ''."""
+    from mobileclip_deploy.verify.diagnose import diagnose
 
-    if path.suffix not in SUFFIXES:
+    if not backend.diagnoses or path.suffix != backend.suffix:  # derived files (.ort) are not compared
         return ""
     build.step("diagnosing where it diverges")
-    found = diagnose(path, build.module, build.inputs[:1], build.scheme.bits)
+    found = diagnose(backend, path, build.module, build.inputs[:1], build.scheme.bits)
     if found["module"] is None:
         return ""
     return (f"; first divergence at {found['module']} ({found['where']}, op {found['op']}, relative error "

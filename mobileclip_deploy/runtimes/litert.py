@@ -41,12 +41,18 @@ def delegation(ops: list[dict[str, Any]]) -> dict[str, Any]:
             "delegated_nodes": len(taken), "model_nodes": len(model_ops), "reference_kernel_ops": dict(left)}
 
 
-def interpreter(path: Path, threads: int = 1):
-    """LiteRT's Interpreter with its default op resolver, which applies XNNPACK as apps get it by default."""
+def interpreter(path: Path, threads: int = 1, preserve_all_tensors: bool = False):
+    """LiteRT's Interpreter with its default op resolver, which applies XNNPACK as apps get it by default.
+    `preserve_all_tensors` keeps every intermediate tensor readable (diagnose; XNNPACK then runs op by op)."""
     require("ai_edge_litert", EXTRA, "LiteRT")
+    import warnings
+
     from ai_edge_litert.interpreter import Interpreter
 
-    return Interpreter(model_path=str(path), num_threads=threads)
+    with warnings.catch_warnings():  # "intended for debugging purposes only": that is what it is used for
+        warnings.simplefilter("ignore", UserWarning)
+        return Interpreter(model_path=str(path), num_threads=threads,
+                           experimental_preserve_all_tensors=preserve_all_tensors)
 
 
 def load(path: Path, threads: int = 1) -> Runner:

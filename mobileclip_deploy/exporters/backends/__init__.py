@@ -1,7 +1,8 @@
 """The backend registry: one module per export format in this package, found at first use.
 
 A backend declares its name, file suffix, schemes and the runtime that executes its artifacts here, and does its own
-export and check; the pipeline, `verify`, `bench`, `eval` and `bundle` ask it rather than comparing backend names.
+export, check and op-by-op diagnosis; the pipeline, `verify`, `diagnose`, `bench`, `eval` and `bundle` ask it rather
+than comparing backend names.
 Adding a format is adding a module here that defines a `Backend` subclass decorated with `@register`.
 """
 
@@ -131,6 +132,17 @@ class Backend:
             raise NotImplementedError(f"{self.name} artifacts cannot run on this host")
         runner = runtimes.load(path, threads=1, runtime=self.runtime)
         return self.check_name or self.runtime, runner.batched(build.inputs), {"runtime": runner.info}
+
+    def diagnose(self, path: Path, module: nn.Module, x: np.ndarray, tol: float) -> dict[str, Any]:
+        """Where the artifact at `path` first departs from `module` (the folded tower it was exported from) on input
+        `x`, op by op: verify/diagnose's record (`module` None when nothing departs beyond relative error `tol`).
+        Backends whose runtime shows its intermediate values implement it with verify/diagnose's machinery."""
+        raise NotImplementedError(f"{self.name} artifacts cannot be compared op by op")
+
+    @property
+    def diagnoses(self) -> bool:
+        """Whether `diagnose` is implemented: `export` then names the first diverging module of a failed gate."""
+        return type(self).diagnose is not Backend.diagnose
 
 
 _BACKENDS: dict[str, Backend] = {}

@@ -248,3 +248,8 @@ class CoreAI(Backend):
         build.step(f"running {count} of {len(build.inputs)} parity inputs on Core AI's Linux reference runtime")
         return "coreai_reference_runtime", runner.batched(build.inputs[:count]), {
             "runtime": runner.info, "parity_inputs_used": count, "parity_inputs_available": len(build.inputs)}
+
+    def diagnose(self, path: Path, module: nn.Module, x: np.ndarray, tol: float) -> dict[str, Any]:
+        from mobileclip_deploy.verify.diagnose import coreai as diagnose_coreai
+
+        return diagnose_coreai.compare(path, module, x, tol)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters.backends import Backend, Build, register
@@ -165,3 +166,8 @@ class CoreML(CoreMLTarget):
             return "coreml_predict", run_batched(coreml_exp.runner(path, build.tower), build.inputs), facts
         name, out = self.program_check(build, path, facts)
         return name, out, facts
+
+    def diagnose(self, path: Path, module: nn.Module, x: np.ndarray, tol: float) -> dict[str, Any]:
+        from mobileclip_deploy.verify.diagnose import coreml
+
+        return coreml.compare(path, module, x, tol)

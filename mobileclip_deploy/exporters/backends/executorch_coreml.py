@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from mobileclip_deploy.exporters.backends import Build, register
 from mobileclip_deploy.exporters.backends.coreml import CoreMLTarget
@@ -39,3 +41,11 @@ class ExecutorchCoreML(CoreMLTarget):
         self.check_structure(package, build.tower, facts, io_problems=False)
         name, out = self.program_check(build, package, facts)
         return name, out, facts
+
+    def diagnose(self, path: Path, module: nn.Module, x: np.ndarray, tol: float) -> dict[str, Any]:
+        """The Core ML program inside the `.pte`, unpacked from the file and executed op by op like an `.mlpackage`."""
+        from mobileclip_deploy.exporters import executorch as et_exp
+        from mobileclip_deploy.verify.diagnose import coreml
+
+        with tempfile.TemporaryDirectory() as folder:
+            return coreml.compare(et_exp.coreml_payload_of(path, Path(folder)), module, x, tol)

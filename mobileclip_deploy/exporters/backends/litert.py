@@ -194,3 +194,8 @@ class LiteRT(Backend):
         facts = export(build.module, build.example, build.tower, build.scheme.name, build.path, build.work_dir,
                        build.metadata, build.calibration, build.step)
         return facts, None
+
+    def diagnose(self, path: Path, module: nn.Module, x: np.ndarray, tol: float) -> dict[str, Any]:
+        from mobileclip_deploy.verify.diagnose import litert as diagnose_litert
+
+        return diagnose_litert.compare(path, module, x, tol)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from torch import nn
+
 from mobileclip_deploy.exporters.backends import Backend, Build, register
 from mobileclip_deploy.exporters.schemes import FP16, FP32, Scheme
 
@@ -56,3 +59,8 @@ class Onnx(Backend):
 
         build.step("writing ORT format")
         onnx_exp.write_ort(build.path, path, build.scheme.name)
+
+    def diagnose(self, path: Path, module: nn.Module, x: np.ndarray, tol: float) -> dict[str, Any]:
+        from mobileclip_deploy.verify.diagnose import onnx
+
+        return onnx.compare(path, module, x, tol)
