@@ -1,27 +1,35 @@
-"""What several test modules share: the CLI refusal check, and a backend that exists only in the tests (it joins the
-registry like a real one and runs through plan, export, parity, manifest, bench and eval without any other module
-naming it)."""
+"""What several test modules share (test modules never import each other): the CLI refusal check, the tiny model and
+its exports, a backend that exists only in the tests (it joins the registry like a real one and runs through plan,
+export, parity, manifest, bench and eval without any other module naming it), fake export folders and app projects,
+benchmark records, labelled folders of the shared photos, and the outlier conv tower of the `auto` searches."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
+from conftest import REPO_ROOT
 from goldens import golden_tensor
 from rich.console import Console
-from typer.testing import CliRunner
+from tiny_artifacts import tiny_onnx
+from torch import nn
+from typer.testing import CliRunner, Result
 
 from mobileclip_deploy import runtimes
+from mobileclip_deploy.bench.records import Measurement, make_record
 from mobileclip_deploy.cli import app
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import backends, pipeline
 from mobileclip_deploy.exporters.backends import Backend, Build, resolve_pairs
 from mobileclip_deploy.exporters.schemes import FP16, FP32, Scheme
+from mobileclip_deploy.hashing import sha256_path
 from mobileclip_deploy.models.clip import CLIP
 from mobileclip_deploy.models.mci import MCiConfig
 from mobileclip_deploy.models.text import TextConfig
@@ -57,6 +65,16 @@ def synthetic_tiny_model() -> CLIP:
     return model.eval()
 
 
+def tiny_image_tower() -> tuple[torch.nn.Module, torch.Tensor]:
+    """The tiny model's folded image tower, as the pipeline hands it to a backend, and its example input."""
+    from mobileclip_deploy import reparameterize
+    from mobileclip_deploy.exporters.fold import fold_affine
+    from mobileclip_deploy.exporters.wrappers import example_input, tower_module
+
+    tower = fold_affine(tower_module(reparameterize(tiny_model()), "image", TINY.image_size, TINY.context_length))
+    return tower.eval(), example_input("image", TINY.image_size, TINY.context_length)
+
+
 def export(out: Path, quants: list[str], *, towers=("image", "text"), weights: str = WEIGHTS, options=None, **request):
     request = pipeline.ExportRequest(pairs=resolve_pairs([], quants), output_dir=out, towers=towers,
                                      options=options or {}, **request)
@@ -68,9 +86,12 @@ def entries(out: Path) -> dict[str, dict]:
 
 
 def refusal(*args: object) -> str:
-    """Run the CLI in-process and return its refusal, one line unwrapped: a UserError, exit code 2, `error:` on
-    stderr, no traceback."""
-    result = CliRunner().invoke(app, [str(a) for a in args])
+    """Run the CLI in-process and return its refusal (see `refused`)."""
+    return refused(CliRunner().invoke(app, [str(a) for a in args]))
+
+
+def refused(result: Result) -> str:
+    """A CLI run's refusal, one line unwrapped: a UserError, exit code 2, `error:` on stderr, no traceback."""
     assert isinstance(result.exception, UserError), result.output
     assert result.exit_code == 2 and "error:" in result.stderr and "Traceback" not in result.output
     return " ".join(str(result.exception).split())
@@ -122,3 +143,189 @@ def registered(cls: type[Backend] = Recording) -> Iterator[Backend]:
         del backends._BACKENDS[cls.name]
         del runtimes._RUNTIMES[runtime.name]
         Recording.seen.clear()
+
+
+# ------------------------------------------------------------------------------------------ export folders, apps
+
+BUNDLE_FIXTURE = Path(__file__).parent / "fixtures" / "manifest_example.json"
+
+
+def export_folder(tmp_path: Path) -> Path:
+    """An export folder of tiny ONNX towers (8x8 photos) and their manifest, for `bench`, `eval` and `frontier`."""
+    folder = tmp_path / "export"
+    folder.mkdir()
+    entries = []
+    for tower in ("image", "text"):
+        p = tiny_onnx(folder / f"mobileclip-s0_{tower}_onnx_fp32.onnx", tower)
+        shape = [1, 3, 8, 8] if tower == "image" else [1, 77]
+        entries.append({"file": p.name, "sha256": sha256_path(p), "model": "mobileclip-s0", "tower": tower,
+                        "backend": "onnx", "scheme": "fp32", "inputs": [{"name": "x", "shape": shape}],
+                        "status": "ok"})
+    (folder / "manifest.json").write_text(json.dumps({"model": "mobileclip-s0", "artifacts": entries}))
+    return folder
+
+
+def make_export(root: Path, *, with_coreml: bool = True, android: bool = False, towers=("image", "text")) -> Path:
+    """A fake export folder shaped like the manifest fixture (tiny files instead of models, their real sha256);
+    `android` adds ExecuTorch and LiteRT entries beside the fixture's ONNX ones."""
+    export = root / "export"
+    manifest = json.loads(BUNDLE_FIXTURE.read_text())
+    if not with_coreml:
+        manifest["artifacts"] = [a for a in manifest["artifacts"] if a["backend"] != "coreml"]
+    if android:
+        onnx = next(a for a in manifest["artifacts"] if a["backend"] == "onnx")
+        manifest["artifacts"].append({**onnx, "tower": "text", "file": onnx["file"].replace("_image_", "_text_")})
+        for backend, suffix in (("executorch-xnnpack", "pte"), ("litert", "tflite")):
+            manifest["artifacts"] += [{**a, "backend": backend, "file": a["file"].replace("_onnx_", f"_{backend}_")
+                                       .rsplit(".", 1)[0] + f".{suffix}"}
+                                      for a in manifest["artifacts"] if a["backend"] == "onnx"]
+    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["tower"] in towers]
+    for artifact in manifest["artifacts"]:
+        path = export / artifact["file"]
+        if path.suffix == ".mlpackage":
+            (path / "Data" / "com.apple.CoreML").mkdir(parents=True)
+            (path / "Data" / "com.apple.CoreML" / "model.mlmodel").write_bytes(b"\0" * 1000)
+            (path / "Manifest.json").write_text("{}")
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(artifact["file"].encode())
+        artifact["sha256"] = sha256_path(path)
+    (export / "tokenizer").mkdir(parents=True)
+    (export / "tokenizer" / "merges.txt").write_text("i n\nt h\n")
+    (export / "tokenizer" / "vocab.json").write_text('{"a</w>": 320}')
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    return export
+
+
+def make_app(root: Path) -> Path:
+    """A fake iOS demo project for `bundle ios`."""
+    demo = root / "MobileCLIPDemo"
+    (demo / "Resources" / "Models").mkdir(parents=True)
+    (demo / "project.yml").write_text("name: MobileCLIPDemo\n")
+    return demo
+
+
+# ------------------------------------------------------------------------------------------ benchmark records
+
+DEVICE = {"model": "x86_64", "os": "Linux", "soc": "Test CPU", "name": "host", "cpu_count": 2}
+ARTIFACT = {"file": "m_image_onnx_fp32.onnx", "sha256": "a" * 64, "model": "mobileclip-s0", "tower": "image",
+            "backend": "onnx", "scheme": "fp32"}
+
+
+def bench_record(**kw) -> dict:
+    """A valid host record of four samples (median 2.5 ms)."""
+    m = Measurement([1.0, 2.0, 3.0, 4.0], load_ms=12.0, first_inference_ms=9.0, warmup=5, peak_memory_mb=100.0)
+    return make_record(target="host", device=DEVICE, runtime={"name": "onnxruntime", "version": "1.32.0"},
+                       artifact=ARTIFACT, measurement=m, threads=1, **kw)
+
+
+# ------------------------------------------------------------------------------------------ labelled photo folders
+
+# Same location rule as conftest's `shared_dir`; a missing folder fails these tests rather than skipping them.
+SAMPLES = Path(os.environ.get("MOBILECLIP_SHARED") or REPO_ROOT.parent / "shared") / "data" / "imagenet-samples"
+
+
+def sample_rows(n: int | None = 4) -> list[dict[str, str]]:
+    """The first `n` rows of the shared photos' labels.csv (all of them for None)."""
+    with open(SAMPLES / "labels.csv") as fh:
+        return list(csv.DictReader(fh))[:n]
+
+
+def wnid_folder(tmp_path: Path, n: int = 4, name: str = "val") -> Path:
+    """A folder of wnid folders, one shared photo in each."""
+    root = tmp_path / name
+    for row in sample_rows(n):
+        (root / row["wnid"]).mkdir(parents=True)
+        (root / row["wnid"] / row["filename"]).symlink_to(SAMPLES / row["filename"])
+    return root
+
+
+def uneven_folder(tmp_path: Path, name: str = "val") -> Path:
+    """Three class folders holding 1, 2 and 3 photos (the extra ones are other classes' photos).
+
+    The sizes differ so that the top-1 depends on which label each photo carries even when a model gives every
+    photo the same class (as MobileCLIP on default-init or golden weights does on these photos).
+    """
+    rows = sample_rows(6)
+    root = tmp_path / name
+    for folder, photos in ((rows[0], rows[:1]), (rows[1], [rows[1], rows[3]]), (rows[2], [rows[2], *rows[4:6]])):
+        (root / folder["wnid"]).mkdir(parents=True)
+        for photo in photos:
+            (root / folder["wnid"] / photo["filename"]).symlink_to(SAMPLES / photo["filename"])
+    return root
+
+
+def expected_top1(model, root: Path, image_size: int) -> float:
+    """Top-1 (%) of `model` on a folder of wnid folders, computed here: labels from labels.csv, the class whose
+    simple-template text embedding is nearest (cosine) to each photo's image embedding."""
+    from mobileclip_deploy.preprocess import load_image, preprocess_pil
+    from mobileclip_deploy.zeroshot import (
+        class_text_embeddings,
+        imagenet_classnames,
+        simple_templates,
+    )
+
+    index = {r["wnid"]: int(r["index"]) for r in sample_rows(None)}
+    labelled = [(f, index[d.name]) for d in sorted(root.iterdir()) for f in sorted(d.iterdir())]
+    classes = sorted({i for _, i in labelled})
+    with torch.no_grad():
+        text = class_text_embeddings(model.encode_text, [imagenet_classnames()[i] for i in classes],
+                                     simple_templates())
+        pixels = torch.stack([preprocess_pil(load_image(f), image_size) for f, _ in labelled])
+        image = torch.nn.functional.normalize(model.encode_image(pixels), dim=-1)
+    predicted = [classes[j] for j in (image @ text.T).argmax(dim=1).tolist()]
+    return 100.0 * sum(p == label for p, (_, label) in zip(predicted, labelled)) / len(labelled)
+
+
+# ------------------------------------------------------------------------------------------ the `auto` searches' tower
+
+OUTLIER_BLOCK = 2
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Conv2d(dim, 2 * dim, 1), nn.GELU(), nn.Conv2d(2 * dim, dim, 1)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.mixer = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.mlp = Mlp(dim)
+
+    def forward(self, x):
+        x = x + self.mixer(x)
+        return x + self.mlp(x)
+
+
+class TinyTower(nn.Module):
+    """pixels (1x3x16x16) -> image_embedding (1x8), blocks named like the MCi towers' (`blocks.N.mlp`)."""
+
+    def __init__(self, outliers: bool, dim: int = 16) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, dim, 3, stride=2, padding=1)
+        self.blocks = nn.Sequential(*[Block(dim) for _ in range(4)])
+        self.head = nn.Linear(dim, 8)
+        self.proj = nn.Parameter(torch.eye(8) + 0.1 * torch.randn(8, 8))  # an op of the tower itself, like CLIP's
+        if outliers:  # one hidden channel 1000x larger, undone by fc2: fp32 output as before, int8 ranges swamped
+            mlp = self.blocks[OUTLIER_BLOCK].mlp
+            with torch.no_grad():
+                mlp.fc1.weight[0] *= 1000
+                mlp.fc1.bias[0] *= 1000
+                mlp.fc2.weight[:, 0] /= 1000
+
+    def forward(self, pixels):
+        return self.head(self.blocks(self.stem(pixels)).mean(dim=(2, 3))) @ self.proj
+
+
+def search_data() -> tuple[np.ndarray, np.ndarray]:
+    """Twelve random 16x16 calibration photos and six random 8-d anchor embeddings (seeded)."""
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (12, 3, 16, 16)).astype(np.float32)
+    anchors = rng.standard_normal((6, 8)).astype(np.float32)
+    return images, anchors

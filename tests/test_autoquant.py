@@ -3,9 +3,10 @@ purpose and nothing else, its recipe rebuilds the same artifact, and an unreacha
 
 from pathlib import Path
 
-import numpy as np
+import helpers
 import pytest
 import torch
+from helpers import OUTLIER_BLOCK, TinyTower, search_data
 from torch import nn
 
 from mobileclip_deploy.errors import UserError
@@ -14,60 +15,11 @@ from mobileclip_deploy.exporters import onnx as onnx_exp
 from mobileclip_deploy.exporters.recipe import load_recipe
 from mobileclip_deploy.hashing import sha256_path
 
-OUTLIER_BLOCK = 2
 REPO_PHOTOS = Path("photos")  # only checked for presence by frontier_pair
 
 
-class Mlp(nn.Module):
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.fc1, self.act, self.fc2 = nn.Conv2d(dim, 2 * dim, 1), nn.GELU(), nn.Conv2d(2 * dim, dim, 1)
-
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class Block(nn.Module):
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.mixer = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-        self.mlp = Mlp(dim)
-
-    def forward(self, x):
-        x = x + self.mixer(x)
-        return x + self.mlp(x)
-
-
-class TinyTower(nn.Module):
-    """pixels (1x3x16x16) -> image_embedding (1x8), blocks named like the MCi towers' (`blocks.N.mlp`)."""
-
-    def __init__(self, outliers: bool, dim: int = 16) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.stem = nn.Conv2d(3, dim, 3, stride=2, padding=1)
-        self.blocks = nn.Sequential(*[Block(dim) for _ in range(4)])
-        self.head = nn.Linear(dim, 8)
-        self.proj = nn.Parameter(torch.eye(8) + 0.1 * torch.randn(8, 8))  # an op of the tower itself, like CLIP's
-        if outliers:  # one hidden channel 1000x larger, undone by fc2: fp32 output as before, int8 ranges swamped
-            mlp = self.blocks[OUTLIER_BLOCK].mlp
-            with torch.no_grad():
-                mlp.fc1.weight[0] *= 1000
-                mlp.fc1.bias[0] *= 1000
-                mlp.fc2.weight[:, 0] /= 1000
-
-    def forward(self, pixels):
-        return self.head(self.blocks(self.stem(pixels)).mean(dim=(2, 3))) @ self.proj
-
-
-def _data():
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0, 1, (12, 3, 16, 16)).astype(np.float32)
-    anchors = rng.standard_normal((6, 8)).astype(np.float32)
-    return images, anchors
-
-
 def _search(tower, targets, **kw):
-    images, anchors = _data()
+    images, anchors = search_data()
     return autoquant.search_onnx(tower.eval(), torch.rand(1, 3, 16, 16), "image", images, images, anchors, targets,
                                  use_cache=False, **kw)
 
@@ -89,7 +41,7 @@ def test_search_keeps_only_the_layer_with_outliers_float(plan):
 
 def test_unreachable_target_is_refused_and_nothing_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("MOBILECLIP_DEPLOY_CACHE", str(tmp_path))
-    images, anchors = _data()
+    images, anchors = search_data()
     with pytest.raises(UserError, match="no int8 plan of the image tower meets min cosine 1.0"):
         autoquant.search_onnx(TinyTower(outliers=True).eval(), torch.rand(1, 3, 16, 16), "image", images, images,
                               anchors, autoquant.Targets(1.0, 1.0))
@@ -113,7 +65,7 @@ def test_recipe_rebuilds_the_same_artifact(plan, tmp_path):
     recipe = load_recipe(recipe_path)
     assert recipe.quants == ["onnx:w8a8"] and recipe.tower == "image" and recipe.calibration_limit == 12
     assert recipe.keep == {"onnx": {"image": plan.keep}}
-    images, _ = _data()
+    images, _ = search_data()
     example = torch.rand(1, 3, 16, 16)
     built = []
     for name, keep in (("auto", plan.keep), ("recipe", recipe.keep["onnx"]["image"])):
@@ -131,14 +83,9 @@ def test_recipe_rebuilds_the_same_artifact(plan, tmp_path):
     assert quantized and all("blocks.2.mlp" not in n for n in quantized)
 
 
-def _refusal(*args) -> str:
-    from typer.testing import CliRunner
-
-    from mobileclip_deploy.cli import app
-
-    result = CliRunner().invoke(app, ["export", "--random-weights", *map(str, args)])
-    assert isinstance(result.exception, UserError), result.output
-    return " ".join(str(result.exception).split())
+def refusal(*args) -> str:
+    """`export --random-weights ...`'s refusal (one line, unwrapped)."""
+    return helpers.refusal("export", "--random-weights", *args)
 
 
 def test_cli_refuses_bad_auto_requests_before_any_work(shared_dir, tmp_path):
@@ -150,20 +97,23 @@ def test_cli_refuses_bad_auto_requests_before_any_work(shared_dir, tmp_path):
     result = CliRunner().invoke(app, ["export", "--random-weights", "-q", "onnx:auto", "--calibration", str(photos),
                                       "--min-cos", "1.5", "-o", str(out)])
     assert result.exit_code == 2 and "--min-cos" in result.stderr and "less than or equal to 1" in result.stderr
-    assert "needs --calibration DIR" in _refusal("-q", "onnx:auto", "-o", out)
+    assert "needs --calibration DIR" in refusal("-q", "onnx:auto", "-o", out)
     recipe = tmp_path / "r.toml"
     recipe.write_text('[formats.executorch]\nschemes = ["8da4w"]\n[formats.executorch.keep_float]\nimage = ["x"]\n')
     assert ("keep_float (a --quant auto recipe) for executorch-xnnpack applies to its 8da8w or w8a8"
-            ) in _refusal("--recipe", recipe, "--calibration", photos, "-o", out)
+            ) in refusal("--recipe", recipe, "--calibration", photos, "-o", out)
     recipe.write_text('[formats.onnx]\nschemes = ["w8a8"]\n[formats.onnx.keep_8bit]\nimage = ["x"]\n')
-    assert "`keep_8bit` does not apply to onnx; onnx takes `keep_float`" in _refusal(
+    assert "`keep_8bit` does not apply to onnx; onnx takes `keep_float`" in refusal(
         "--recipe", recipe, "--calibration", photos, "-o", out)
     assert not out.exists()
 
 
 def test_frontier_draws_the_auto_plan_with_photos_and_says_so_without():
-    from mobileclip_deploy.bench.sweep import CALIBRATED_SCHEMES
-    from mobileclip_deploy.bench.sweep import frontier_pair, int8_note
+    from mobileclip_deploy.bench.sweep import (
+        CALIBRATED_SCHEMES,
+        frontier_pair,
+        int8_note,
+    )
 
     assert [frontier_pair(f"{b}:{s}", calibration=REPO_PHOTOS) for b, s in CALIBRATED_SCHEMES] == [
         ("onnx", "fp32"), ("onnx", "auto")]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import OUTLIER_BLOCK, TinyTower, search_data
 
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import autoquant
@@ -13,7 +14,6 @@ from mobileclip_deploy.exporters import coreml as coreml_exp
 from mobileclip_deploy.exporters.autoquant_coreml import search_coreml
 from mobileclip_deploy.exporters.parity import compare
 from mobileclip_deploy.exporters.recipe import load_recipe
-from tests.test_autoquant import OUTLIER_BLOCK, TinyTower, _data
 
 DIM = 64  # wide enough that the MLP weights (64x128) pass coremltools' 2048-element compression threshold
 
@@ -28,7 +28,7 @@ def _weights(package: Path) -> bytes:
 
 @pytest.fixture(scope="module")
 def plan():
-    images, anchors = _data()
+    images, anchors = search_data()
     return search_coreml(_tower(), torch.rand(1, 3, 16, 16), "image", "iOS18", images, anchors,
                          autoquant.Targets(0.999, 0.9), use_cache=False)
 
@@ -46,7 +46,7 @@ def test_search_keeps_only_the_block_with_outliers_at_8_bits(plan):
 
 
 def test_the_written_package_scores_what_the_search_scored(plan, tmp_path):
-    images, _ = _data()
+    images, _ = search_data()
     tower, example = _tower(), torch.rand(1, 3, 16, 16)
     meta = {"description": "tiny", "license": "test", "author": "test", "version": "0"}
     built = {}
@@ -94,7 +94,7 @@ def test_recipe_rebuilds_the_same_weights_through_the_pipeline(shared_dir, tmp_p
 
 def test_an_unreachable_target_is_refused_and_nothing_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("MOBILECLIP_DEPLOY_CACHE", str(tmp_path))
-    images, anchors = _data()
+    images, anchors = search_data()
     with pytest.raises(UserError, match="no 4-bit palette plan of the image tower meets min cosine 1.0"):
         search_coreml(_tower(), torch.rand(1, 3, 16, 16), "image", "iOS18", images, anchors,
                       autoquant.Targets(1.0, 1.0))

@@ -1,4 +1,4 @@
-"""`--quant auto` for ExecuTorch XNNPACK (exporters/autoquant_xnnpack.py) on the tiny tower of test_autoquant.py:
+"""`--quant auto` for ExecuTorch XNNPACK (exporters/autoquant_xnnpack.py) on the tiny tower of helpers.py:
 the search keeps float the block made sensitive on purpose (and the depthwise convs, as w8a8 does) and nothing
 else, the runtime confirms the chosen plan, and its recipe rebuilds the same .pte."""
 
@@ -9,6 +9,7 @@ import weakref
 import numpy as np
 import pytest
 import torch
+from helpers import OUTLIER_BLOCK, TinyTower, search_data
 from torch import nn
 
 from mobileclip_deploy import runtimes
@@ -22,13 +23,12 @@ from mobileclip_deploy.exporters.autoquant_xnnpack import (
 from mobileclip_deploy.exporters.recipe import load_recipe
 from mobileclip_deploy.exporters.sensitive import float_modules
 from mobileclip_deploy.hashing import sha256_path
-from tests.test_autoquant import OUTLIER_BLOCK, TinyTower, _data
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     """The plan, the .pte the search left for it and that .pte's export facts."""
-    images, anchors = _data()
+    images, anchors = search_data()
     pte = tmp_path_factory.mktemp("search") / "chosen.pte"
     plan, facts = search_and_export(TinyTower(outliers=True).eval(), torch.rand(1, 3, 16, 16), "image", images,
                                     images, anchors, autoquant.Targets(0.999, 0.9), pte, use_cache=False)
@@ -67,7 +67,7 @@ def test_recipe_rebuilds_the_same_pte(searched, tmp_path):
     recipe = load_recipe(recipe_path)
     assert recipe.quants == ["executorch-xnnpack:w8a8"]
     assert recipe.keep == {"executorch-xnnpack": {"image": plan.keep}}
-    images, _ = _data()
+    images, _ = search_data()
     tower, example = TinyTower(outliers=True).eval(), torch.rand(1, 3, 16, 16)
     built = []
     for name, keep in (("auto", plan.keep), ("recipe", recipe.keep["executorch-xnnpack"]["image"]),
@@ -88,7 +88,7 @@ def test_recipe_rebuilds_the_same_pte(searched, tmp_path):
 def test_a_quantized_copy_is_freed_with_its_last_reference():
     """The search quantizes dozens of copies of one export; PT2E's caches once kept every one alive (~55 MB each
     for S0's image tower)."""
-    images, _ = _data()
+    images, _ = search_data()
     graph = torch.export.export(TinyTower(outliers=True).eval(), (torch.rand(1, 3, 16, 16),)).module()
     given = copy.deepcopy(graph)
     quantized = et_exp.static_int8(given, images[:2], [])
@@ -101,7 +101,7 @@ def test_a_quantized_copy_is_freed_with_its_last_reference():
 
 @pytest.mark.parametrize("keep", [[], [f"blocks.{OUTLIER_BLOCK}.mlp"], ["stem", "blocks.0", "head"]])
 def test_ranges_calibrated_once_give_each_plan_the_model_its_own_calibration_gives(keep):
-    images, _ = _data()
+    images, _ = search_data()
     graph = torch.export.export(TinyTower(outliers=True).eval(), (torch.rand(1, 3, 16, 16),)).module()
     ranges = et_exp.calibrated_ranges(copy.deepcopy(graph), images)
     assert et_exp._fill_ranges(et_exp._prepared(copy.deepcopy(graph), keep), ranges)  # the copy, not a fallback
@@ -116,7 +116,7 @@ def test_ranges_calibrated_once_give_each_plan_the_model_its_own_calibration_giv
 
 def test_unreachable_target_is_refused_and_nothing_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("MOBILECLIP_DEPLOY_CACHE", str(tmp_path))
-    images, anchors = _data()
+    images, anchors = search_data()
     with pytest.raises(UserError, match="no int8 plan of the image tower meets min cosine 1.0"):
         search_executorch(TinyTower(outliers=True).eval(), torch.rand(1, 3, 16, 16), "image", images, images,
                           anchors, autoquant.Targets(1.0, 1.0))

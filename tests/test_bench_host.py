@@ -1,33 +1,18 @@
 """Host target: timing loop, ONNX Runtime runner with a manifest folder, CLI table, thread parsing, iOS refusal."""
 
-import json
 import os
 import platform
 import time
 
 import pytest
+from helpers import export_folder
+from tiny_artifacts import tiny_pte
 from typer.testing import CliRunner
-
-from tiny_artifacts import tiny_onnx, tiny_pte
 
 from mobileclip_deploy.bench import artifacts, host, ios
 from mobileclip_deploy.bench.records import read_records, validate
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.hashing import sha256_path
-
-
-def export_folder(tmp_path):
-    folder = tmp_path / "export"
-    folder.mkdir()
-    entries = []
-    for tower in ("image", "text"):
-        p = tiny_onnx(folder / f"mobileclip-s0_{tower}_onnx_fp32.onnx", tower)
-        shape = [1, 3, 8, 8] if tower == "image" else [1, 77]
-        entries.append({"file": p.name, "sha256": sha256_path(p), "model": "mobileclip-s0", "tower": tower,
-                        "backend": "onnx", "scheme": "fp32", "inputs": [{"name": "x", "shape": shape}],
-                        "status": "ok"})
-    (folder / "manifest.json").write_text(json.dumps({"model": "mobileclip-s0", "artifacts": entries}))
-    return folder
 
 
 def test_measure_separates_load_first_warmup_and_samples():

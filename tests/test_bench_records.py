@@ -1,19 +1,10 @@
 import json
 
 import pytest
+from helpers import ARTIFACT, DEVICE, bench_record
 
 from mobileclip_deploy.bench import records
 from mobileclip_deploy.bench.records import Measurement, make_record, validate
-
-DEVICE = {"model": "x86_64", "os": "Linux", "soc": "Test CPU", "name": "host", "cpu_count": 2}
-ARTIFACT = {"file": "m_image_onnx_fp32.onnx", "sha256": "a" * 64, "model": "mobileclip-s0", "tower": "image",
-            "backend": "onnx", "scheme": "fp32"}
-
-
-def _record(**kw):
-    m = Measurement([1.0, 2.0, 3.0, 4.0], load_ms=12.0, first_inference_ms=9.0, warmup=5, peak_memory_mb=100.0)
-    return make_record(target="host", device=DEVICE, runtime={"name": "onnxruntime", "version": "1.32.0"},
-                       artifact=ARTIFACT, measurement=m, threads=1, **kw)
 
 
 def test_schema_file_is_shipped_and_lists_the_fixed_keys():
@@ -25,7 +16,7 @@ def test_schema_file_is_shipped_and_lists_the_fixed_keys():
 
 
 def test_made_record_is_valid_and_keeps_extra_context():
-    rec = _record(extra={"manifest_entry": {"file": "x"}})
+    rec = bench_record(extra={"manifest_entry": {"file": "x"}})
     assert validate(rec) == []
     assert rec["latency_ms"]["median"] == 2.5 and rec["latency_ms"]["stats_source"] == "samples"
     assert rec["iterations"] == 4 and rec["warmup"] == 5 and rec["batch"] == 1
@@ -44,7 +35,7 @@ def test_made_record_is_valid_and_keeps_extra_context():
     (lambda r: r.update(date="yesterday"), "record.date"),
 ])
 def test_validator_rejects_broken_records(mutate, fragment):
-    rec = _record()
+    rec = bench_record()
     mutate(rec)
     errors = validate(rec)
     assert any(fragment in e for e in errors), errors
@@ -61,11 +52,11 @@ def test_runner_summary_record_allows_unknown_statistics():
 
 def test_append_and_read_back(tmp_path):
     path = tmp_path / "r.jsonl"
-    records.append_records(path, [_record()])
-    records.append_records(path, [_record(), _record()])
+    records.append_records(path, [bench_record()])
+    records.append_records(path, [bench_record(), bench_record()])
     back = records.read_records(path)
     assert len(back) == 3 and all(validate(r) == [] for r in back)
-    bad = _record()
+    bad = bench_record()
     del bad["artifact"]
     with pytest.raises(ValueError, match="invalid record"):
         records.append_records(path, [bad])

@@ -7,53 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import BUNDLE_FIXTURE, make_app, make_export
 from typer.testing import CliRunner
 
 from mobileclip_deploy.bundle import bundle_android, bundle_ios
 from mobileclip_deploy.cli import app
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.hashing import sha256_path
-
-FIXTURE = Path(__file__).parent / "fixtures" / "manifest_example.json"
-
-
-def make_export(root: Path, *, with_coreml: bool = True, android: bool = False, towers=("image", "text")) -> Path:
-    """A fake export folder shaped like the manifest fixture (tiny files instead of models, their real sha256);
-    `android` adds ExecuTorch and LiteRT entries beside the fixture's ONNX ones."""
-    export = root / "export"
-    manifest = json.loads(FIXTURE.read_text())
-    if not with_coreml:
-        manifest["artifacts"] = [a for a in manifest["artifacts"] if a["backend"] != "coreml"]
-    if android:
-        onnx = next(a for a in manifest["artifacts"] if a["backend"] == "onnx")
-        manifest["artifacts"].append({**onnx, "tower": "text", "file": onnx["file"].replace("_image_", "_text_")})
-        for backend, suffix in (("executorch-xnnpack", "pte"), ("litert", "tflite")):
-            manifest["artifacts"] += [{**a, "backend": backend, "file": a["file"].replace("_onnx_", f"_{backend}_")
-                                       .rsplit(".", 1)[0] + f".{suffix}"}
-                                      for a in manifest["artifacts"] if a["backend"] == "onnx"]
-    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["tower"] in towers]
-    for artifact in manifest["artifacts"]:
-        path = export / artifact["file"]
-        if path.suffix == ".mlpackage":
-            (path / "Data" / "com.apple.CoreML").mkdir(parents=True)
-            (path / "Data" / "com.apple.CoreML" / "model.mlmodel").write_bytes(b"\0" * 1000)
-            (path / "Manifest.json").write_text("{}")
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(artifact["file"].encode())
-        artifact["sha256"] = sha256_path(path)
-    (export / "tokenizer").mkdir(parents=True)
-    (export / "tokenizer" / "merges.txt").write_text("i n\nt h\n")
-    (export / "tokenizer" / "vocab.json").write_text('{"a</w>": 320}')
-    (export / "manifest.json").write_text(json.dumps(manifest))
-    return export
-
-
-def make_app(root: Path) -> Path:
-    demo = root / "MobileCLIPDemo"
-    (demo / "Resources" / "Models").mkdir(parents=True)
-    (demo / "project.yml").write_text("name: MobileCLIPDemo\n")
-    return demo
 
 
 def test_bundle_into_demo_app(tmp_path: Path) -> None:
@@ -74,7 +34,7 @@ def test_bundle_into_demo_app(tmp_path: Path) -> None:
 
     manifest = json.loads((target / "manifest.json").read_text())
     assert [a["backend"] for a in manifest["artifacts"]] == ["coreml", "coreml"]
-    assert manifest["tokenizer"] == json.loads(FIXTURE.read_text())["tokenizer"]
+    assert manifest["tokenizer"] == json.loads(BUNDLE_FIXTURE.read_text())["tokenizer"]
     assert manifest["preprocessing"]["image_size"] == 256
     assert not [p for p in demo.rglob("*.partial")], "no temporary folder is left behind"
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from goldens import load_manifest, manifest_path, placeholder_state_dict
+from helpers import refusal
 from typer.testing import CliRunner, Result
 
 from mobileclip_deploy import create_model
@@ -43,12 +44,6 @@ def invoke(*args: str | Path) -> Result:
 def flat(text: str) -> str:
     """Undo rich's line wrapping (the runner's terminal is 80 columns wide)."""
     return " ".join(text.split())
-
-
-def refusal(*args: str | Path) -> str:
-    with pytest.raises(UserError) as info:
-        invoke(*args)
-    return str(info.value)
 
 
 @pytest.fixture(scope="module")

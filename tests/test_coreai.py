@@ -73,23 +73,14 @@ def test_metadata_reads_back(tiny) -> None:
     assert meta["inputs_sha256"] == entry["parity"]["inputs_sha256"]
 
 
-def _tiny_image() -> tuple[torch.nn.Module, torch.Tensor]:
-    from mobileclip_deploy import reparameterize
-    from mobileclip_deploy.exporters.fold import fold_affine
-    from mobileclip_deploy.exporters.wrappers import example_input, tower_module
-
-    tower = fold_affine(tower_module(reparameterize(tiny_model()), "image", TINY.image_size, TINY.context_length))
-    return tower.eval(), example_input("image", TINY.image_size, TINY.context_length)
-
-
 CONVERT = """
 import sys
 sys.path.insert(0, {tests!r})
 from pathlib import Path
-from test_coreai import _tiny_image
+from helpers import tiny_image_tower
 from mobileclip_deploy.exporters.backends import coreai
 from mobileclip_deploy.hashing import sha256_path
-module, example = _tiny_image()
+module, example = tiny_image_tower()
 facts = coreai.export_asset(module, example, "image", "fp32", Path(sys.argv[1]), {{"variant": "tiny-s0", "a": "1"}},
                             batch_sizes=[1, 2])
 print(facts["byte_reproducible"], sha256_path(sys.argv[1]))

@@ -7,14 +7,12 @@ import json
 import tarfile
 from pathlib import Path
 
+import helpers
 import pytest
-from typer.testing import CliRunner
-
 from distill_fakes import tiny_student
-from mobileclip_deploy.cli import app
-from mobileclip_deploy.errors import UserError
-from mobileclip_deploy.training.loop import DistillConfig, distill
 from reinforced_fixtures import photos, write_datacompdr_v1
+
+from mobileclip_deploy.training.loop import DistillConfig, distill
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,9 +25,8 @@ def v1(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def refusal(*args: str | Path) -> str:
-    result = CliRunner().invoke(app, ["distill", *map(str, args)])
-    assert isinstance(result.exception, UserError), result.output
-    return str(result.exception)
+    """`mobileclip-deploy distill ...`'s refusal (one line, unwrapped)."""
+    return helpers.refusal("distill", *args)
 
 
 def test_trains_on_datacompdr_v1_shards(v1: Path, tmp_path: Path) -> None:

@@ -10,15 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from distill_fakes import make_data
+from helpers import SAMPLES, expected_top1, uneven_folder
 from rich.console import Console
 from typer.testing import CliRunner
 
-from distill_fakes import make_data
-from test_eval import SAMPLES, expected_top1, uneven_folder
-from mobileclip_deploy import create_model, reparameterize
+from mobileclip_deploy import create_model, reparameterize, runtimes
 from mobileclip_deploy.bench.frontier import MEASURED
 from mobileclip_deploy.cli import app
-from mobileclip_deploy import runtimes
 from mobileclip_deploy.exporters import pipeline
 from mobileclip_deploy.exporters.backends import resolve_pairs
 from mobileclip_deploy.hashing import sha256_path

@@ -1,69 +1,16 @@
 """Zero-shot evaluation on a small folder of the shared ImageNet samples (symlinked into tmp_path)."""
 
-import csv
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
-
-from conftest import REPO_ROOT
+from helpers import SAMPLES, expected_top1, sample_rows, uneven_folder, wnid_folder
 from tiny_artifacts import tiny_onnx, tiny_pte, tiny_text_onnx
+from typer.testing import CliRunner
 
 from mobileclip_deploy.bench import evaluate as ev
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.hashing import sha256_path
-
-# Same location rule as conftest's `shared_dir`; a missing folder fails these tests rather than skipping them.
-SAMPLES = Path(os.environ.get("MOBILECLIP_SHARED") or REPO_ROOT.parent / "shared") / "data" / "imagenet-samples"
-
-
-def _rows(n=4):
-    with open(SAMPLES / "labels.csv") as fh:
-        return list(csv.DictReader(fh))[:n]
-
-
-def wnid_folder(tmp_path, n=4, name="val"):
-    root = tmp_path / name
-    for row in _rows(n):
-        (root / row["wnid"]).mkdir(parents=True)
-        (root / row["wnid"] / row["filename"]).symlink_to(SAMPLES / row["filename"])
-    return root
-
-
-def uneven_folder(tmp_path, name="val"):
-    """Three class folders holding 1, 2 and 3 photos (the extra ones are other classes' photos).
-
-    The sizes differ so that the top-1 depends on which label each photo carries even when a model gives every
-    photo the same class (as MobileCLIP on default-init or golden weights does on these photos).
-    """
-    rows = _rows(6)
-    root = tmp_path / name
-    for folder, photos in ((rows[0], rows[:1]), (rows[1], [rows[1], rows[3]]), (rows[2], [rows[2], *rows[4:6]])):
-        (root / folder["wnid"]).mkdir(parents=True)
-        for photo in photos:
-            (root / folder["wnid"] / photo["filename"]).symlink_to(SAMPLES / photo["filename"])
-    return root
-
-
-def expected_top1(model, root, image_size):
-    """Top-1 (%) of `model` on a folder of wnid folders, computed here: labels from labels.csv, the class whose
-    simple-template text embedding is nearest (cosine) to each photo's image embedding."""
-    from mobileclip_deploy.preprocess import load_image, preprocess_pil
-    from mobileclip_deploy.zeroshot import class_text_embeddings, imagenet_classnames, simple_templates
-
-    index = {r["wnid"]: int(r["index"]) for r in _rows(None)}
-    labelled = [(f, index[d.name]) for d in sorted(root.iterdir()) for f in sorted(d.iterdir())]
-    classes = sorted({i for _, i in labelled})
-    with torch.no_grad():
-        text = class_text_embeddings(model.encode_text, [imagenet_classnames()[i] for i in classes],
-                                     simple_templates())
-        pixels = torch.stack([preprocess_pil(load_image(f), image_size) for f, _ in labelled])
-        image = torch.nn.functional.normalize(model.encode_image(pixels), dim=-1)
-    predicted = [classes[j] for j in (image @ text.T).argmax(dim=1).tolist()]
-    return 100.0 * sum(p == label for p, (_, label) in zip(predicted, labelled)) / len(labelled)
 
 
 def test_folder_mapping_rules(tmp_path):
@@ -74,7 +21,7 @@ def test_folder_mapping_rules(tmp_path):
     with pytest.raises(UserError, match="--class-map"):
         ev.resolve_class_folders(root, names)
     mapped = ev.resolve_class_folders(root, names, SAMPLES / "labels.csv")
-    assert [i for _, i in mapped] == [int(r["index"]) for r in _rows()]
+    assert [i for _, i in mapped] == [int(r["index"]) for r in sample_rows()]
     synset = tmp_path / "LOC_synset_mapping.txt"
     synset.write_text("".join(f"n{i:08d} class {i}\n" for i in range(1000)))
     assert ev.read_class_map(synset)["n00000007"] == 7
@@ -93,7 +40,11 @@ def test_folder_mapping_rules(tmp_path):
 def _oracle(root, shift):
     """Encoders that put each image on its class's text embedding (shift=1: on the next class's)."""
     from mobileclip_deploy.preprocess import load_image, preprocess_pil
-    from mobileclip_deploy.zeroshot import class_text_embeddings, imagenet_classnames, simple_templates
+    from mobileclip_deploy.zeroshot import (
+        class_text_embeddings,
+        imagenet_classnames,
+        simple_templates,
+    )
 
     gen = torch.Generator().manual_seed(0)
     table = torch.randn(49408, 64, generator=gen)

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-
+from helpers import bench_record
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -46,12 +46,10 @@ def test_outputs_open_and_have_one_row_per_point(tmp_path):
 
 
 def test_points_from_device_records(tmp_path):
-    from test_bench_records import _record
-
     path = tmp_path / "android.jsonl"
     recs = []
     for tower, ms in (("image", [4.0]), ("text", [6.0])):
-        r = _record()
+        r = bench_record()
         r.update(target="android", threads=4)
         r["artifact"].update(tower=tower, backend="executorch-xnnpack")
         r["latency_ms"]["median"] = ms[0]

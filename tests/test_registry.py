@@ -22,6 +22,7 @@ from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import pipeline
 from mobileclip_deploy.exporters.backends import (
     all_backends,
+    for_suffix,
     get_backend,
     resolve_pairs,
 )
@@ -53,6 +54,27 @@ def test_a_registered_backend_runs_through_export_parity_manifest_bench_and_eval
         assert torch.allclose(encoded, expected, atol=1e-4)
     with pytest.raises(UserError, match="unknown format 'test-recording'"):
         get_backend("test-recording")  # gone with its registration
+
+
+class Twin(Recording):
+    """A backend whose jobs can write a second file beside the artifact (as ONNX's `.ort`)."""
+
+    name = "test-twin"
+    suffixes = (".rec", ".rec-twin")
+
+
+def test_every_suffix_a_backend_declares_names_its_loose_files(tmp_path: Path) -> None:
+    assert Recording.suffixes == (".rec",)  # by default, the artifact's suffix alone
+    for name in ("photo.rec", "photo.rec-twin", "photo.ort", "photo.weird"):
+        (tmp_path / name).write_bytes(b"not read")
+    assert collect([tmp_path / "photo.ort"])[0].backend == "onnx" and for_suffix(".ort") == [get_backend("onnx")]
+    with registered(Twin) as twin:
+        assert for_suffix(".rec-twin") == [twin]
+        assert [a.backend for a in collect([tmp_path / "photo.rec", tmp_path / "photo.rec-twin"])] == ["test-twin"] * 2
+        with pytest.raises(UserError, match=r"unknown artifact type \(expected one of .*\.rec, \.rec-twin"):
+            collect([tmp_path / "photo.weird"])
+    with pytest.raises(UserError, match="unknown artifact type"):
+        collect([tmp_path / "photo.rec-twin"])  # gone with its registration
 
 
 def test_an_option_no_requested_format_honours_is_refused(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers import refusal
 from reinforced_fixtures import tiny_teacher
 from typer.testing import CliRunner
 
@@ -127,12 +128,6 @@ def test_resume_redoes_only_unfinished_shards(dataset: Path, inputs, teachers, t
     assert len(calls) == 2 and open_reinforced(out).num_samples == 5
     with pytest.raises(UserError, match="other settings .*augmentations"):
         rf.reinforce(_cfg(inputs, out, augmentations=3), teachers)
-
-
-def refusal(*args: object) -> str:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert isinstance(result.exception, UserError), result.output
-    return str(result.exception)
 
 
 def test_bad_inputs(inputs, tmp_path: Path) -> None:

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import entries, export
+from helpers import entries, export, export_folder
 from helpers import refusal as refused
 from PIL import Image
-from test_bench_host import export_folder
 from tiny_artifacts import tiny_onnx, tiny_text_onnx
 
 from mobileclip_deploy.atomic import locked_folder

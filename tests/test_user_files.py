@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY, WEIGHTS, tiny_model
+from helpers import TINY, WEIGHTS, make_app, make_export, refused, tiny_model
 from rich.console import Console
-from test_bundle import make_app, make_export
 from tiny_artifacts import tiny_onnx
 from typer.testing import CliRunner
 
@@ -28,13 +27,6 @@ from mobileclip_deploy.exporters.backends import resolve_pairs
 
 def cli(*args: str | Path):
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def refused(result) -> str:
-    """The UserError message of a CLI run (exit code 2 through the entry point, no traceback)."""
-    assert isinstance(result.exception, UserError), result.output
-    assert result.exit_code == 2 and "error:" in result.stderr and "Traceback" not in result.output
-    return " ".join(str(result.exception).split())
 
 
 def a_users_folder(path: Path) -> Path:

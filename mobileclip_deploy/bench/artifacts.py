@@ -90,7 +90,7 @@ def _suffixes() -> dict[str, str]:
     """Artifact suffix -> the first backend writing it (a loose file's backend, unless its name or manifest says)."""
     found: dict[str, str] = {}
     for backend in sorted(all_backends().values(), key=lambda b: b.runtime is None):  # runnable ones first
-        for suffix in backend.files({**backend.option_defaults, **{k: True for k in backend.option_defaults}}):
+        for suffix in backend.suffixes:
             found.setdefault(suffix, backend.name)
     return {**found, COMPILED_COREML: found.get(".mlpackage", "coreml")}
 

@@ -10,14 +10,21 @@ artifact is missing.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mobileclip_deploy.atomic import write_text
 from mobileclip_deploy.bench.artifacts import Artifact, collect
-from mobileclip_deploy.bench.frontier import IMAGENET, MEASURED, Point
+from mobileclip_deploy.bench.frontier import (
+    IMAGENET,
+    MEASURED,
+    Point,
+    points_from_records,
+    published_points,
+    write_outputs,
+)
 from mobileclip_deploy.bench.host import host_device, loader_for, measure
 from mobileclip_deploy.bench.records import append_records, headline_ms, make_record
 from mobileclip_deploy.errors import UserError
@@ -34,6 +41,7 @@ CALIBRATED_SCHEMES = (("onnx", "fp32"), ("onnx", "auto"))
 ALL_SCHEMES = (("onnx", "fp32"), ("onnx", "8da8w"), ("executorch-xnnpack", "fp32"),
                ("executorch-xnnpack", "8da8w"))
 KEY_FILE = "frontier-key.json"
+TITLE = "MobileCLIP latency-accuracy frontier: measured here vs published (iPhone 12 Pro Max)"
 
 
 def host_backends() -> list[str]:
@@ -60,6 +68,7 @@ class SweepConfig:
     max_seconds: float | None = None  # per artifact: bounds slow runs (see host.measure)
     calibration: Path | None = None  # photos for static schemes (w8a8)
     students: tuple[Student, ...] = ()  # `distill` runs, measured after the variants
+    int8_note: str | None = None  # which int8 point the default schemes drew, and why (None: schemes were chosen)
 
 
 @dataclass(frozen=True)
@@ -306,6 +315,18 @@ def run(cfg: SweepConfig, log: Log, progress: Progress | None = None) -> tuple[l
     return points, notes
 
 
+def run_frontier(cfg: SweepConfig, log: Log, progress: Progress | None = None,
+                 records: Iterable[Path] = ()) -> tuple[list[Point], list[str], dict[str, Path]]:
+    """The whole `frontier`: the sweep's points, those of `records` (bench JSON-lines files of any target) and the
+    published ones, written as table and plot files in `cfg.out_dir`; returns (points, notes, files written)."""
+    points, notes = run(cfg, log, progress)
+    if cfg.int8_note:
+        notes.append(cfg.int8_note)
+    for path in records:
+        points += points_from_records(path)
+    points += published_points()
+    return points, notes, write_outputs(points, cfg.out_dir, TITLE, notes)
+
 
 def frontier_pair(item: str, calibration: Path | None = None) -> tuple[str, str]:
     """`backend:scheme` for the frontier: a host-runnable backend, and calibration photos for a static scheme."""
@@ -333,10 +354,10 @@ def int8_note(calibrated: bool) -> str:
             "towers run near fp32 speed; pass --calibration PHOTOS to draw the searched static `auto` plan")
 
 
-def configure(*, variants: str | None, schemes: str | None, calibration: Path | None, all_variants: bool,
-              checkpoints: list[str], students: list[Path], eval_data: Path | None, eval_templates: str,
-              eval_classes: str, class_map: Path | None, eval_limit_per_class: int | None, out_dir: Path,
-              threads: int, warmup: int, iterations: int, max_seconds: float) -> SweepConfig:
+def configure(*, target: str = "host", variants: str | None, schemes: str | None, calibration: Path | None,
+              all_variants: bool, checkpoints: list[str], students: list[Path], eval_data: Path | None,
+              eval_templates: str, eval_classes: str, class_map: Path | None, eval_limit_per_class: int | None,
+              out_dir: Path, threads: int, warmup: int, iterations: int, max_seconds: float) -> SweepConfig:
     """The frontier's jobs from its options: which variants and schemes, whose weights, which students; every
     refusal comes here, before any export or measurement."""
     from collections import Counter
@@ -344,6 +365,9 @@ def configure(*, variants: str | None, schemes: str | None, calibration: Path | 
     from mobileclip_deploy.bench.host import check_threads
     from mobileclip_deploy.registry import get_variant, list_variants
 
+    if target != "host":
+        raise UserError("frontier measures on the host; for a phone run `mobileclip-deploy bench --target "
+                        f"{target} ...` and pass its JSON-lines file with --records")
     if all_variants:
         names = tuple(v.name for v in list_variants())
         pairs = ALL_SCHEMES
@@ -384,4 +408,5 @@ def configure(*, variants: str | None, schemes: str | None, calibration: Path | 
         list_images(calibration)  # a missing or empty folder is refused before any work
     check_threads(threads)
     return SweepConfig(names, pairs, out_dir, ckpts, threads, warmup, iterations, eval_data, eval_templates,
-                       eval_classes, class_map, eval_limit_per_class, max_seconds or None, calibration, runs)
+                       eval_classes, class_map, eval_limit_per_class, max_seconds or None, calibration, runs,
+                       int8_note(calibration is not None) if not schemes and not all_variants else None)

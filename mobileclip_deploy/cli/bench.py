@@ -240,32 +240,18 @@ def eval_cmd(
 ) -> None:
     """Zero-shot top-1/top-5 and images/s of a checkpoint or of exported artifacts on a local image folder."""
     from mobileclip_deploy.atomic import check_destination, write_text
-    from mobileclip_deploy.bench.evaluate import (artifact_encoder, choose_artifacts, evaluate, plan_eval,
-                                                  same_checkpoint, text_identity, torch_encoders)
-    from mobileclip_deploy.zeroshot import classifier_cached, imagenet_classnames
+    from mobileclip_deploy.bench.eval_job import EvalJob
 
     if output:
         check_destination(output, "--output")  # before the evaluation, not after it
-    variant, by_tower = choose_artifacts(list(artifacts or []), backend, scheme, model)
-    if checkpoint is not None and by_tower:
-        same_checkpoint(by_tower.values(), checkpoint)
-    plan = plan_eval(data, templates, classes, class_map, limit_per_class)  # refusals before any model loads
-    eager_image = eager_text = net = None
-    ckpt_sha = None
-    if len(by_tower) < 2 or (by_tower and (checkpoint or random_weights)):  # eager towers, or the fp32 reference
-        from mobileclip_deploy import reparameterize
-
-        net, _, ckpt_sha = load_model_for_cli(variant.name, checkpoint, random_weights)
-        eager_image, eager_text = torch_encoders(reparameterize(net))
-    identity = text_identity(by_tower.get("text"), variant.name, ckpt_sha)
-    names = imagenet_classnames()
-    err_console.print(plan.announcement(classifier_cached(identity, [names[i] for i in plan.class_ids],
-                                                          plan.templates)), markup=False)
-    # Artifacts exported without a checkpoint say so in their manifest entry.
-    random_artifacts = [a.path.name for a in by_tower.values()
-                        if a.manifest_entry is not None and a.manifest_entry.get("checkpoint_sha256") is None]
-    image_fn = artifact_encoder(by_tower["image"].path, by_tower["image"].backend) if "image" in by_tower else eager_image
-    text_fn = artifact_encoder(by_tower["text"].path, by_tower["text"].backend) if "text" in by_tower else eager_text
+    job = EvalJob.plan_for(data, model=model, checkpoint=checkpoint, random_weights=random_weights,
+                           artifacts=list(artifacts or []), backend=backend, scheme=scheme, templates=templates,
+                           classes=classes, class_map=class_map, limit_per_class=limit_per_class)
+    net = ckpt_sha = None
+    if job.needs_model:
+        net, _, ckpt_sha = load_model_for_cli(job.variant.name, checkpoint, random_weights)
+    err_console.print(job.announcement(ckpt_sha), markup=False)
+    encoders = job.encoders(net, ckpt_sha)
     with progress_bar() as progress:
         tasks: dict[str, Any] = {}
 
@@ -274,20 +260,12 @@ def eval_cmd(
                 tasks[stage] = progress.add_task(f"{stage} encoder", total=total)
             progress.update(tasks[stage], completed=done)
 
-        result = evaluate(image_fn, text_fn, plan, variant.image_size, variant.interpolation,
-                          batch_size=batch_size, progress=report, text_identity=identity,
-                          reference=(eager_image, eager_text, text_identity(None, variant.name, ckpt_sha))
-                          if by_tower and net else None)
-    what = {t: (f"{a.path.name}" if a else "eager PyTorch (folded)") for t, a in
-            (("image", by_tower.get("image")), ("text", by_tower.get("text")))}
-    random = random_weights or bool(random_artifacts)
-    summary = {"model": variant.name, "data": str(data), "image": what["image"], "text": what["text"],
-               "random_weights": random, **result.as_dict(), "classes": classes, "template_set": templates,
-               **upcast_field(net)}
+        result = job.evaluate(encoders, batch_size, report)
+    summary = {**job.summary(result), **upcast_field(net)}
     if json_:
         print_json(summary)
     else:
-        console.print(f"{variant.display_name} — image: {what['image']}, text: {what['text']}")
+        console.print(f"{job.variant.display_name} — image: {job.what['image']}, text: {job.what['text']}")
         top5 = f"{result.top5:.2f}%" if result.top5 is not None else "not defined (fewer than 5 classes)"
         console.print(f"top-1 {result.top1:.2f}%  top-5 {top5}  on {result.images} images, "
                       f"{result.classes_scored} classes competed, {result.templates} templates; "
@@ -297,13 +275,13 @@ def eval_cmd(
                           "model's top-1 class")
     if result.classifier_cache:
         err_console.print(f"[dim]zero-shot classifier reused from {result.classifier_cache}[/]")
-    if random:
+    if job.random:
+        random_artifacts = job.random_artifacts
         why = f" ({', '.join(random_artifacts)} exported without a checkpoint)" if random_artifacts else ""
         err_console.print(f"[bold yellow]random weights{why}: this accuracy is meaningless[/]")
-    unknown = [a.path.name for a in by_tower.values() if a.manifest_entry is None]
-    if unknown:
-        err_console.print(f"[yellow]{', '.join(unknown)}: no manifest entry, so which weights they carry is not "
-                          "known; give the export folder to have it checked[/]")
+    if job.unverified:
+        err_console.print(f"[yellow]{', '.join(job.unverified)}: no manifest entry, so which weights they carry is "
+                          "not known; give the export folder to have it checked[/]")
     if output:
         replacing = output.exists()
         write_text(output, json.dumps(summary, indent=2) + "\n", replace=True)
@@ -344,11 +322,8 @@ def frontier_cmd(
     """Export (or reuse), benchmark and plot the latency-accuracy frontier beside the paper's published points."""
     from mobileclip_deploy.bench import frontier, sweep
 
-    if target != "host":
-        raise UserError("frontier measures on the host; for a phone run `mobileclip-deploy bench --target "
-                        f"{target} ...` and pass its JSON-lines file with --records")
-    cfg = sweep.configure(variants=variants, schemes=schemes, calibration=calibration, all_variants=all_,
-                          checkpoints=checkpoint or [], students=student or [], eval_data=eval_data,
+    cfg = sweep.configure(target=target, variants=variants, schemes=schemes, calibration=calibration,
+                          all_variants=all_, checkpoints=checkpoint or [], students=student or [], eval_data=eval_data,
                           eval_templates=eval_templates, eval_classes=eval_classes, class_map=class_map,
                           eval_limit_per_class=eval_limit_per_class, out_dir=output_dir, threads=threads,
                           warmup=warmup, iterations=iterations, max_seconds=max_seconds)
@@ -362,13 +337,7 @@ def frontier_cmd(
             if done >= total:
                 progress.remove_task(tasks.pop(label))
 
-        points, notes = sweep.run(cfg, lambda msg: progress.console.print(msg, style="dim", markup=False), report)
-    if not schemes and not all_:
-        notes.append(sweep.int8_note(calibration is not None))
-    for path in records or []:
-        points += frontier.points_from_records(path)
-    points += frontier.published_points()
-    title = "MobileCLIP latency-accuracy frontier: measured here vs published (iPhone 12 Pro Max)"
-    paths = frontier.write_outputs(points, output_dir, title, notes)
+        points, notes, paths = sweep.run_frontier(
+            cfg, lambda msg: progress.console.print(msg, style="dim", markup=False), report, records or [])
     typer.echo(frontier.to_markdown([p for p in points if p.group == frontier.MEASURED], notes))
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))

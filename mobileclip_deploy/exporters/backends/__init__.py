@@ -47,7 +47,8 @@ class Backend:
     """One export format. Subclasses set the class attributes and implement `export`."""
 
     name: ClassVar[str]  # the `<backend>` of artifact file names and the manifest's `backend`
-    suffix: ClassVar[str]
+    suffix: ClassVar[str]  # the artifact's
+    suffixes: ClassVar[tuple[str, ...]]  # every suffix its jobs can write, the artifact's first (default: `suffix`)
     schemes: ClassVar[tuple[Scheme, ...]]
     help: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()  # other --format spellings
@@ -62,8 +63,13 @@ class Backend:
     keep_key: ClassVar[str | None] = None  # recipe key of the modules an `auto` plan keeps out of the low-bit form
     option_defaults: ClassVar[dict[str, Any]] = {}  # per-format options it honours (recipe table keys, CLI flags)
     option_refusals: ClassVar[dict[str, str]] = {}  # what to say when an option is given but no format honours it
-    auto_titles: ClassVar[dict[str, str]] = {}
-    parity_hints: ClassVar[dict[str, str]] = {}  # scheme -> the ways forward when its artifact fails the gate  # scheme an `auto` plan rebuilds as -> its name in written recipes
+    auto_titles: ClassVar[dict[str, str]] = {}  # scheme an `auto` plan rebuilds as -> its name in written recipes
+    parity_hints: ClassVar[dict[str, str]] = {}  # scheme -> the ways forward when its artifact fails the gate
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "suffix" in cls.__dict__ and "suffixes" not in cls.__dict__:
+            cls.suffixes = (cls.suffix,)
 
     def scheme(self, name: str) -> Scheme:
         for scheme in self.schemes:
@@ -100,7 +106,7 @@ class Backend:
         return True
 
     def files(self, options: dict[str, Any]) -> list[str]:
-        """Suffixes of the files one job writes; the first is the artifact `export` writes."""
+        """Suffixes of the files one job writes (some of `suffixes`); the first is the artifact `export` writes."""
         return [self.suffix]
 
     def input_kind(self, build: Build) -> str:
@@ -186,7 +192,8 @@ def of_artifact(backend: str) -> Backend:
 
 
 def for_suffix(suffix: str) -> list[Backend]:
-    return [b for b in all_backends().values() if suffix in b.files(b.option_defaults) or suffix == b.suffix]
+    """Every backend whose jobs can write `suffix` files."""
+    return [b for b in all_backends().values() if suffix in b.suffixes]
 
 
 def resolve_pairs(formats: list[str], quants: list[str]) -> list[tuple[Backend, Scheme]]:

@@ -16,6 +16,7 @@ from mobileclip_deploy.exporters.schemes import FP16, FP32, Scheme
 class Onnx(Backend):
     name = "onnx"
     suffix = ".onnx"
+    suffixes = (".onnx", ".ort")
     schemes = (
         FP32, FP16,
         Scheme("8da8w", 8, help="dynamic int8 (ORT quantize_dynamic) of MatMul/Gemm; convs stay float"),
@@ -36,7 +37,7 @@ class Onnx(Backend):
     option_refusals = {"ort": "--ort converts ONNX artifacts; add --format onnx"}
 
     def files(self, options: dict[str, Any]) -> list[str]:
-        return [".onnx", ".ort"] if options.get("ort") else [".onnx"]
+        return list(self.suffixes) if options.get("ort") else [self.suffix]
 
     def export(self, build: Build) -> tuple[dict[str, Any], Any]:
         from mobileclip_deploy.exporters import onnx as onnx_exp
