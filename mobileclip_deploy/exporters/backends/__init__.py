@@ -109,6 +109,10 @@ class Backend:
         """Write `build.path`; return (the manifest entry's `details`, a handle passed to `check`)."""
         raise NotImplementedError
 
+    def checked(self, build: Build, path: Path, parity: dict[str, Any]) -> None:
+        """After the gate (passed, not assessable or skipped) and before the file's sha256 goes into the manifest:
+        embed what the format carries of the parity record in the artifact at `path` (nothing by default)."""
+
     def derive(self, build: Build, suffix: str, path: Path) -> None:
         """Write a further file of the job (`files()[1:]`) from the artifact at `build.path`."""
         raise NotImplementedError(f"{self.name} writes no {suffix} files")

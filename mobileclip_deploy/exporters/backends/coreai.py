@@ -23,11 +23,12 @@ import contextlib
 import copy
 import ctypes
 import json
+import math
 import os
 import random
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -197,11 +198,38 @@ def asset_metadata(metadata: dict):
 def save(prog, path: Path, metadata: dict) -> None:
     """Write the asset folder, then its metadata.json in a canonical order with a fixed creation date."""
     prog.save_asset(Path(path), metadata=asset_metadata(metadata))
+    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
+    _rewrite_metadata(path, lambda written: written.update(
+        creationDate=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(epoch))))
+
+
+def _rewrite_metadata(path: Path, change: Callable[[dict], None]) -> None:
+    """Apply `change` to the asset's metadata.json and write it back with sorted keys (reproducible bytes); only
+    ever on the temporary asset of an export, before its sha256 is taken (main.hash covers main.mlirb alone)."""
     meta_file = Path(path) / "metadata.json"
     written = json.loads(meta_file.read_text())
-    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
-    written["creationDate"] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(epoch))
-    meta_file.write_text(json.dumps(written, indent=2, sort_keys=True) + "\n")  # inside the temporary asset
+    change(written)
+    meta_file.write_text(json.dumps(written, indent=2, sort_keys=True) + "\n")
+
+
+PARITY_ENTRY = "parity"
+PARITY_FIELDS = ("check", "passed", "decisive", "message", "threshold", "count", "inputs_sha256")
+
+
+def parity_summary(parity: dict[str, Any]) -> dict[str, Any]:
+    """What an asset carries of its parity check: the verdict, the decisive metric and the limited metrics with
+    their limits, how many inputs and which (`inputs_sha256`); the manifest keeps the full record."""
+    summary = {k: parity[k] for k in PARITY_FIELDS if k in parity}
+    limits = parity.get("limits", {})
+    summary["metrics"] = {k: parity[k] for k in limits if math.isfinite(parity[k])}
+    summary["limits"] = dict(limits)
+    return summary
+
+
+def record_parity(path: Path, parity: dict[str, Any]) -> None:
+    """Add the parity check's `parity_summary` to the asset's custom metadata (JSON text, like the other entries)."""
+    entry = json.dumps(parity_summary(parity), sort_keys=True)
+    _rewrite_metadata(path, lambda written: written["creatorDefinedMetadata"].update({PARITY_ENTRY: entry}))
 
 
 def read_metadata(path: Path) -> dict:
@@ -294,3 +322,7 @@ class CoreAI(Backend):
         build.step(f"running {count} of {len(build.inputs)} parity inputs on Core AI's Linux reference runtime")
         return "coreai_reference_runtime", runner.batched(build.inputs[:count]), {
             "runtime": runner.info, "parity_inputs_used": count, "parity_inputs_available": len(build.inputs)}
+
+    def checked(self, build: Build, path: Path, parity: dict[str, Any]) -> None:
+        """The asset carries its parity result beside `inputs_sha256` (issue 28), written before its sha256."""
+        record_parity(path, parity)
