@@ -73,6 +73,32 @@ def test_metadata_reads_back(tiny) -> None:
     assert meta["inputs_sha256"] == entry["parity"]["inputs_sha256"]
 
 
+def test_assets_carry_their_parity_result_and_a_reexport_reuses_them(tiny) -> None:
+    """The gate's verdict goes into metadata.json before the manifest takes the asset's sha256: it reads back through
+    the runtime, the recorded sha256 is the final folder's, and the same request reuses every asset; an asset whose
+    metadata was edited afterwards fails that check and is exported again, verdict restored."""
+    out, _ = tiny
+    found = entries(out)
+    for name, entry in found.items():
+        meta, parity = coreai.read_metadata(out / name), entry["parity"]
+        carried = json.loads(meta["parity"])
+        assert carried["passed"] is True and carried["check"] == "coreai_reference_runtime"
+        assert carried["inputs_sha256"] == parity["inputs_sha256"] == meta["inputs_sha256"]
+        assert carried["count"] == parity["count"] and carried["limits"] == parity["limits"]
+        assert carried["metrics"]["min_cosine"] == parity["min_cosine"] and carried["decisive"] == parity["decisive"]
+        assert entry["sha256"] == sha256_path(out / name)
+    again = run(out, ["coreai:pal8", "coreai:fp32"], synthetic_tiny_model(), TINY, WEIGHTS)
+    assert [r.status for r in again] == ["cached"] * 4
+    name = "tiny-s0_image_coreai_fp32.aimodel"
+    meta_file = out / name / "metadata.json"
+    original = meta_file.read_bytes()
+    meta_file.write_bytes(original.replace(b'\\"passed\\": true', b'\\"passed\\": false'))
+    assert meta_file.read_bytes() != original
+    redone = run(out, ["coreai:fp32"], synthetic_tiny_model(), TINY, WEIGHTS, towers=("image",))
+    assert [r.status for r in redone] == ["ok"] and meta_file.read_bytes() == original
+    assert entries(out)[name]["sha256"] == sha256_path(out / name) == found[name]["sha256"]
+
+
 CONVERT = """
 import sys
 sys.path.insert(0, {tests!r})

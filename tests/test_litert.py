@@ -32,7 +32,7 @@ from helpers import TINY, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SCHEMES = {s.name: s for s in litert.LiteRT.schemes}
+SCHEMES = {s.name: s for s in litert.LiteRT.schemes if not s.rebuilds_as}  # auto: test_autoquant_litert.py
 METADATA = {"variant": TINY.name, "preprocessing": {"resize": TINY.image_size}, "tokenizer": "clip-bpe-49408"}
 
 

@@ -85,18 +85,13 @@ def unit_of(scope: str) -> str:
     return ".".join(parts[: numbered[-1] + 2]) if numbered else scope
 
 
-def _quantizable(model, tower_module: nn.Module) -> tuple[dict[str, list[str]], list[str]]:
-    """Quantizable ONNX nodes grouped by unit, and the names of the depthwise conv nodes among them.
+def group_units(nodes: list[tuple[str, str, str]]) -> dict[str, list[str]]:
+    """(node, owning module path, op key) triples grouped by unit: node names per unit.
 
     An op owned by a module that is an ancestor of other units (the text projection `model.text`, above every
-    block) is a unit of its own, named `module/op`: kept float as a module path it would take every block along.
+    block) is a unit of its own, named by its op key (`module/op`): kept float as a module path it would take every
+    block along.
     """
-    depthwise_modules = {n for n, m in tower_module.named_modules() if is_depthwise(m)}
-    nodes = []
-    for node in model.graph.node:
-        if node.op_type in onnx_exp.QUANT_OP_TYPES["w8a8"]:
-            scopes = onnx_exp.node_scopes(node)
-            nodes.append((node.name, scopes[-2] if len(scopes) >= 2 else "", onnx_exp.op_key(scopes)))
     modules = {unit_of(module) for _, module, _ in nodes}
     units: dict[str, list[str]] = {}
     for name, module, op in nodes:
@@ -104,7 +99,18 @@ def _quantizable(model, tower_module: nn.Module) -> tuple[dict[str, list[str]], 
         if not module or any(other != unit and inside(other, [unit]) for other in modules):
             unit = op
         units.setdefault(unit, []).append(name)
-    return units, [name for name, module, _ in nodes if module in depthwise_modules]
+    return units
+
+
+def _quantizable(model, tower_module: nn.Module) -> tuple[dict[str, list[str]], list[str]]:
+    """Quantizable ONNX nodes grouped by unit, and the names of the depthwise conv nodes among them."""
+    depthwise_modules = {n for n, m in tower_module.named_modules() if is_depthwise(m)}
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type in onnx_exp.QUANT_OP_TYPES["w8a8"]:
+            scopes = onnx_exp.node_scopes(node)
+            nodes.append((node.name, scopes[-2] if len(scopes) >= 2 else "", onnx_exp.op_key(scopes)))
+    return group_units(nodes), [name for name, module, _ in nodes if module in depthwise_modules]
 
 
 def _hash_arrays(*arrays: np.ndarray) -> str:
@@ -124,20 +130,27 @@ def _weights_hash(module: nn.Module) -> str:
 
 
 class _Search:
-    """One tower's search state: the float ONNX model, its calibrated ranges, the reference outputs."""
+    """One tower's search state: the float ONNX model, its calibrated ranges, the reference outputs.
+
+    Subclasses for other runtimes that quantize a float file (LiteRT: autoquant_litert.py) replace `_graph`,
+    `_calibrate`, `quantized`, `units` and `nodes_in`; scoring and timing run on `runtime`."""
 
     backend, scheme, kind, kept_as, baseline, cost_name = "onnx", "w8a8", "int8", "float", "fp32", "latency_ms"
+    runtime = "onnxruntime"
 
     def __init__(self, raw: Path, module: nn.Module, tower: str, calibration: np.ndarray, inputs: np.ndarray,
                  anchors: np.ndarray, work: Path) -> None:
-        import onnx
-
         self.raw, self.module, self.tower, self.inputs, self.anchors = raw, module, tower, inputs, anchors
         self.work = work
-        self.model = onnx.load(str(raw))
+        self.graph = self._graph()
         self.ranges = self._calibrate(calibration)
         self.reference = self._outputs(raw)
         self._count = 0
+
+    def _graph(self):
+        import onnx
+
+        return onnx.load(str(self.raw))
 
     def _calibrate(self, calibration: np.ndarray):
         from onnxruntime.quantization import CalibrationMethod
@@ -164,10 +177,10 @@ class _Search:
         return path
 
     def units(self) -> tuple[dict[str, list[str]], list[str]]:
-        return _quantizable(self.model, self.module)
+        return _quantizable(self.graph, self.module)
 
     def nodes_in(self, modules: list[str]) -> list[str]:
-        return onnx_exp._nodes_in(self.model, modules)
+        return onnx_exp._nodes_in(self.graph, modules)
 
     def decide_depthwise(self, depthwise: list[str], step) -> tuple[bool, dict]:
         """Quantize depthwise convs only if the all-int8 model is at least as fast as with them float (MLAS)."""
@@ -176,14 +189,14 @@ class _Search:
         return ms["all_int8"] <= ms["depthwise_float"], {"latency_ms": ms}
 
     def confirm(self, exclude: list[str]) -> None:
-        """No second opinion needed: every score above already ran on ONNX Runtime."""
+        """No second opinion needed: every score above already ran on the runtime itself."""
         return None
 
     def hand_written(self) -> list[str]:
         return float_modules(self.module)
 
     def _outputs(self, path: Path) -> np.ndarray:
-        return runtimes.load(path, runtime="onnxruntime").batched(self.inputs)
+        return runtimes.load(path, runtime=self.runtime).batched(self.inputs)
 
     def score(self, exclude: list[str]) -> dict:
         out = self._outputs(self.quantized(exclude))
@@ -193,7 +206,7 @@ class _Search:
 
     def cost(self, candidates: dict[str, list[str] | None]) -> dict[str, float]:
         """Median ms per candidate (None: fp32) at 1 thread, timed in interleaved rounds against load drift."""
-        runners = {name: runtimes.load(self.raw if exclude is None else self.quantized(exclude), runtime="onnxruntime")
+        runners = {name: runtimes.load(self.raw if exclude is None else self.quantized(exclude), runtime=self.runtime)
                    for name, exclude in candidates.items()}
         return interleaved_ms({name: lambda r=runner: r(self.inputs[:1]) for name, runner in runners.items()})
 

@@ -452,6 +452,7 @@ def _run_job(job: Job, ctx: Context, request: ExportRequest, manifest: dict[str,
                 step("checking parity")
                 parity = (_check(job, build, path, handle, threshold) if request.parity
                           else {"check": "skipped", "passed": None, "threshold": threshold})
+                job.backend.checked(build, path, parity)
                 inputs, outputs = _io_specs(build, job.backend.input_kind(build))
                 entries.append({
                     "file": file, "sha256": sha256_path(path), "size_bytes": size_bytes(path), "model": variant.name,

@@ -126,6 +126,10 @@ class Backend:
         request = build.context.request
         return recipe_text(handle, build.variant.name, request.calibration, request.calibration_limit)
 
+    def checked(self, build: Build, path: Path, parity: dict[str, Any]) -> None:
+        """After the gate (passed, not assessable or skipped) and before the file's sha256 goes into the manifest:
+        embed what the format carries of the parity record in the artifact at `path` (nothing by default)."""
+
     def derive(self, build: Build, suffix: str, path: Path) -> None:
         """Write a further file of the job (`files()[1:]`) from the artifact at `build.path`."""
         raise NotImplementedError(f"{self.name} writes no {suffix} files")

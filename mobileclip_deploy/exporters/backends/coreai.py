@@ -23,10 +23,13 @@ import contextlib
 import copy
 import ctypes
 import json
+import math
 import os
 import random
+import sys
+import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -57,11 +60,15 @@ SCHEMES = (
     Scheme("w8a8", 8, static=True, help="EXPERIMENTAL until a device confirms int8 execution: static int8 "
            "activations and weights (coreai-opt PT2E, calibration photos); simulated as quantize/dequantize "
            "pairs on the Linux runtime"),
+    Scheme("auto", 4, static=True, help=f"4-bit palettes (one per {PALETTE_GROUP} output channels) with the layers "
+           "that need it at 8 bits, chosen by measured sensitivity to meet --min-cos/--min-agreement with the "
+           "smallest weights (writes a recipe reproducing the plan); fp16 compute", rebuilds_as="pal4"),
 )
 
 
-def palette_config(nbits: int, keep: Sequence[str] = ()):
-    """coreai-opt k-means palettes of `nbits` per group of output channels; `keep` modules stay in float."""
+def palette_config(nbits: int, eight_bit: Sequence[str] = ()):
+    """coreai-opt k-means palettes of `nbits` per group of output channels; the modules in `eight_bit` (and those
+    below them) get 8-bit palettes."""
     from coreai_opt.palettization import (
         KMeansPalettizerConfig,
         ModuleKMeansPalettizerConfig,
@@ -74,30 +81,57 @@ def palette_config(nbits: int, keep: Sequence[str] = ()):
         PerGroupedChannelGranularity,
     )
 
-    spec = PalettizationSpec(n_bits=nbits, granularity=PerGroupedChannelGranularity(axis=0,
-                                                                                   group_size=PALETTE_GROUP))
-    state = {key: spec for key in OpKMeansPalettizerConfig.get_default_state_spec()}
-    return KMeansPalettizerConfig(global_config=ModuleKMeansPalettizerConfig(op_state_spec=state),
-                                  module_name_configs=dict.fromkeys(keep))
+    def config(bits: int) -> ModuleKMeansPalettizerConfig:
+        spec = PalettizationSpec(n_bits=bits, granularity=PerGroupedChannelGranularity(axis=0,
+                                                                                      group_size=PALETTE_GROUP))
+        return ModuleKMeansPalettizerConfig(op_state_spec={key: spec for key in
+                                                           OpKMeansPalettizerConfig.get_default_state_spec()})
+
+    return KMeansPalettizerConfig(global_config=config(nbits), module_name_configs={
+        re.escape(name): config(8) for name in eight_bit})  # coreai-opt reads these names as regexes (fullmatch)
+
+
+def _palettizer(module: nn.Module, nbits: int, example: torch.Tensor, eight_bit: Sequence[str] = ()):
+    """coreai-opt's k-means palettizer prepared on `module` (rewritten in place: its weights now read back as their
+    palettized values). One k-means worker: a forked pool hung for over ten minutes on this stack."""
+    from coreai_opt.palettization import KMeansPalettizer
+
+    params = {name for name, _ in module.named_parameters()}  # a plan's unit can be one weight: its module
+    owners = [name.rpartition(".")[0] if name in params else name for name in eight_bit]
+    palettizer = KMeansPalettizer(module, palette_config(nbits, owners))
+    palettizer.prepare((example,), num_workers=1)
+    return palettizer
+
+
+def palettized_weights(module: nn.Module, example: torch.Tensor, nbits: int) -> tuple[dict[str, np.ndarray],
+                                                                                      list[str]]:
+    """Every weight that coreai-opt palettizes, at `nbits` palettes (decompressed values), and their names.
+
+    coreai-opt seeds each weight's k-means from its own values, so a weight's palettes do not depend on the other
+    weights' settings: these values are what any mix of 4- and 8-bit layers gives (autoquant_coreml)."""
+    prepared = copy.deepcopy(module)
+    _palettizer(prepared, nbits, example)
+    values = {}
+    with torch.no_grad():
+        for name, owner in prepared.named_modules():
+            for param in getattr(owner, "parametrizations", {}):
+                values[f"{name}.{param}" if name else param] = getattr(owner, param).detach().numpy().copy()
+    return values, list(values)
 
 
 def compress(module: nn.Module, scheme: str, example: torch.Tensor, calibration: np.ndarray | None = None,
              keep: Sequence[str] = ()) -> nn.Module:
     """A copy of the tower with coreai-opt's compression ops in place of its weights (fp32/fp16: the tower itself);
-    coreai-opt rewrites the module it is given, and the pipeline shares one tower between jobs.
-
-    One k-means worker: a forked pool hung for over ten minutes on this stack."""
+    coreai-opt rewrites the module it is given, and the pipeline shares one tower between jobs. `keep`: the modules
+    kept out of the low-bit form, at 8-bit palettes for palettes (an `auto` plan), in float for int8."""
     if scheme in ("fp32", "fp16"):
         return module
     module = copy.deepcopy(module)
     from coreai_opt import ExportBackend
-    from coreai_opt.palettization import KMeansPalettizer
     from coreai_opt.quantization import ExecutionMode, Quantizer, QuantizerConfig
 
     if scheme in PALETTE_BITS:
-        palettizer = KMeansPalettizer(module, palette_config(PALETTE_BITS[scheme], keep))
-        palettizer.prepare((example,), num_workers=1)
-        return palettizer.finalize(backend=ExportBackend.CoreAI)
+        return _palettizer(module, PALETTE_BITS[scheme], example, keep).finalize(backend=ExportBackend.CoreAI)
     config = (QuantizerConfig.presets.w8(axis=0, execution_mode=ExecutionMode.EAGER) if scheme == "w8"
               else QuantizerConfig(execution_mode=ExecutionMode.EAGER))
     if keep:
@@ -144,7 +178,8 @@ def program(module: nn.Module, example: torch.Tensor, tower: str, fp16: bool, ba
             ep = torch.export.export(module, (x,)).run_decompositions(coreai_torch.get_decomp_table())
             converter.add_exported_program(ep, input_names=[INPUT_NAME[tower]], output_names=[OUTPUT_NAME[tower]],
                                            entrypoint_name=FUNCTION if batch == 1 else f"{FUNCTION}_b{batch}")
-    return converter.to_coreai()
+    with contextlib.redirect_stdout(sys.stderr):  # its progress bar prints to stdout, which carries results only
+        return converter.to_coreai()
 
 
 def asset_metadata(metadata: dict):
@@ -165,11 +200,38 @@ def asset_metadata(metadata: dict):
 def save(prog, path: Path, metadata: dict) -> None:
     """Write the asset folder, then its metadata.json in a canonical order with a fixed creation date."""
     prog.save_asset(Path(path), metadata=asset_metadata(metadata))
+    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
+    _rewrite_metadata(path, lambda written: written.update(
+        creationDate=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(epoch))))
+
+
+def _rewrite_metadata(path: Path, change: Callable[[dict], None]) -> None:
+    """Apply `change` to the asset's metadata.json and write it back with sorted keys (reproducible bytes); only
+    ever on the temporary asset of an export, before its sha256 is taken (main.hash covers main.mlirb alone)."""
     meta_file = Path(path) / "metadata.json"
     written = json.loads(meta_file.read_text())
-    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
-    written["creationDate"] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(epoch))
-    meta_file.write_text(json.dumps(written, indent=2, sort_keys=True) + "\n")  # inside the temporary asset
+    change(written)
+    meta_file.write_text(json.dumps(written, indent=2, sort_keys=True) + "\n")
+
+
+PARITY_ENTRY = "parity"
+PARITY_FIELDS = ("check", "passed", "decisive", "message", "threshold", "count", "inputs_sha256")
+
+
+def parity_summary(parity: dict[str, Any]) -> dict[str, Any]:
+    """What an asset carries of its parity check: the verdict, the decisive metric and the limited metrics with
+    their limits, how many inputs and which (`inputs_sha256`); the manifest keeps the full record."""
+    summary = {k: parity[k] for k in PARITY_FIELDS if k in parity}
+    limits = parity.get("limits", {})
+    summary["metrics"] = {k: parity[k] for k in limits if math.isfinite(parity[k])}
+    summary["limits"] = dict(limits)
+    return summary
+
+
+def record_parity(path: Path, parity: dict[str, Any]) -> None:
+    """Add the parity check's `parity_summary` to the asset's custom metadata (JSON text, like the other entries)."""
+    entry = json.dumps(parity_summary(parity), sort_keys=True)
+    _rewrite_metadata(path, lambda written: written["creatorDefinedMetadata"].update({PARITY_ENTRY: entry}))
 
 
 def read_metadata(path: Path) -> dict:
@@ -225,6 +287,8 @@ class CoreAI(Backend):
     # batch_sizes: entrypoints beside batch 1; parity_inputs: how many parity inputs the check runs (None: as
     # PARITY_INPUTS says), for a longer check in a benchmark.
     option_defaults = {"batch_sizes": [1], "parity_inputs": None}
+    keep_key = "keep_8bit"
+    auto_titles = {"pal4": "Core AI 4-bit palettes"}
 
     def export(self, build: Build) -> tuple[dict[str, Any], Any]:
         from mobileclip_deploy import __version__
@@ -235,9 +299,21 @@ class CoreAI(Backend):
                              __version__)  # the description, license note and author Core ML models carry
         metadata = {**{k: shown[k] for k in ("author", "license", "description", "version")}, **build.metadata,
                     "inputs_sha256": inputs_sha256(build.inputs)}
-        facts = export_asset(build.module, build.example, build.tower, build.scheme.name, build.path, metadata,
-                             build.calibration, build.keep or (), build.options["batch_sizes"])
-        return facts, None
+        plan, keep, scheme = None, build.keep or (), build.scheme.rebuilds_as or build.scheme.name
+        if build.scheme.rebuilds_as:
+            from mobileclip_deploy.exporters.autoquant_coreml import search_coreai
+
+            inputs, anchors, targets = build.context.search_inputs(build.tower)
+            plan = search_coreai(build.module, build.example, build.tower, inputs, anchors, targets, build.step)
+            build.step("exporting the chosen plan")
+            keep = plan.keep
+        facts = export_asset(build.module, build.example, build.tower, scheme, build.path, metadata,
+                             build.calibration, keep, build.options["batch_sizes"])
+        if plan is not None:
+            facts.update({"kept_at_8_bits": plan.keep, "auto_plan": plan.to_dict()})
+        elif build.keep is not None:
+            facts["kept_at_8_bits"] = build.keep
+        return facts, plan
 
     def check(self, build: Build, path: Path, handle: Any) -> tuple[str, np.ndarray, dict[str, Any]]:
         """Run the first `parity_count` parity inputs on the reference runtime (the gate judges those rows)."""
@@ -253,3 +329,7 @@ class CoreAI(Backend):
         from mobileclip_deploy.verify.diagnose import coreai as diagnose_coreai
 
         return diagnose_coreai.compare(path, module, x, tol)
+
+    def checked(self, build: Build, path: Path, parity: dict[str, Any]) -> None:
+        """The asset carries its parity result beside `inputs_sha256` (issue 28), written before its sha256."""
+        record_parity(path, parity)

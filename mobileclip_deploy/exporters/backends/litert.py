@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from torch import nn
 
 from mobileclip_deploy.exporters.backends import Backend, Build, register
 from mobileclip_deploy.exporters.schemes import FP32, Scheme
+from mobileclip_deploy.exporters.sensitive import inside
 from mobileclip_deploy.exporters.wrappers import INPUT_NAME, OUTPUT_NAME
 from mobileclip_deploy.exporters.xnnpack_depthwise import split_depthwise
 
@@ -108,15 +112,66 @@ def read_metadata(path: Path) -> dict[str, bytes]:
     return out
 
 
-def _recipe(ops: tuple[str, ...], op_config: dict[str, Any], algorithm: str = "min_max_uniform_quantize") -> list:
-    return [{"regex": ".*", "operation": op, "algorithm_key": algorithm, "op_config": op_config} for op in ops]
+def _class_name(module: nn.Module) -> str:
+    kind = type(module)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
-def quantize(float_path: Path, scheme: str, out: Path, calibration: np.ndarray | None, tower: str) -> None:
-    """Derive `scheme` from the float `.tflite` with ai-edge-quantizer and write it to `out`."""
-    from ai_edge_quantizer import calibrator, quantizer, recipe_manager
-    from ai_edge_quantizer.utils import qsv_utils
+def _owner(scope: str, tower: nn.Module) -> str:
+    """The module path (in `tower`) of the op whose ai-edge-quantizer scope is `scope`, "" for the tower itself.
 
+    litert-torch names an op's output tensor after torch.export's module stack, `Class_attr` per module called
+    (`.../mci.RepMixerBlock_0/mci.ConvMlp_mlp/torch.nn.modules.conv.Conv2d_fc1;2`), under the `_Named` wrapper and
+    the tower; containers only indexed (ModuleList) leave no entry, so each entry is the nearest matching module below
+    the previous one. Names that do not follow the pattern (the signature's output) belong to the tower."""
+    segments = scope.partition(";")[0].split("/")[2:]  # [0]: the _Named wrapper, [1]: the tower
+    path, current = "", tower
+    for segment in segments:
+        found = sorted(((name.count("."), name, child) for name, child in current.named_modules() if name
+                        and segment == f"{_class_name(child)}_{name.rpartition('.')[2]}"), key=lambda f: f[:2])
+        if not found:
+            break
+        _, name, current = found[0]
+        path = f"{path}.{name}" if path else name
+    return path
+
+
+def static_ops(path: Path, tower: nn.Module) -> list[tuple[str, str, str]]:
+    """(scope, owning module path, op key) of each op that w8a8 quantizes in the float `.tflite` at `path`.
+
+    The scope (ai-edge-quantizer's name for an op: its output tensor names) is what recipes select by regex; the op
+    key `module/OP_n` (the n-th op of that type owned by `module` itself) names one op where its module is an
+    ancestor of others (the tower's output projection)."""
+    from ai_edge_litert.tools import flatbuffer_utils
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl
+
+    model = flatbuffer_utils.read_model(str(path))
+    split = split_depthwise(tower)  # the form `convert` writes (module paths kept)
+    graph, ops, seen = model.subgraphs[0], [], {}
+    for op in graph.operators:
+        name = tfl.TFL_OP_CODE_TO_NAME.get(model.operatorCodes[op.opcodeIndex].builtinCode)
+        if name is None or name.value not in STATIC_OPS:
+            continue
+        scope = tfl.get_op_scope(op, graph.tensors)
+        owner = _owner(scope, split)
+        n = seen[owner, name.value] = seen.get((owner, name.value), -1) + 1
+        ops.append((scope, owner, f"{owner}/{name.value}_{n}"))
+    return ops
+
+
+def ops_in(ops: list[tuple[str, str, str]], keep: Sequence[str]) -> list[str]:
+    """Scopes of the ops (from `static_ops`) inside the module paths or op keys in `keep`."""
+    return [scope for scope, owner, key in ops if key in keep or inside(owner, list(keep))]
+
+
+def _recipe(ops: tuple[str, ...], op_config: dict[str, Any], algorithm: str = "min_max_uniform_quantize",
+            regex: str = ".*") -> list:
+    return [{"regex": regex, "operation": op, "algorithm_key": algorithm, "op_config": op_config} for op in ops]
+
+
+def recipe_for(scheme: str, exclude: Sequence[str] = ()) -> list:
+    """ai-edge-quantizer's recipe for `scheme`; the ops whose scopes are in `exclude` stay float (a recipe's last
+    matching entry wins)."""
     weights8 = {"num_bits": 8, "symmetric": True, "granularity": "CHANNELWISE", "dtype": "INT"}
     if scheme == "fp16":
         recipe = _recipe(FP16_OPS, {"weight_tensor_config": {"num_bits": 16, "dtype": "FLOAT"},
@@ -131,41 +186,72 @@ def quantize(float_path: Path, scheme: str, out: Path, calibration: np.ndarray |
                                       "explicit_dequantize": False})
     else:
         raise ValueError(f"unknown LiteRT scheme {scheme!r}")
+    if exclude:
+        pattern = "^(?:" + "|".join(re.escape(scope) for scope in exclude) + ")$"
+        recipe += _recipe(STATIC_OPS, {}, "no_quantize", pattern)
+    return recipe
+
+
+def calibrate(float_path: Path, recipe: list, calibration: np.ndarray, tower: str) -> dict:
+    """ai-edge-quantizer's calibration results (activation ranges) of `recipe` on the float `.tflite`, min/max over
+    every input: the default moving average let the first photo set the ranges."""
+    from ai_edge_quantizer import calibrator, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
+
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(recipe)
+    calib = calibrator.Calibrator(str(float_path), num_threads=1, qsv_update_func=qsv_utils.min_max_update)
+    dtype = np.int32 if tower == "text" else np.float32
+    calib.calibrate({SIGNATURE: [{INPUT_NAME[tower]: np.asarray(row[None], dtype=dtype)} for row in calibration]},
+                    manager)
+    return calib.get_model_qsvs()
+
+
+def quantize(float_path: Path, scheme: str, out: Path, calibration: np.ndarray | None, tower: str,
+             exclude: Sequence[str] = (), qsvs: dict | None = None) -> None:
+    """Derive `scheme` from the float `.tflite` with ai-edge-quantizer and write it to `out` (`exclude`: as in
+    `recipe_for`). `qsvs`: calibration results to reuse instead of calibrating (the float model's min/max ranges
+    do not depend on what stays float)."""
+    from ai_edge_quantizer import quantizer
+
+    recipe = recipe_for(scheme, exclude)
     qt = quantizer.Quantizer(str(float_path), recipe)
-    qsvs = None
-    if qt.need_calibration:
+    if qt.need_calibration and qsvs is None:
         if calibration is None:
             raise ValueError(f"{scheme} needs calibration inputs")
-        manager = recipe_manager.RecipeManager()
-        manager.load_quantization_recipe(qt.get_quantization_recipe())
-        # min/max over every photo: the default moving average let the first photo set the ranges
-        calib = calibrator.Calibrator(str(float_path), num_threads=1, qsv_update_func=qsv_utils.min_max_update)
-        dtype = np.int32 if tower == "text" else np.float32
-        calib.calibrate({SIGNATURE: [{INPUT_NAME[tower]: np.asarray(row[None], dtype=dtype)}
-                                     for row in calibration]}, manager)
-        qsvs = calib.get_model_qsvs()
+        qsvs = calibrate(float_path, qt.get_quantization_recipe(), calibration, tower)
     with contextlib.redirect_stdout(sys.stderr):
         result = qt.quantize(qsvs, enable_progress_bar=False, enable_progress_report=False)
     Path(out).write_bytes(bytes(result.quantized_model))
 
 
 def export(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, path: Path, work_dir: Path,
-           metadata: dict[str, Any], calibration: np.ndarray | None = None, step=lambda _: None) -> dict[str, Any]:
-    """Convert, embed `metadata`, quantize; return the facts for the manifest."""
+           metadata: dict[str, Any], calibration: np.ndarray | None = None, step=lambda _: None,
+           keep: Sequence[str] | None = None, converted: Path | None = None) -> dict[str, Any]:
+    """Convert (or start from `converted`, this module's float `.tflite` without metadata, which an `auto` search
+    has just written), embed `metadata`, quantize (w8a8: the ops inside `keep`, module paths or op keys, stay
+    float); return the facts for the manifest."""
     float_path = path if scheme == "fp32" else Path(work_dir) / f"{Path(path).stem}.float.tflite"
-    step("converting with litert-torch")
-    convert(module, example, tower, float_path)
+    if converted is not None:
+        shutil.copyfile(converted, float_path)
+    else:
+        step("converting with litert-torch")
+        convert(module, example, tower, float_path)
     entries = {METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()}
     if scheme == "fp16":
         entries.update({k: v.encode() for k, v in REDUCED_PRECISION.items()})
     write_metadata(float_path, entries)
     if scheme != "fp32":
         step(f"quantizing ({scheme}) with ai-edge-quantizer")
-        quantize(float_path, scheme, path, calibration, tower)
+        exclude = ops_in(static_ops(float_path, module), keep) if keep else ()
+        quantize(float_path, scheme, path, calibration, tower, exclude)
         float_path.unlink()
-    return {"converter": "litert-torch", "quantizer": None if scheme == "fp32" else "ai-edge-quantizer",
-            "signature": SIGNATURE, "metadata_keys": sorted(entries), "split_depthwise": True,
-            "quantized_ops": {"fp16": FP16_OPS, "8da8w": DYNAMIC_OPS, "w8a8": STATIC_OPS}.get(scheme, ())}
+    facts = {"converter": "litert-torch", "quantizer": None if scheme == "fp32" else "ai-edge-quantizer",
+             "signature": SIGNATURE, "metadata_keys": sorted(entries), "split_depthwise": True,
+             "quantized_ops": {"fp16": FP16_OPS, "8da8w": DYNAMIC_OPS, "w8a8": STATIC_OPS}.get(scheme, ())}
+    if keep is not None:
+        facts["kept_in_float"] = list(keep)
+    return facts
 
 
 @register
@@ -180,6 +266,9 @@ class LiteRT(Backend):
                "(depthwise convs stay float), int8 token table"),
         Scheme("w8a8", 8, static=True, help="static int8 (min/max calibration) of linears and convs (depthwise convs "
                "stay float); float I/O"),
+        Scheme("auto", 8, static=True, help="static int8 as w8a8, float layers chosen by measured sensitivity and "
+               "latency on LiteRT to meet --min-cos/--min-agreement (writes a recipe reproducing the plan)",
+               rebuilds_as="w8a8"),
     )
     help = "LiteRT (TensorFlow Lite) .tflite for Android's LiteRT / XNNPACK runtime"
     runtime = "litert"
@@ -189,11 +278,26 @@ class LiteRT(Backend):
     extra = "litert"
     requires = ("litert_torch", "ai_edge_quantizer")
     tools = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer")
+    keep_key = "keep_float"
+    auto_titles = {"w8a8": "LiteRT static int8"}
 
     def export(self, build: Build) -> tuple[dict[str, Any], Any]:
-        facts = export(build.module, build.example, build.tower, build.scheme.name, build.path, build.work_dir,
-                       build.metadata, build.calibration, build.step)
-        return facts, None
+        plan, keep, converted = None, build.keep, build.work_dir / f"{build.path.stem}.searched.tflite"
+        if build.scheme.rebuilds_as:
+            from mobileclip_deploy.exporters.autoquant_litert import search_litert
+
+            inputs, anchors, targets = build.context.search_inputs(build.tower)
+            plan = search_litert(build.module, build.example, build.tower, build.calibration, inputs, anchors,
+                                 targets, build.step,  # a search that runs has converted the tower: kept, not redone
+                                 searched=lambda search, _: shutil.copyfile(search.raw, converted))
+            build.step("exporting the chosen plan")
+            keep = plan.keep
+        # The file says what it is built as (w8a8), so an `auto` artifact and its recipe's rebuild are one file.
+        scheme = build.scheme.rebuilds_as or build.scheme.name
+        facts = export(build.module, build.example, build.tower, scheme, build.path, build.work_dir,
+                       {**build.metadata, "scheme": scheme}, build.calibration, build.step, keep,
+                       converted if converted.is_file() else None)
+        return ({**facts, "auto_plan": plan.to_dict()} if plan else facts), plan
 
     def diagnose(self, path: Path, module: nn.Module, x: np.ndarray, tol: float) -> dict[str, Any]:
         from mobileclip_deploy.verify.diagnose import litert as diagnose_litert

@@ -1,0 +1,101 @@
+"""`--quant auto` for Core AI (autoquant_coreml.search_coreai): on a tower whose one block has outlier weights, the
+search keeps exactly that block at 8-bit palettes; the tower palettized as the plan says (coreai-opt, what the export
+compresses) scores what the search assembled from its per-weight passes; its recipe rebuilds the same asset through
+the export pipeline, whose gate runs it on Core AI's reference runtime; an unreachable target is refused."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("coreai_opt")
+
+from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.exporters import autoquant
+from mobileclip_deploy.exporters.autoquant_coreml import search_coreai
+from mobileclip_deploy.exporters.backends import coreai
+from mobileclip_deploy.exporters.parity import compare
+from mobileclip_deploy.exporters.recipe import load_recipe
+from tests.test_autoquant import OUTLIER_BLOCK, TinyTower, _data
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+DIM = 64  # output channels divisible by the palette group (16): every conv/linear but the 8-wide head is palettized
+EXAMPLE = torch.rand(1, 3, 16, 16)
+
+
+def _tower() -> torch.nn.Module:
+    return TinyTower(outliers=True, dim=DIM).eval()
+
+
+@pytest.fixture(scope="module")
+def plan():
+    images, anchors = _data()
+    return search_coreai(_tower(), EXAMPLE, "image", images, anchors, autoquant.Targets(0.999, 0.9), use_cache=False)
+
+
+def test_search_keeps_only_the_block_with_outliers_at_8_bits(plan):
+    assert plan.backend == "coreai" and plan.scheme == "pal4" and plan.keep == [f"blocks.{OUTLIER_BLOCK}.mlp"]
+    units = {u["unit"]: u for u in plan.units}
+    assert {f"blocks.{i}.mlp" for i in range(4)} <= set(units) and "head" not in units  # head: 8 rows, not palettized
+    worst = min(units.values(), key=lambda u: u["min_cosine"])
+    assert worst["unit"] == f"blocks.{OUTLIER_BLOCK}.mlp" and worst["min_cosine"] < 0.999
+    assert all(u["min_cosine"] > 0.999 for name, u in units.items() if name != worst["unit"])
+    chosen = plan.chosen
+    assert chosen["min_cosine"] >= 0.999 and chosen["scored_on"] == "weights_decompressed_in_pytorch"
+    assert chosen["size_bytes"] < 0.5 * chosen["fp16_size_bytes"]
+
+
+def test_the_plan_palettized_by_coreai_opt_scores_what_the_search_scored(plan):
+    """The search assembles candidates from two whole-tower passes; the export palettizes once with the plan's
+    8-bit modules: the same weights, so the same score (and without the 8-bit block the target is missed)."""
+    images, _ = _data()
+    tower = _tower()
+    with torch.no_grad():
+        reference = tower(torch.from_numpy(images)).numpy()
+        scores = {}
+        for name, keep in (("plan", plan.keep), ("all 4-bit", [])):
+            palettized = copy.deepcopy(tower)
+            coreai._palettizer(palettized, 4, EXAMPLE, keep)
+            scores[name] = compare(reference, palettized(torch.from_numpy(images)).numpy())["min_cosine"]
+    assert scores["plan"] == pytest.approx(plan.chosen["min_cosine"], abs=1e-6)
+    assert scores["all 4-bit"] < 0.999
+
+
+def test_recipe_rebuilds_the_same_asset_through_the_pipeline(shared_dir, tmp_path):
+    from helpers import TINY, entries, export
+
+    photos = shared_dir / "data" / "imagenet-samples"
+    first = export(tmp_path / "auto", ["coreai:auto"], towers=("image",), calibration=photos, calibration_limit=8,
+                   min_agreement=0.9)
+    assert [r.status for r in first] == ["ok"], first
+    entry = entries(tmp_path / "auto")[first[0].file]
+    details = entry["details"]
+    assert entry["parity"]["passed"] and entry["parity"]["check"] == "coreai_reference_runtime"
+    assert details["auto_plan"]["backend"] == "coreai" and details["kept_at_8_bits"] == details["auto_plan"]["keep"]
+    ratio = details["auto_plan"]["chosen"]["ratio_to_fp16"]
+    assert f"{ratio}x the fp16 weight size" in first[0].message
+    recipe = load_recipe(tmp_path / "auto" / details["recipe"])
+    assert recipe.quants == ["coreai:pal4"] and recipe.keep == {"coreai": {"image": details["auto_plan"]["keep"]}}
+    again = export(tmp_path / "recipe", recipe.quants, towers=("image",), calibration=photos, calibration_limit=8,
+                   keep=recipe.keep)
+    assert [r.status for r in again] == ["ok"], again
+    rebuilt = entries(tmp_path / "recipe")[again[0].file]
+    assert rebuilt["details"]["kept_at_8_bits"] == details["auto_plan"]["keep"]
+    # one process: the weight-blob names agree (see backends/coreai.py), so the programs are byte-identical
+    program = [(folder / e["file"] / "main.mlirb").read_bytes() for folder, e in
+               ((tmp_path / "auto", entry), (tmp_path / "recipe", rebuilt))]
+    assert program[0] == program[1]
+    assert coreai.read_metadata(tmp_path / "auto" / first[0].file)["scheme"] == "pal4"  # what the file is built as
+    assert TINY.name in first[0].file and json.loads(coreai.read_metadata(
+        tmp_path / "recipe" / again[0].file)["embed_dim"]) == TINY.embed_dim
+
+
+def test_an_unreachable_target_is_refused_and_nothing_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOBILECLIP_DEPLOY_CACHE", str(tmp_path))
+    images, anchors = _data()
+    with pytest.raises(UserError, match="no 4-bit palette plan of the image tower meets min cosine 1.0"):
+        search_coreai(_tower(), EXAMPLE, "image", images, anchors, autoquant.Targets(1.0, 1.0))
+    assert not list(tmp_path.rglob("*.json"))
