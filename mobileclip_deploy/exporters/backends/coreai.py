@@ -26,8 +26,8 @@ import json
 import math
 import os
 import random
-import sys
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
