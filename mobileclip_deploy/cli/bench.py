@@ -233,7 +233,7 @@ def eval_cmd(
     classes: Annotated[str, typer.Option(help="all (1000-way) or present (only the folder's classes).")] = "all",
     class_map: Annotated[Path | None, typer.Option(help="LOC_synset_mapping.txt or CSV with index,wnid columns.")] = None,
     limit_per_class: Annotated[int | None, typer.Option(min=1, help="At most N images per class.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images/prompts per batch.")] = 32,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch (prompts go 256 at a time).")] = 32,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result as JSON here "
                                                 "(an existing file is replaced).")] = None,
     json_: JsonOpt = False,
@@ -276,6 +276,7 @@ def eval_cmd(
 
         result = evaluate(image_fn, text_fn, plan, variant.image_size, variant.interpolation,
                           batch_size=batch_size, progress=report, text_identity=identity,
+                          notice=lambda line: progress.console.print(line, markup=False, highlight=False),
                           reference=(eager_image, eager_text, text_identity(None, variant.name, ckpt_sha))
                           if by_tower and net else None)
     what = {t: (f"{a.path.name}" if a else "eager PyTorch (folded)") for t, a in
