@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mobileclip_deploy.atomic import atomic_path, check_folder
+from mobileclip_deploy.bench.artifacts import TOKENIZER_FILES, folder_artifacts
+from mobileclip_deploy.bench.artifacts import tokenizer_files as checked_tokenizer_files
 from mobileclip_deploy.errors import UserError
 
 # Written into every bundle: only a folder carrying it is ever replaced by a later `bundle`.
@@ -104,14 +106,14 @@ _NEEDS = {"ios": "export with the coreml backend (on Linux or macOS)",
 
 def _platform_artifacts(manifest: dict[str, Any], export_dir: Path, platform: str) -> list[dict[str, Any]]:
     """The platform's finished artifacts, each verified against its manifest sha256."""
-    from mobileclip_deploy.bench.artifacts import folder_artifacts
-
     chosen = folder_artifacts(export_dir, lambda e: platform_of(str(e.get("backend"))) == platform, manifest)
     if not chosen:
         formats = " or ".join(f"-f {b}" for b in backends_for(platform))
         raise UserError(f"{export_dir} has no artifacts for {platform}; export with {formats} before bundling for "
                         f"{platform}")
     return [a.manifest_entry for a in chosen]
+
+
 def _copy(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     if source.is_dir():
@@ -126,7 +128,7 @@ def _owned(bundle: Path) -> set[str]:
     try:
         manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
         owned |= {str(a["file"]) for a in manifest.get("artifacts", [])}
-        owned |= {str(v) for k, v in (manifest.get("tokenizer") or {}).items() if k in ("merges", "vocab") and v}
+        owned |= {str(v) for k, v in (manifest.get("tokenizer") or {}).items() if k in TOKENIZER_FILES and v}
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         pass  # a damaged manifest owns nothing: every other file counts as the user's
     return owned
@@ -172,18 +174,14 @@ def _check_destination(destination: Path) -> bool:
 
 
 def bundle(export_dir: Path, destination: Path, platform: str) -> BundleReport:
-    """Copy the platform's encoders (sha256-checked), the tokenizer files and a manifest listing only those
+    """Copy the platform's encoders and tokenizer files (each sha256-checked) and a manifest listing only those
     encoders into `destination`, atomically: an interrupted copy never leaves a half-bundled model."""
     export_dir, destination = Path(export_dir), Path(destination)
     manifest = _read_manifest(export_dir)
     artifacts = _platform_artifacts(manifest, export_dir, platform)
     model = str(manifest["model"])
 
-    tokenizer = manifest.get("tokenizer") or {}
-    tokenizer_files = [tokenizer[key] for key in ("merges", "vocab") if tokenizer.get(key)]
-    absent = [name for name in tokenizer_files if not (export_dir / name).is_file()]
-    if absent:
-        raise UserError(f"tokenizer files listed in the manifest are missing from {export_dir}: {', '.join(absent)}")
+    tokenizer_files = checked_tokenizer_files(export_dir, manifest)
 
     replaced = _check_destination(destination)
     with atomic_path(destination, replace=True) as tmp:

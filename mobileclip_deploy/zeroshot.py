@@ -74,18 +74,21 @@ def class_text_embeddings(
 
     Prompts are encoded in batches of `batch_size` across classes, so runtimes with a fixed batch
     dimension can wrap `encode_text` to pad and slice. `progress(done, total)` is called after each batch (prompts),
-    since 1000 classes x 80 templates take minutes.
+    since 1000 classes x 80 templates take minutes. Batches go longest prompts first: an encoder may cut a batch to
+    its longest prompt (a causal tower, exactly), and the first batch, the slowest, gives a safe time estimate.
     """
     if not classnames or not templates:
         raise ValueError("need at least one class name and one template")
     prompts = [p for per_class in build_prompts(classnames, templates) for p in per_class]
+    tokens = tokenize(prompts, context_length)
+    order = torch.argsort(tokens.argmax(dim=-1), descending=True, stable=True)  # end-of-text: the largest id
     chunks = []
     for start in range(0, len(prompts), batch_size):
-        tokens = tokenize(prompts[start : start + batch_size], context_length)
-        chunks.append(F.normalize(encode_text(tokens).float(), dim=-1))
+        chunks.append(F.normalize(encode_text(tokens[order[start : start + batch_size]]).float(), dim=-1))
         if progress:
             progress(min(start + batch_size, len(prompts)), len(prompts))
-    per_prompt = torch.cat(chunks).reshape(len(classnames), len(templates), -1)
+    per_prompt = torch.cat(chunks)[torch.argsort(order)]  # back to prompt order
+    per_prompt = per_prompt.reshape(len(classnames), len(templates), -1)
     return F.normalize(per_prompt.mean(dim=1), dim=-1)
 
 

@@ -193,6 +193,8 @@ def make_export(root: Path, *, with_coreml: bool = True, android: bool = False, 
     (export / "tokenizer").mkdir(parents=True)
     (export / "tokenizer" / "merges.txt").write_text("i n\nt h\n")
     (export / "tokenizer" / "vocab.json").write_text('{"a</w>": 320}')
+    manifest["tokenizer"]["sha256"] = {key: sha256_path(export / manifest["tokenizer"][key])
+                                       for key in ("merges", "vocab")}
     (export / "manifest.json").write_text(json.dumps(manifest))
     return export
 

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import BUNDLE_FIXTURE, make_app, make_export
+from helpers import make_app, make_export
 from typer.testing import CliRunner
 
 from mobileclip_deploy.bundle import bundle_android, bundle_ios
@@ -34,7 +34,7 @@ def test_bundle_into_demo_app(tmp_path: Path) -> None:
 
     manifest = json.loads((target / "manifest.json").read_text())
     assert [a["backend"] for a in manifest["artifacts"]] == ["coreml", "coreml"]
-    assert manifest["tokenizer"] == json.loads(BUNDLE_FIXTURE.read_text())["tokenizer"]
+    assert manifest["tokenizer"] == json.loads((export / "manifest.json").read_text())["tokenizer"]
     assert manifest["preprocessing"]["image_size"] == 256
     assert not [p for p in demo.rglob("*.partial")], "no temporary folder is left behind"
 
@@ -72,6 +72,31 @@ def test_refuses_an_artifact_changed_after_export(tmp_path: Path, bundler) -> No
     (changed / "Manifest.json" if changed.is_dir() else changed).write_text("edited")
     with pytest.raises(UserError, match=rf"{entry['file']} does not match its manifest entry"):
         bundler(export, demo)
+    assert list((demo / "Resources" / "Models").iterdir()) == []
+
+
+@pytest.mark.parametrize("bundler", [bundle_ios, bundle_android])
+@pytest.mark.parametrize("key", ["merges", "vocab"])
+def test_refuses_a_tokenizer_file_changed_after_export(tmp_path: Path, bundler, key: str) -> None:
+    """The app's tokenizer must be the one the encoders were exported with: same reuse check as the artifacts."""
+    export, demo = make_export(tmp_path, android=True), make_app(tmp_path)
+    name = json.loads((export / "manifest.json").read_text())["tokenizer"][key]
+    (export / name).write_text((export / name).read_text() + " ")  # one byte planted
+    command = "ios" if bundler is bundle_ios else "android"
+    result = CliRunner().invoke(app, ["bundle", command, "--export", str(export), "--app", str(demo)])
+    assert result.exit_code == 2 and result.stdout == "" and "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())
+    assert message.count("error:") == 1 and f"{name} does not match its manifest entry" in message
+    assert list((demo / "Resources" / "Models").iterdir()) == []  # nothing copied
+
+
+def test_refuses_tokenizer_files_without_a_recorded_sha256(tmp_path: Path) -> None:
+    export, demo = make_export(tmp_path), make_app(tmp_path)
+    manifest = json.loads((export / "manifest.json").read_text())
+    del manifest["tokenizer"]["sha256"]["vocab"]
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="vocab.json has no sha256"):
+        bundle_ios(export, demo)
     assert list((demo / "Resources" / "Models").iterdir()) == []
 
 
@@ -213,3 +238,21 @@ def test_cli_reports_user_error(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert isinstance(result.exception, UserError)
     assert "does not exist" in str(result.exception)
+
+
+def test_export_records_the_tokenizer_sha256_that_bundle_checks(tmp_path: Path) -> None:
+    """End to end: the export pipeline records each tokenizer file's sha256; bundle accepts the untouched export
+    and refuses it once the vocabulary is edited."""
+    from helpers import export, registered
+
+    out = tmp_path / "out"
+    with registered():
+        assert [r.status for r in export(out, ["test-recording:fp32"], towers=("text",), parity=False)] == ["ok"]
+        tokenizer = json.loads((out / "manifest.json").read_text())["tokenizer"]
+        assert tokenizer["sha256"] == {k: sha256_path(out / tokenizer[k]) for k in ("merges", "vocab")}
+        assert bundle_android(out, tmp_path / "app").tokenizer_files == [tokenizer["merges"], tokenizer["vocab"]]
+        vocab = out / tokenizer["vocab"]
+        vocab.write_text(vocab.read_text(encoding="utf-8").replace('"a</w>"', '"b</w>"', 1), encoding="utf-8")
+        with pytest.raises(UserError, match="vocab.json does not match its manifest entry"):
+            bundle_android(out, tmp_path / "app2")
+    assert not (tmp_path / "app2").exists()

@@ -64,18 +64,21 @@ class Artifact:
         }
 
 
-def verified(artifact: Artifact) -> Artifact:
-    """Refuse an artifact whose file is not the one its manifest entry describes (edited, truncated, replaced)."""
-    entry = artifact.manifest_entry
-    if entry is None:
-        return artifact
-    expected = entry.get("sha256")
+def check_sha256(path: Path, expected: object, actual: Callable[[], str]) -> None:
+    """The one reuse check of a file an export wrote (artifact or tokenizer asset): refuse it unless its sha256 is
+    the one the manifest recorded (edited, truncated, replaced, or never recorded)."""
     if not expected:
-        raise UserError(f"the manifest entry for {artifact.path.name} has no sha256, so the file cannot be checked; "
+        raise UserError(f"the manifest entry for {path.name} has no sha256, so the file cannot be checked; "
                         "re-export it with `mobileclip-deploy export`")
-    if artifact.sha256 != expected:
-        raise UserError(f"{artifact.path} does not match its manifest entry (sha256 {artifact.sha256[:12]}, manifest "
+    if (digest := actual()) != expected:
+        raise UserError(f"{path} does not match its manifest entry (sha256 {digest[:12]}, manifest "
                         f"says {str(expected)[:12]}): the file was changed after export; re-export it or restore it")
+
+
+def verified(artifact: Artifact) -> Artifact:
+    """Refuse an artifact whose file is not the one its manifest entry describes."""
+    if artifact.manifest_entry is not None:
+        check_sha256(artifact.path, artifact.manifest_entry.get("sha256"), lambda: artifact.sha256)
     return artifact
 
 
@@ -141,6 +144,23 @@ def folder_artifacts(folder: Path, keep: Callable[[dict[str, Any]], bool] = lamb
         out.append(verified(Artifact(file, entry.get("model"), entry.get("tower"), entry["backend"],
                                      entry.get("scheme"), entry, manifest)))
     return out
+
+
+TOKENIZER_FILES = ("merges", "vocab")  # the manifest's `tokenizer` keys naming files (paths relative to the export)
+
+
+def tokenizer_files(folder: Path, manifest: dict[str, Any]) -> list[str]:
+    """The tokenizer files an export lists, each present and checked against the sha256 the manifest recorded for
+    it (`tokenizer.sha256.<key>`), like every artifact: an app never receives a vocabulary changed after export."""
+    tokenizer = manifest.get("tokenizer") or {}
+    listed = {key: str(tokenizer[key]) for key in TOKENIZER_FILES if tokenizer.get(key)}
+    absent = [name for name in listed.values() if not (folder / name).is_file()]
+    if absent:
+        raise UserError(f"tokenizer files listed in the manifest are missing from {folder}: {', '.join(absent)}")
+    recorded = tokenizer.get("sha256") if isinstance(tokenizer.get("sha256"), dict) else {}
+    for key, name in listed.items():
+        check_sha256(folder / name, recorded.get(key), lambda name=name: sha256_path(folder / name))
+    return list(listed.values())
 
 
 def select(artifacts: list[Artifact], backends: set[str] | None = None, schemes: set[str] | None = None,

@@ -114,10 +114,11 @@ class EvalJob:
                         (eager_image, eager_text, text_identity(None, self.variant.name, ckpt_sha))
                         if self.reference else None)
 
-    def evaluate(self, encoders: Encoders, batch_size: int, progress: Callable[[str, int, int], None] | None = None) -> EvalResult:
+    def evaluate(self, encoders: Encoders, batch_size: int, progress: Callable[[str, int, int], None] | None = None,
+                 notice: Callable[[str], None] | None = None) -> EvalResult:
         return evaluate(encoders.image, encoders.text, self.plan, self.variant.image_size, self.variant.interpolation,
                         batch_size=batch_size, progress=progress, text_identity=encoders.identity,
-                        reference=encoders.reference)
+                        reference=encoders.reference, notice=notice)
 
     def summary(self, result: EvalResult) -> dict[str, Any]:
         """The `--json` / `-o` result."""

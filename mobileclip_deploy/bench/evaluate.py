@@ -12,10 +12,12 @@ folders). Folders named by class index (0..999) or by CLIP class name work witho
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,29 @@ from mobileclip_deploy.errors import UserError
 ImageFn = Callable[[torch.Tensor], torch.Tensor]
 TextFn = Callable[[torch.Tensor], torch.Tensor]
 _WNID = re.compile(r"^n\d{8}$")
+# Prompts per text batch, apart from the images' --batch-size: the 80,000 prompts of a default eval are most of
+# its work, and large batches keep every core's matrix units busy (benchmarks/eval_text_speed.py).
+TEXT_BATCH = 256
+
+
+def all_cores() -> int:
+    """The cores the text side runs on (the image side too, for an artifact): an eval is throughput, not latency."""
+    return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run with `threads` torch threads, then give the caller back its own count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def _norm(name: str) -> str:
@@ -168,6 +193,9 @@ def evaluate(
     progress: Callable[[str, int, int], None] | None = None,
     text_identity: str | None = None,
     reference: tuple[ImageFn, TextFn, str | None] | None = None,
+    threads: int | None = None,
+    notice: Callable[[str], None] | None = None,
+    text_batch_size: int = TEXT_BATCH,
 ) -> EvalResult:
     """Top-1/top-5 of zero-shot classification; `classes='present'` scores only classes found in `data`.
 
@@ -175,6 +203,8 @@ def evaluate(
     `EvalPlan`. `text_identity` (the text weights' sha256 and code) lets the zero-shot classifier come from the
     on-disk cache.
     `reference` (fp32 image and text encoders, and their text identity) adds the per-image agreement with them.
+    Eager PyTorch runs on `threads` (default: all cores); `notice` gets the time estimate the first text batch
+    gives (batches go longest prompts first, so it errs long).
     """
     from mobileclip_deploy.preprocess import load_image, preprocess_pil
     from mobileclip_deploy.zeroshot import (cached_class_embeddings, class_text_embeddings, imagenet_classnames,
@@ -188,19 +218,25 @@ def evaluate(
 
     def counting_text_fn(tokens: torch.Tensor) -> torch.Tensor:
         nonlocal prompts_done
+        started = time.perf_counter()
         out = text_fn(tokens)
         prompts_done += len(tokens)
+        if notice and prompts_done == len(tokens) < plan.prompts:  # the first batch: the speed of this machine
+            rate = prompts_done / (time.perf_counter() - started)
+            notice(f"eval: the text encoder runs {rate:.1f} prompts/s here: about "
+                   f"{_duration(plan.prompts / rate)} for the {plan.prompts:,} prompts")
         if progress:
             progress("text", prompts_done, plan.prompts)
         return out
 
     chosen = [names[i] for i in class_ids]
-    class_emb, reused = cached_class_embeddings(
-        text_identity, chosen, tmpl, lambda: class_text_embeddings(counting_text_fn, chosen, tmpl, batch_size))
-    ref_emb = None
-    if reference is not None:
-        ref_emb, _ = cached_class_embeddings(reference[2], chosen, tmpl, lambda: class_text_embeddings(
-            reference[1], chosen, tmpl, batch_size))
+    with torch_threads(threads or all_cores()):
+        class_emb, reused = cached_class_embeddings(text_identity, chosen, tmpl, lambda: class_text_embeddings(
+            counting_text_fn, chosen, tmpl, text_batch_size))
+        ref_emb = None
+        if reference is not None:
+            ref_emb, _ = cached_class_embeddings(reference[2], chosen, tmpl, lambda: class_text_embeddings(
+                reference[1], chosen, tmpl, text_batch_size))
     position = {c: j for j, c in enumerate(class_ids)}
     correct1 = correct5 = agree = 0
     t_img = time.perf_counter()
@@ -226,26 +262,35 @@ def evaluate(
 
 
 def torch_encoders(model: torch.nn.Module) -> tuple[ImageFn, TextFn]:
+    """Eager encoders. A causal text tower's batch is cut after its longest prompt (the end-of-text token, the
+    largest id, marks it): the mask keeps padding from reaching that token, so the embeddings are the same at a
+    fraction of the work (about 20 of 77 positions for ImageNet prompts). A bidirectional tower (MobileCLIP-S*)
+    sees its padding and keeps all 77."""
+    causal = bool(model.text.cfg.causal)
+
     def image(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return model.encode_image(x)
 
     def text(tokens: torch.Tensor) -> torch.Tensor:
+        if causal:
+            tokens = tokens[:, : int(tokens.argmax(dim=-1).max()) + 1]
         with torch.inference_mode():
             return model.encode_text(tokens)
 
     return image, text
 
 
-def artifact_encoder(path: Path, backend: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Run an exported artifact with its backend's runtime, one fixed-size batch at a time."""
+def artifact_encoder(path: Path, backend: str, threads: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Run an exported artifact with its backend's runtime on `threads` (default: all cores), one fixed-size batch
+    at a time."""
     from mobileclip_deploy import runtimes
     from mobileclip_deploy.exporters.backends import of_artifact
 
     runtime = of_artifact(backend).runtime
     if runtime is None:
         raise UserError(f"{path.name}: {backend} artifacts cannot be evaluated on this machine")
-    runner = runtimes.load(path, runtime=runtime)
+    runner = runtimes.load(path, threads or all_cores(), runtime=runtime)
     return lambda x: torch.from_numpy(runner.batched(x.numpy()))
 
 

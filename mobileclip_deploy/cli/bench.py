@@ -233,7 +233,7 @@ def eval_cmd(
     classes: Annotated[str, typer.Option(help="all (1000-way) or present (only the folder's classes).")] = "all",
     class_map: Annotated[Path | None, typer.Option(help="LOC_synset_mapping.txt or CSV with index,wnid columns.")] = None,
     limit_per_class: Annotated[int | None, typer.Option(min=1, help="At most N images per class.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images/prompts per batch.")] = 32,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch (prompts go 256 at a time).")] = 32,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result as JSON here "
                                                 "(an existing file is replaced).")] = None,
     json_: JsonOpt = False,
@@ -260,7 +260,8 @@ def eval_cmd(
                 tasks[stage] = progress.add_task(f"{stage} encoder", total=total)
             progress.update(tasks[stage], completed=done)
 
-        result = job.evaluate(encoders, batch_size, report)
+        result = job.evaluate(encoders, batch_size, report,
+                              notice=lambda line: progress.console.print(line, markup=False, highlight=False))
     summary = {**job.summary(result), **upcast_field(net)}
     if json_:
         print_json(summary)

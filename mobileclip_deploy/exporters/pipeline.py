@@ -255,8 +255,9 @@ def run(request: ExportRequest, model: nn.Module, variant, checkpoint_sha256: st
                 ctx = Context(folded, variant, request)
                 _check_kept(jobs, ctx)
                 tokenizer = get_tokenizer()
-                tokenizer.write_assets(out_dir / "tokenizer")
-                manifest["tokenizer"] = {"merges": "tokenizer/merges.txt", "vocab": "tokenizer/vocab.json",
+                files = {key: f"tokenizer/{name}" for key, name in
+                         tokenizer.write_assets(out_dir / "tokenizer").items()}
+                manifest["tokenizer"] = {**files, "sha256": {k: sha256_path(out_dir / f) for k, f in files.items()},
                                          "context_length": variant.context_length,
                                          "sot_token": tokenizer.sot_token_id, "eot_token": tokenizer.eot_token_id,
                                          "pad_token": 0, "lowercase": True}

@@ -37,10 +37,7 @@ func records(_ options: BenchOptions) async throws -> [BenchRecord] {
 do {
     for record in try await records(options) {
         try record.append(to: options.output)
-        let s = record.latencyMs
-        print("\(record.artifact.file) [\(record.runtime.name), \(record.computeUnits)]: load \(Int(record.loadMs)) ms, "
-              + "first \(String(format: "%.2f", record.firstInferenceMs)) ms, "
-              + "median \(String(format: "%.2f", s.median)) ms, p90 \(String(format: "%.2f", s.p90)) ms")
+        print(record.summary)
     }
     print("appended to \(options.output.path)")
 } catch {

@@ -21,7 +21,7 @@ final class BenchTests: XCTestCase {
         XCTAssertEqual(stats.p90, 9.1, accuracy: 1e-12)  // rank 8.1 between 9 and 10
         XCTAssertEqual(stats.min, 1)
         XCTAssertEqual(stats.max, 10)
-        XCTAssertEqual(stats.stdev, (55.0 / 6).squareRoot(), accuracy: 1e-12)
+        XCTAssertEqual(try XCTUnwrap(stats.stdev), (55.0 / 6).squareRoot(), accuracy: 1e-12)
         XCTAssertNil(LatencyStatistics(samples: []))
     }
 
@@ -31,11 +31,29 @@ final class BenchTests: XCTestCase {
         XCTAssertEqual(stats.trimmedMean, 2)
         XCTAssertEqual(stats.median, 2)
         let single = try XCTUnwrap(LatencyStatistics(samples: [4]))
-        XCTAssertEqual(single.stdev, 0)
         XCTAssertEqual(single.p90, 4)
     }
 
-    private func sampleRecord() throws -> BenchRecord {
+    func testOneIterationHasNoStandardDeviation() throws {
+        // One sample has no spread: none is shown (a 0 would read as perfectly stable timing), as in Python.
+        XCTAssertNil(try XCTUnwrap(LatencyStatistics(samples: [4])).stdev)
+        XCTAssertEqual(try XCTUnwrap(LatencyStatistics(samples: [4, 6])?.stdev), 2.0.squareRoot(),
+                       accuracy: 1e-12)
+
+        let one = try sampleRecord(warmMs: [2.5])
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(try one.jsonLine().utf8)) as? [String: Any])
+        let latency = try XCTUnwrap(object["latency_ms"] as? [String: Any])
+        XCTAssertTrue(latency["stdev"] is NSNull, "\(latency)")  // the key stays (the contract), its value is null
+        XCTAssertEqual(latency["median"] as? Double, 2.5)
+        XCTAssertEqual(try JSONDecoder().decode(BenchRecord.self, from: Data(try one.jsonLine().utf8)), one)
+        XCTAssertFalse(one.summary.contains("stdev"), one.summary)
+        XCTAssertTrue(one.summary.hasSuffix("p90 2.50 ms over 1 iteration"), one.summary)
+
+        let three = try sampleRecord()
+        XCTAssertTrue(three.summary.hasSuffix("stdev 1.00 ms over 3 iterations"), three.summary)
+    }
+
+    private func sampleRecord(warmMs: [Double] = [2, 3, 4]) throws -> BenchRecord {
         let manifest = try ExportManifest.load(from: TestData.manifestFixture)
         return try BenchRecord(
             date: Date(timeIntervalSince1970: 1_795_000_000),
@@ -44,7 +62,7 @@ final class BenchTests: XCTestCase {
             computeUnits: ComputeUnits.cpuAndNeuralEngine.rawValue,
             artifact: .init(manifest.artifacts[0]),
             warmup: 3,
-            timings: EncoderTimings(loadMs: 120.5, firstInferenceMs: 30, warmMs: [2, 3, 4]),
+            timings: EncoderTimings(loadMs: 120.5, firstInferenceMs: 30, warmMs: warmMs),
             peakMemoryMb: nil
         )
     }

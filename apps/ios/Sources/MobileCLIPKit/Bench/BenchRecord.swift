@@ -150,6 +150,16 @@ public struct BenchRecord: Codable, Equatable, Sendable {
         try c.encode(peakMemoryMb, forKey: .peakMemoryMb)
     }
 
+    /// The line `mobileclip-bench` prints for this record; the spread only where it was measured (two or more
+    /// timed iterations), never a standard deviation of 0 from a single sample.
+    public var summary: String {
+        let ms = { (value: Double) in String(format: "%.2f", value) }
+        let spread = latencyMs.stdev.map { ", stdev \(ms($0)) ms" } ?? ""
+        return "\(artifact.file) [\(runtime.name), \(computeUnits)]: load \(Int(loadMs)) ms, "
+            + "first \(ms(firstInferenceMs)) ms, median \(ms(latencyMs.median)) ms, p90 \(ms(latencyMs.p90)) ms"
+            + "\(spread) over \(iterations) iteration\(iterations == 1 ? "" : "s")"
+    }
+
     /// One compact JSON line (no trailing newline), keys sorted for stable diffs.
     public func jsonLine() throws -> String {
         let encoder = JSONEncoder()
