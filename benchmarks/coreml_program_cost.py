@@ -75,7 +75,7 @@ def main() -> None:
              f"- machine: {device['soc']} ({', '.join(device['isa'])}), {device['cpu_count']} cores, 1 torch thread; "
              f"load average {load[0]:.1f} at start, {load[1]:.1f} at end (shared host)",
              f"- {args.inputs} inputs per tower (ImageNet photos / prompts), synthetic weights; time = load the "
-             "program, decode its weights, run every op (fp16 programs: both arithmetic models)", "",
+             "program, decode its weights, run every op (fp16 programs: fp16 storage on every input, native fp16 on the first 2)", "",
              "| artifact | seconds | per input | min cos vs PyTorch | native fp16 min cos |", "|---|---:|---:|---:|---:|"]
     for r in rows:
         native = "-" if r["native_min_cosine"] is None else f"{r['native_min_cosine']:.6f}"
