@@ -13,13 +13,14 @@ import torch
 
 pytest.importorskip("coreai_opt")
 
+from helpers import OUTLIER_BLOCK, TinyTower, search_data
+
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import autoquant
 from mobileclip_deploy.exporters.autoquant_coreml import search_coreai
 from mobileclip_deploy.exporters.backends import coreai
 from mobileclip_deploy.exporters.parity import compare
 from mobileclip_deploy.exporters.recipe import load_recipe
-from tests.test_autoquant import OUTLIER_BLOCK, TinyTower, _data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 DIM = 64  # output channels divisible by the palette group (16): every conv/linear but the 8-wide head is palettized
@@ -32,7 +33,7 @@ def _tower() -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def plan():
-    images, anchors = _data()
+    images, anchors = search_data()
     return search_coreai(_tower(), EXAMPLE, "image", images, anchors, autoquant.Targets(0.999, 0.9), use_cache=False)
 
 
@@ -51,7 +52,7 @@ def test_search_keeps_only_the_block_with_outliers_at_8_bits(plan):
 def test_the_plan_palettized_by_coreai_opt_scores_what_the_search_scored(plan):
     """The search assembles candidates from two whole-tower passes; the export palettizes once with the plan's
     8-bit modules: the same weights, so the same score (and without the 8-bit block the target is missed)."""
-    images, _ = _data()
+    images, _ = search_data()
     tower = _tower()
     with torch.no_grad():
         reference = tower(torch.from_numpy(images)).numpy()
@@ -95,7 +96,7 @@ def test_recipe_rebuilds_the_same_asset_through_the_pipeline(shared_dir, tmp_pat
 
 def test_an_unreachable_target_is_refused_and_nothing_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("MOBILECLIP_DEPLOY_CACHE", str(tmp_path))
-    images, anchors = _data()
+    images, anchors = search_data()
     with pytest.raises(UserError, match="no 4-bit palette plan of the image tower meets min cosine 1.0"):
         search_coreai(_tower(), EXAMPLE, "image", images, anchors, autoquant.Targets(1.0, 1.0))
     assert not list(tmp_path.rglob("*.json"))

@@ -10,6 +10,8 @@ import torch
 
 pytest.importorskip("litert_torch")
 
+from helpers import OUTLIER_BLOCK, TinyTower, search_data
+
 from mobileclip_deploy import runtimes
 from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters import autoquant
@@ -18,7 +20,6 @@ from mobileclip_deploy.exporters.backends import litert
 from mobileclip_deploy.exporters.parity import compare
 from mobileclip_deploy.exporters.recipe import load_recipe
 from mobileclip_deploy.hashing import sha256_path
-from tests.test_autoquant import OUTLIER_BLOCK, TinyTower, _data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EXAMPLE = torch.rand(1, 3, 16, 16)
@@ -30,7 +31,7 @@ def _tower() -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def plan():
-    images, anchors = _data()
+    images, anchors = search_data()
     return search_litert(_tower(), EXAMPLE, "image", images, images, anchors, autoquant.Targets(0.999, 0.9),
                          use_cache=False)
 
@@ -65,7 +66,7 @@ def _weight_types(path) -> dict[str, str]:
 
 
 def test_the_written_tflite_keeps_the_plan_float_and_scores_what_the_search_scored(plan, tmp_path):
-    images, _ = _data()
+    images, _ = search_data()
     path = tmp_path / "auto.tflite"
     facts = litert.export(_tower(), EXAMPLE, "image", "w8a8", path, tmp_path, {"scheme": "w8a8"}, images,
                           keep=plan.keep)
@@ -107,7 +108,7 @@ def test_recipe_rebuilds_the_same_tflite_through_the_pipeline(shared_dir, tmp_pa
 
 def test_an_unreachable_target_is_refused_and_nothing_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("MOBILECLIP_DEPLOY_CACHE", str(tmp_path))
-    images, anchors = _data()
+    images, anchors = search_data()
     with pytest.raises(UserError, match="no int8 plan of the image tower meets min cosine 1.0"):
         search_litert(_tower(), EXAMPLE, "image", images, images, anchors, autoquant.Targets(1.0, 1.0))
     assert not list(tmp_path.rglob("*.json"))

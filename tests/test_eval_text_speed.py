@@ -98,7 +98,7 @@ def test_exported_text_tower_gives_the_eager_classifier(tmp_path: Path) -> None:
 def test_evaluate_estimates_the_time_from_its_first_batch_and_restores_threads(tmp_path: Path) -> None:
     """`eval` says how long the prompts will take (measured, so it follows the new speed), on `threads` torch
     threads, and leaves the caller's thread count as it was."""
-    from test_eval import SAMPLES, wnid_folder
+    from helpers import SAMPLES, wnid_folder
 
     model = causal_model()
     image, text = ev.torch_encoders(model)

@@ -5,6 +5,7 @@ backend names; every writer of an export folder takes the same lock."""
 from __future__ import annotations
 
 import ast
+import re
 import threading
 import time
 from pathlib import Path
@@ -219,3 +220,10 @@ def test_verify_can_be_limited_to_some_backends(tmp_path: Path) -> None:
     assert [e["file"] for e in arm64.select(tmp_path, manifest, ["executorch"])] == ["b.pte"]  # aliases too
     with pytest.raises(UserError, match="no coreml artifacts to verify"):
         arm64.select(tmp_path, manifest, ["coreml"])
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared test code lives in helpers modules (helpers.py, planted.py, ...), never in a test_*.py another imports."""
+    pattern = re.compile(r"^\s*(from\s+(tests\.)?test_\w+\s+import|import\s+(tests\.)?test_\w+)", re.M)
+    offenders = [p.name for p in Path(__file__).parent.glob("*.py") if pattern.search(p.read_text())]
+    assert offenders == []
