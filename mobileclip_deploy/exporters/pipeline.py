@@ -484,7 +484,7 @@ def _run_job(job: Job, ctx: Context, request: ExportRequest, manifest: dict[str,
     except Exception as exc:  # noqa: BLE001 - one broken converter must not hide the other artifacts' results
         return [ArtifactResult(files[0], job.tower, job.backend.name, job.scheme.name, "failed",
                                seconds=time.perf_counter() - start,
-                               message=f"{files[0]}: export failed: {type(exc).__name__}: {exc}")]
+                               message=f"{files[0]}: export failed: {type(exc).__name__}: {exc}{_cause(exc)}")]
     seconds = time.perf_counter() - start
     summary = ""
     if job.scheme.rebuilds_as:
@@ -493,3 +493,10 @@ def _run_job(job: Job, ctx: Context, request: ExportRequest, manifest: dict[str,
         summary = plan_summary(handle)
     return [ArtifactResult(e["file"], job.tower, job.backend.name, job.scheme.name, "ok", e["size_bytes"],
                            e["parity"], seconds, summary) for e in entries]
+
+
+def _cause(exc: BaseException) -> str:
+    """' (from KIND: why)' when a converter wrapped the real error in its own (coreai-opt's "Centroid calculation
+    failed" hides what k-means hit)."""
+    cause = exc.__cause__
+    return f" (from {type(cause).__name__}: {cause})" if cause is not None and str(cause) not in str(exc) else ""
