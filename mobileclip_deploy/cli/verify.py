@@ -111,8 +111,12 @@ def reference_model(export_dir: Path, manifest: dict, entries: list[dict], check
     if checkpoint is not None:
         raise UserError(f"{export_dir} was exported from synthetic weights ({weights}), not from a checkpoint: drop "
                         "--checkpoint")
+    recorded = {e.get("weights") for e in entries}
+    if None in recorded:
+        raise UserError(f"{export_dir} was exported before its artifacts recorded the hash of their weights; re-export "
+                        "it, or " + instead)
     folded = reparameterize(create_model(variant.name, synthetic_seed=int(seed))).eval()
-    if {e.get("weights") for e in entries} != {f"random:{folded_weights_id(folded)}"}:
+    if recorded != {f"random:{folded_weights_id(folded)}"}:
         raise UserError(f"the synthetic weights {weights} rebuilt here differ from the ones {export_dir} was exported "
                         "with (another version of the package?); " + instead)
     return variant, folded

@@ -461,7 +461,7 @@ def _run_job(job: Job, ctx: Context, request: ExportRequest, manifest: dict[str,
                     "format": path.suffix.lstrip("."), "deployment_target": job.options.get("deployment_target")
                     or backend_facts.get("deployment_target") or job.backend.runtime_target, "inputs": inputs,
                     "outputs": outputs, "preprocessing": mf.preprocessing(variant) if job.tower == "image" else None,
-                    "checkpoint_sha256": checkpoint_sha256, "tool_versions": facts["tools"],
+                    "checkpoint_sha256": checkpoint_sha256, "weights": weights_id, "tool_versions": facts["tools"],
                     "exported_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                     "export_seconds": round(export_seconds, 2), "scheme_info": job.scheme.help,
                     "calibration_images": facts["calibration"], "details": backend_facts,
