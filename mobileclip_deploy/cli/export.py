@@ -95,7 +95,8 @@ def export(
         help="Minimum cosine to PyTorch per class, e.g. --threshold 8bit=0.995; repeatable. Defaults: "
              "fp32=0.99999, fp16=0.999, 8bit=0.99, 4bit=0.98.")] = None,
     verify: Annotated[str | None, typer.Option(
-        help="Also check the ExecuTorch/ONNX artifacts on emulated ARM CPUs: arm64 (see `verify --help`).")] = None,
+        help="Also check the Android artifacts (ExecuTorch XNNPACK, ONNX, LiteRT) on emulated ARM CPUs: arm64 "
+             "(see `verify --help`).")] = None,
     verify_cpu: Annotated[str | None, typer.Option(
         help="CPU models for --verify arm64 (default cortex-a53,cortex-a76).")] = None,
     min_cos: Annotated[float, typer.Option(
