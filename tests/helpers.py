@@ -85,6 +85,42 @@ def entries(out: Path) -> dict[str, dict]:
     return {e["file"]: e for e in json.loads((out / "manifest.json").read_text())["artifacts"]}
 
 
+@dataclasses.dataclass
+class AutoRebuild:
+    """An `auto` export of the tiny model and its rebuild from the recipe it wrote (both passed the gate)."""
+
+    first: pipeline.ArtifactResult
+    entry: dict  # the auto artifact's manifest entry
+    again: pipeline.ArtifactResult
+    rebuilt: dict  # the recipe rebuild's manifest entry
+
+    @property
+    def plan(self) -> dict:
+        return self.entry["details"]["auto_plan"]
+
+
+def auto_then_recipe(tmp_path: Path, quant: str, tower: str, photos: Path) -> AutoRebuild:
+    """Export `quant` (BACKEND:auto) for `tower`, check the recipe it wrote names the plan's kept modules under the
+    backend's keep key, and export again from that recipe."""
+    from mobileclip_deploy.exporters.backends import get_backend
+    from mobileclip_deploy.exporters.recipe import load_recipe
+
+    backend = get_backend(quant.partition(":")[0])
+    (first,) = export(tmp_path / "auto", [quant], towers=(tower,), calibration=photos, calibration_limit=8,
+                      min_agreement=0.9)
+    assert first.status == "ok", first.message
+    entry = entries(tmp_path / "auto")[first.file]
+    plan = entry["details"]["auto_plan"]
+    assert entry["parity"]["passed"] and plan["backend"] == backend.name
+    recipe = load_recipe(tmp_path / "auto" / entry["details"]["recipe"])
+    assert recipe.quants == [f"{backend.name}:{backend.scheme('auto').rebuilds_as}"]
+    assert recipe.keep == {backend.name: {tower: plan["keep"]}}
+    (again,) = export(tmp_path / "recipe", recipe.quants, towers=(tower,), calibration=photos, calibration_limit=8,
+                      keep=recipe.keep)
+    assert again.status == "ok", again.message
+    return AutoRebuild(first, entry, again, entries(tmp_path / "recipe")[again.file])
+
+
 def refusal(*args: object) -> str:
     """Run the CLI in-process and return its refusal (see `refused`)."""
     return refused(CliRunner().invoke(app, [str(a) for a in args]))

@@ -20,7 +20,6 @@ from mobileclip_deploy.exporters import autoquant
 from mobileclip_deploy.exporters.autoquant_coreml import search_coreai
 from mobileclip_deploy.exporters.backends import coreai
 from mobileclip_deploy.exporters.parity import compare
-from mobileclip_deploy.exporters.recipe import load_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 DIM = 64  # output channels divisible by the palette group (16): every conv/linear but the 8-wide head is palettized
@@ -66,32 +65,20 @@ def test_the_plan_palettized_by_coreai_opt_scores_what_the_search_scored(plan):
 
 
 def test_recipe_rebuilds_the_same_asset_through_the_pipeline(shared_dir, tmp_path):
-    from helpers import TINY, entries, export
+    from helpers import TINY, auto_then_recipe
 
-    photos = shared_dir / "data" / "imagenet-samples"
-    first = export(tmp_path / "auto", ["coreai:auto"], towers=("image",), calibration=photos, calibration_limit=8,
-                   min_agreement=0.9)
-    assert [r.status for r in first] == ["ok"], first
-    entry = entries(tmp_path / "auto")[first[0].file]
-    details = entry["details"]
-    assert entry["parity"]["passed"] and entry["parity"]["check"] == "coreai_reference_runtime"
-    assert details["auto_plan"]["backend"] == "coreai" and details["kept_at_8_bits"] == details["auto_plan"]["keep"]
-    ratio = details["auto_plan"]["chosen"]["ratio_to_fp16"]
-    assert f"{ratio}x the fp16 weight size" in first[0].message
-    recipe = load_recipe(tmp_path / "auto" / details["recipe"])
-    assert recipe.quants == ["coreai:pal4"] and recipe.keep == {"coreai": {"image": details["auto_plan"]["keep"]}}
-    again = export(tmp_path / "recipe", recipe.quants, towers=("image",), calibration=photos, calibration_limit=8,
-                   keep=recipe.keep)
-    assert [r.status for r in again] == ["ok"], again
-    rebuilt = entries(tmp_path / "recipe")[again[0].file]
-    assert rebuilt["details"]["kept_at_8_bits"] == details["auto_plan"]["keep"]
+    run = auto_then_recipe(tmp_path, "coreai:auto", "image", shared_dir / "data" / "imagenet-samples")
+    assert run.entry["parity"]["check"] == "coreai_reference_runtime"
+    assert run.entry["details"]["kept_at_8_bits"] == run.plan["keep"]
+    assert f"{run.plan['chosen']['ratio_to_fp16']}x the fp16 weight size" in run.first.message
+    assert run.rebuilt["details"]["kept_at_8_bits"] == run.plan["keep"]
     # one process: the weight-blob names agree (see backends/coreai.py), so the programs are byte-identical
-    program = [(folder / e["file"] / "main.mlirb").read_bytes() for folder, e in
-               ((tmp_path / "auto", entry), (tmp_path / "recipe", rebuilt))]
+    program = [(folder / name / "main.mlirb").read_bytes() for folder, name in
+               ((tmp_path / "auto", run.first.file), (tmp_path / "recipe", run.again.file))]
     assert program[0] == program[1]
-    assert coreai.read_metadata(tmp_path / "auto" / first[0].file)["scheme"] == "pal4"  # what the file is built as
-    assert TINY.name in first[0].file and json.loads(coreai.read_metadata(
-        tmp_path / "recipe" / again[0].file)["embed_dim"]) == TINY.embed_dim
+    assert coreai.read_metadata(tmp_path / "auto" / run.first.file)["scheme"] == "pal4"  # what the file is built as
+    assert TINY.name in run.first.file and json.loads(coreai.read_metadata(
+        tmp_path / "recipe" / run.again.file)["embed_dim"]) == TINY.embed_dim
 
 
 def test_an_unreachable_target_is_refused_and_nothing_is_cached(tmp_path, monkeypatch):

@@ -13,7 +13,6 @@ from mobileclip_deploy.exporters import autoquant
 from mobileclip_deploy.exporters import coreml as coreml_exp
 from mobileclip_deploy.exporters.autoquant_coreml import search_coreml
 from mobileclip_deploy.exporters.parity import compare
-from mobileclip_deploy.exporters.recipe import load_recipe
 
 DIM = 64  # wide enough that the MLP weights (64x128) pass coremltools' 2048-element compression threshold
 
@@ -67,29 +66,16 @@ def test_the_written_package_scores_what_the_search_scored(plan, tmp_path):
 
 
 def test_recipe_rebuilds_the_same_weights_through_the_pipeline(shared_dir, tmp_path):
-    from helpers import TINY, entries, export
+    from helpers import TINY, auto_then_recipe
 
-    photos = shared_dir / "data" / "imagenet-samples"
-    first = export(tmp_path / "auto", ["coreml:auto"], towers=("image",), calibration=photos, calibration_limit=8,
-                   min_agreement=0.9)
-    assert [r.status for r in first] == ["ok"], first
-    entry = entries(tmp_path / "auto")[first[0].file]
-    details = entry["details"]
-    assert entry["deployment_target"] == "iOS18" and entry["parity"]["passed"]
-    assert details["auto_plan"]["backend"] == "coreml" and details["kept_at_8_bits"] == details["auto_plan"]["keep"]
-    ratio = details["auto_plan"]["chosen"]["ratio_to_fp16"]
-    assert f"keeps {len(details['kept_at_8_bits'])} modules at 8 bits" in first[0].message
-    assert f"{ratio}x the fp16 weight size" in first[0].message and "not speed" not in first[0].message
-    recipe = load_recipe(tmp_path / "auto" / details["recipe"])
-    assert recipe.quants == ["coreml:pal4"]
-    assert recipe.keep == {"coreml": {"image": details["auto_plan"]["keep"]}}
-    again = export(tmp_path / "recipe", recipe.quants, towers=("image",), calibration=photos, calibration_limit=8,
-                   keep=recipe.keep)
-    assert [r.status for r in again] == ["ok"], again
-    rebuilt = entries(tmp_path / "recipe")[again[0].file]
-    assert rebuilt["details"]["kept_at_8_bits"] == details["auto_plan"]["keep"]
-    assert _weights(tmp_path / "recipe" / again[0].file) == _weights(tmp_path / "auto" / first[0].file)
-    assert TINY.name in first[0].file
+    run = auto_then_recipe(tmp_path, "coreml:auto", "image", shared_dir / "data" / "imagenet-samples")
+    details, message = run.entry["details"], run.first.message
+    assert run.entry["deployment_target"] == "iOS18" and details["kept_at_8_bits"] == run.plan["keep"]
+    assert f"keeps {len(details['kept_at_8_bits'])} modules at 8 bits" in message
+    assert f"{run.plan['chosen']['ratio_to_fp16']}x the fp16 weight size" in message and "not speed" not in message
+    assert run.rebuilt["details"]["kept_at_8_bits"] == run.plan["keep"]
+    assert _weights(tmp_path / "recipe" / run.again.file) == _weights(tmp_path / "auto" / run.first.file)
+    assert TINY.name in run.first.file
 
 
 def test_an_unreachable_target_is_refused_and_nothing_is_cached(tmp_path, monkeypatch):

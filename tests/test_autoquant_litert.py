@@ -18,7 +18,6 @@ from mobileclip_deploy.exporters import autoquant
 from mobileclip_deploy.exporters.autoquant_litert import search_litert
 from mobileclip_deploy.exporters.backends import litert
 from mobileclip_deploy.exporters.parity import compare
-from mobileclip_deploy.exporters.recipe import load_recipe
 from mobileclip_deploy.hashing import sha256_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -84,26 +83,14 @@ def test_the_written_tflite_keeps_the_plan_float_and_scores_what_the_search_scor
 
 
 def test_recipe_rebuilds_the_same_tflite_through_the_pipeline(shared_dir, tmp_path):
-    from helpers import TINY, entries, export
+    from helpers import TINY, auto_then_recipe
 
-    photos = shared_dir / "data" / "imagenet-samples"
-    first = export(tmp_path / "auto", ["litert:auto"], towers=("text",), calibration=photos, calibration_limit=8,
-                   min_agreement=0.9)
-    assert [r.status for r in first] == ["ok"], first
-    entry = entries(tmp_path / "auto")[first[0].file]
-    details = entry["details"]
-    assert entry["parity"]["passed"] and details["auto_plan"]["backend"] == "litert"
-    assert details["kept_in_float"] == details["auto_plan"]["keep"]
-    assert f"keeps {len(details['kept_in_float'])} modules float" in first[0].message
-    recipe = load_recipe(tmp_path / "auto" / details["recipe"])
-    assert recipe.quants == ["litert:w8a8"] and recipe.keep == {"litert": {"text": details["auto_plan"]["keep"]}}
-    again = export(tmp_path / "recipe", recipe.quants, towers=("text",), calibration=photos, calibration_limit=8,
-                   keep=recipe.keep)
-    assert [r.status for r in again] == ["ok"], again
-    rebuilt = entries(tmp_path / "recipe")[again[0].file]
-    assert rebuilt["details"]["kept_in_float"] == details["auto_plan"]["keep"]
-    assert rebuilt["sha256"] == entry["sha256"] == sha256_path(tmp_path / "auto" / first[0].file)
-    assert TINY.name in first[0].file
+    run = auto_then_recipe(tmp_path, "litert:auto", "text", shared_dir / "data" / "imagenet-samples")
+    assert run.entry["details"]["kept_in_float"] == run.plan["keep"]
+    assert f"keeps {len(run.plan['keep'])} modules float" in run.first.message
+    assert run.rebuilt["details"]["kept_in_float"] == run.plan["keep"]
+    assert run.rebuilt["sha256"] == run.entry["sha256"] == sha256_path(tmp_path / "auto" / run.first.file)
+    assert TINY.name in run.first.file
 
 
 def test_an_unreachable_target_is_refused_and_nothing_is_cached(tmp_path, monkeypatch):
