@@ -361,6 +361,20 @@ class TinyTower(nn.Module):
         return self.head(self.blocks(self.stem(pixels)).mean(dim=(2, 3))) @ self.proj
 
 
+def assert_palette_plan_keeps_the_outlier_block(plan) -> None:
+    """A 4-bit palette search on TinyTower: the block with outliers is the one unit kept at 8 bits, every other unit
+    alone stays above 0.999, and the plan (scored on decompressed weights) is under half the fp16 size."""
+    assert plan.scheme == "pal4" and plan.keep == [f"blocks.{OUTLIER_BLOCK}.mlp"]
+    units = {u["unit"]: u for u in plan.units}
+    assert {f"blocks.{i}.mlp" for i in range(4)} <= set(units)
+    worst = min(units.values(), key=lambda u: u["min_cosine"])
+    assert worst["unit"] == f"blocks.{OUTLIER_BLOCK}.mlp" and worst["min_cosine"] < 0.999
+    assert all(u["min_cosine"] > 0.999 for name, u in units.items() if name != worst["unit"])
+    chosen = plan.chosen
+    assert chosen["min_cosine"] >= 0.999 and chosen["scored_on"] == "weights_decompressed_in_pytorch"
+    assert chosen["size_bytes"] < 0.5 * chosen["fp16_size_bytes"]
+
+
 def search_data() -> tuple[np.ndarray, np.ndarray]:
     """Twelve random 16x16 calibration photos and six random 8-d anchor embeddings (seeded)."""
     rng = np.random.default_rng(0)
