@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -191,3 +192,13 @@ def test_bench_host_refuses_reference_runtime_timings(tiny, tmp_path: Path) -> N
                                    "--threads", "1", "--warmup", "0", "--iterations", "1", "-o", str(records)])
     assert res.exit_code == 2 and not records.exists()
     assert "its host timings are not iPhone latency" in " ".join(res.stderr.split())
+
+
+def test_the_interpreters_tools_are_on_path_while_coreai_opt_builds_its_kmeans(monkeypatch) -> None:
+    """coreai-opt compiles its 1-D k-means with `ninja` from PATH: an unactivated virtualenv has it beside the
+    interpreter only. The interpreter's folder is on PATH during palettization and PATH is restored afterwards."""
+    tools = str(Path(sys.executable).parent)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    with coreai._interpreter_tools_on_path():
+        assert os.environ["PATH"].split(os.pathsep)[0] == tools
+    assert os.environ["PATH"] == "/usr/bin:/bin"

@@ -99,8 +99,26 @@ def _palettizer(module: nn.Module, nbits: int, example: torch.Tensor, eight_bit:
     params = {name for name, _ in module.named_parameters()}  # a plan's unit can be one weight: its module
     owners = [name.rpartition(".")[0] if name in params else name for name in eight_bit]
     palettizer = KMeansPalettizer(module, palette_config(nbits, owners))
-    palettizer.prepare((example,), num_workers=1)
+    with _interpreter_tools_on_path():
+        palettizer.prepare((example,), num_workers=1)
     return palettizer
+
+
+@contextlib.contextmanager
+def _interpreter_tools_on_path() -> Iterator[None]:
+    """coreai-opt builds its 1-D k-means with torch's cpp_extension, which runs `ninja` from PATH; a virtualenv used
+    without activation (`venv/bin/mobileclip-deploy ...`) has the ninja coreai-opt depends on beside the interpreter
+    but not on PATH ("Centroid calculation failed" from "Ninja is required to load C++ extensions")."""
+    tools = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if tools in path.split(os.pathsep):
+        yield
+        return
+    os.environ["PATH"] = os.pathsep.join([tools, path]) if path else tools
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = path
 
 
 def palettized_weights(module: nn.Module, example: torch.Tensor, nbits: int) -> tuple[dict[str, np.ndarray],
