@@ -89,6 +89,13 @@ def test_agreement_with_fp32_counts_unchanged_predictions(tmp_path, reference_sh
     res = ev.evaluate(image_fn, text_fn, root, 256, templates="simple", classes="present",
                       class_map=SAMPLES / "labels.csv", batch_size=3, reference=(ref_image, ref_text, None))
     assert res.top1 == 100.0 and res.agreement_with_fp32 == agreement
+    # the reference's own predictions, kept from its evaluation, give the same count without running it again
+    ref = ev.evaluate(ref_image, ref_text, root, 256, templates="simple", classes="present",
+                      class_map=SAMPLES / "labels.csv", batch_size=3)
+    assert len(ref.predictions) == 4 and "predictions" not in ref.as_dict()
+    again = ev.evaluate(image_fn, text_fn, root, 256, templates="simple", classes="present",
+                        class_map=SAMPLES / "labels.csv", batch_size=3, reference_predictions=ref.predictions)
+    assert again.agreement_with_fp32 == agreement
 
 
 def test_artifact_encoder_runs_onnx_row_by_row(tmp_path):

@@ -198,9 +198,10 @@ def test_a_quantized_point_is_compared_with_the_fp32_artifacts(monkeypatch, tmp_
     seen = {}
     monkeypatch.setattr(ev, "artifact_encoder", lambda path, backend: path.name)
 
-    def fake_evaluate(image_fn, text_fn, *args, reference=None, **kwargs):
-        seen.update(image=image_fn, reference=reference)
-        return EvalResult(50.0, None, 4, 2, 1, 1.0, 1.0, None, 0.75 if reference else None)
+    def fake_evaluate(image_fn, text_fn, *args, reference=None, reference_predictions=None, **kwargs):
+        seen.update(image=image_fn, reference=reference, reference_predictions=reference_predictions)
+        compared = reference is not None or reference_predictions is not None
+        return EvalResult(50.0, None, 4, 2, 1, 1.0, 1.0, None, 0.75 if compared else None, [len(image_fn)] * 4)
 
     monkeypatch.setattr(ev, "evaluate", fake_evaluate)
     cfg = sweep.SweepConfig(("mobileclip-s0",), (("onnx", "w8a8"),), tmp_path, {}, 1, 0, 1, eval_data=tmp_path)
@@ -208,6 +209,11 @@ def test_a_quantized_point_is_compared_with_the_fp32_artifacts(monkeypatch, tmp_
     assert (top1, agreement) == (50.0, 0.75) and seen["image"] == "m_image_onnx_w8a8"
     assert seen["reference"][:2] == ("m_image_onnx_fp32", "m_text_onnx_fp32")
     assert sweep.evaluate_scheme(cfg, "mobileclip-s0", arts, "onnx", "fp32", None)[2] is None
+    # in a sweep the fp32 pair is evaluated first: the w8a8 point's agreement reuses its predictions
+    known = {}
+    sweep.evaluate_scheme(cfg, "mobileclip-s0", arts, "onnx", "fp32", None, known)
+    assert sweep.evaluate_scheme(cfg, "mobileclip-s0", arts, "onnx", "w8a8", None, known)[2] == 0.75
+    assert seen["reference"] is None and seen["reference_predictions"] == [len("m_image_onnx_fp32")] * 4
     point = Point("S0 onnx w8a8", MEASURED, "host", "onnx", "w8a8", 1, 1, 2, top1, "measured", False, "t",
                   top1_on=on, agreement=agreement)
     assert "| measured | 75.0% |" in frontier.to_markdown([point], [])

@@ -17,8 +17,8 @@ import csv
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +122,14 @@ class EvalResult:
     # share of images whose top-1 class is the one the fp32 PyTorch model predicts (artifacts against the model
     # they were exported from, as whisperkittools' QoI); None when no reference model was given
     agreement_with_fp32: float | None = None
+    # each image's top-1 (index into the competing classes, in the plan's image order): a later scheme's agreement
+    # is counted against these instead of running the fp32 encoders again; not part of the summary
+    predictions: list[int] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        summary = asdict(self)
+        del summary["predictions"]
+        return summary
 
 
 TEMPLATE_SETS = ("openai", "simple")
@@ -193,6 +198,7 @@ def evaluate(
     progress: Callable[[str, int, int], None] | None = None,
     text_identity: str | None = None,
     reference: tuple[ImageFn, TextFn, str | None] | None = None,
+    reference_predictions: Sequence[int] | None = None,
     threads: int | None = None,
     notice: Callable[[str], None] | None = None,
     text_batch_size: int = TEXT_BATCH,
@@ -202,7 +208,9 @@ def evaluate(
     `data` is a folder (planned here with `templates`, `classes`, `class_map`, `limit_per_class`) or a ready
     `EvalPlan`. `text_identity` (the text weights' sha256 and code) lets the zero-shot classifier come from the
     on-disk cache.
-    `reference` (fp32 image and text encoders, and their text identity) adds the per-image agreement with them.
+    `reference` (fp32 image and text encoders, and their text identity) adds the per-image agreement with them;
+    `reference_predictions` (the `predictions` of an earlier evaluation of those encoders on the same plan) adds it
+    without running them again.
     Eager PyTorch runs on `threads` (default: all cores); `notice` gets the time estimate the first text batch
     gives (batches go longest prompts first, so it errs long).
     """
@@ -237,8 +245,11 @@ def evaluate(
         if reference is not None:
             ref_emb, _ = cached_class_embeddings(reference[2], chosen, tmpl, lambda: class_text_embeddings(
                 reference[1], chosen, tmpl, text_batch_size))
+    if reference_predictions is not None and len(reference_predictions) != len(items):
+        raise ValueError(f"{len(reference_predictions)} reference predictions for {len(items)} images")
     position = {c: j for j, c in enumerate(class_ids)}
     correct1 = correct5 = agree = 0
+    predictions: list[int] = []
     t_img = time.perf_counter()
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
@@ -248,6 +259,7 @@ def evaluate(
         target = torch.tensor([position[i] for _, i in chunk])
         correct1 += int((topk[:, 0] == target).sum())
         correct5 += int((topk == target[:, None]).any(dim=1).sum())
+        predictions += topk[:, 0].tolist()
         if ref_emb is not None:
             ref_top1 = zero_shot_logits(reference[0](pixels), ref_emb, float(np.log(100.0))).argmax(dim=1)
             agree += int((ref_top1 == topk[:, 0]).sum())
@@ -255,10 +267,13 @@ def evaluate(
             progress("images", start + len(chunk), len(items))
     img_seconds = time.perf_counter() - t_img
     n = len(items)
+    if reference_predictions is not None and ref_emb is None:
+        agree = sum(a == b for a, b in zip(predictions, reference_predictions))
     top5 = 100.0 * correct5 / n if len(class_ids) >= 5 else None
+    compared = ref_emb is not None or reference_predictions is not None
     return EvalResult(100.0 * correct1 / n, top5, n, len(class_ids), len(tmpl),
                       n / img_seconds if img_seconds > 0 else 0.0, time.perf_counter() - t0,
-                      str(reused) if reused else None, agree / n if ref_emb is not None else None)
+                      str(reused) if reused else None, agree / n if compared else None, predictions)
 
 
 def torch_encoders(model: torch.nn.Module) -> tuple[ImageFn, TextFn]:

@@ -220,10 +220,14 @@ def fp32_reference(arts: list[Artifact], backend: str, scheme: str) -> tuple[str
 
 
 def evaluate_scheme(cfg: SweepConfig, variant_name: str, arts: list[Artifact], backend: str, scheme: str,
-                    progress: Progress | None) -> tuple[float, str, float | None]:
+                    progress: Progress | None, known: dict[tuple[str, str], list[int]] | None = None,
+                    ) -> tuple[float, str, float | None]:
     """Top-1 on --eval-data, what it was measured on (data set, classes, images: a folder of photos is not
     ImageNet, so the plot shows it on its own axis), and the share of images whose prediction the fp32 artifacts
-    make too (what users ask when they quantize; None for fp32 itself or without an fp32 pair)."""
+    make too (what users ask when they quantize; None for fp32 itself or without an fp32 pair).
+
+    `known` holds the per-image predictions of the pairs evaluated so far in this sweep (this call adds its own):
+    when the fp32 pair is among them, the agreement is counted against those instead of running it again."""
     from mobileclip_deploy.bench.evaluate import artifact_encoder, evaluate, text_identity
     from mobileclip_deploy.registry import get_variant
 
@@ -232,17 +236,19 @@ def evaluate_scheme(cfg: SweepConfig, variant_name: str, arts: list[Artifact], b
     def encoders(pair: tuple[str, str]) -> dict[str, Artifact]:
         return {a.tower: a for a in arts if (a.backend, a.scheme) == pair}
 
+    known = {} if known is None else known
     pick = encoders((backend, scheme))
     ref = fp32_reference(arts, backend, scheme)
     reference = None
-    if ref is not None:
+    if ref is not None and ref not in known:
         fp32 = encoders(ref)
         reference = (artifact_encoder(fp32["image"].path, ref[0]), artifact_encoder(fp32["text"].path, ref[0]),
                      text_identity(fp32["text"], variant.name, None))
     result = evaluate(artifact_encoder(pick["image"].path, backend), artifact_encoder(pick["text"].path, backend),
                       cfg.eval_data, variant.image_size, variant.interpolation, cfg.eval_templates,
                       cfg.eval_classes, cfg.class_map, cfg.eval_limit_per_class, progress=progress,
-                      reference=reference)
+                      reference=reference, reference_predictions=known.get(ref) if reference is None else None)
+    known[(backend, scheme)] = result.predictions
     return (result.top1, f"{cfg.eval_data.name} ({result.classes_scored}-way, {result.images} images)",
             result.agreement_with_fp32)
 
@@ -280,7 +286,10 @@ def run(cfg: SweepConfig, log: Log, progress: Progress | None = None) -> tuple[l
         arts = build_artifacts(cfg, variant.name, log, failures, student)
         medians = bench_artifacts(arts, cfg, jsonl, random_weights, progress, failures)
         label = student.label if student else variant.display_name
-        for backend, scheme in cfg.schemes:
+        known: dict[tuple[str, str], list[int]] = {}  # per-image predictions of the pairs evaluated so far
+        measured: dict[int, Point] = {}
+        # fp32 pairs first, so that the quantized schemes' agreement reuses their predictions; points keep the order
+        for index, (backend, scheme) in sorted(enumerate(cfg.schemes), key=lambda item: item[1][1] != "fp32"):
             img = medians.get((variant.name, "image", backend, scheme))
             txt = medians.get((variant.name, "text", backend, scheme))
             if img is None or txt is None:
@@ -291,13 +300,15 @@ def run(cfg: SweepConfig, log: Log, progress: Progress | None = None) -> tuple[l
             if cfg.eval_data is not None and not random_weights:
                 log(f"evaluate {label} {backend} {scheme} on {cfg.eval_data}")
                 try:
-                    top1, top1_on, agreement = evaluate_scheme(cfg, variant.name, arts, backend, scheme, progress)
+                    top1, top1_on, agreement = evaluate_scheme(cfg, variant.name, arts, backend, scheme, progress,
+                                                               known)
                     source = "measured"
                 except Exception as exc:  # noqa: BLE001 - keep the latency point, say why accuracy is missing
                     failures.append(_failure(f"{label} {backend} {scheme} evaluation", exc))
-            points.append(Point(f"{label} {backend} {scheme}", MEASURED, f"host {cfg.threads}T", backend, scheme,
-                                img, txt, img + txt, top1, source if top1 is not None else "none", random_weights,
-                                f"{jsonl.name} (this run)", top1_on=top1_on, agreement=agreement))
+            measured[index] = Point(f"{label} {backend} {scheme}", MEASURED, f"host {cfg.threads}T", backend,
+                                    scheme, img, txt, img + txt, top1, source if top1 is not None else "none",
+                                    random_weights, f"{jsonl.name} (this run)", top1_on=top1_on, agreement=agreement)
+        points += [measured[i] for i in sorted(measured)]
     budget = f" (fewer for slow artifacts: {cfg.max_seconds:g} s each)" if cfg.max_seconds else ""
     notes = [f"Measured: {device['soc']}, {cfg.threads} thread(s), batch 1, median of {cfg.iterations} runs{budget} "
              f"after up to {cfg.warmup} warm-up. Published: iPhone 12 Pro Max (Core ML), from the MobileCLIP "
