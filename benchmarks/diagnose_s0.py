@@ -23,6 +23,7 @@ import torch
 from mobileclip_deploy import reparameterize
 from mobileclip_deploy.exporters.backends import get_backend
 from mobileclip_deploy.exporters.fold import fold_affine
+from mobileclip_deploy.exporters.schemes import FP32
 from mobileclip_deploy.exporters.wrappers import example_input, tower_module
 from mobileclip_deploy.models.clip import CLIP
 from mobileclip_deploy.models.synthetic import load_synthetic
@@ -76,7 +77,7 @@ def main() -> None:
                 export(name, module, example, path)
                 converted = time.perf_counter() - start
                 start = time.perf_counter()
-                found = diagnose(backend, path, tower, x, 32)
+                found = diagnose(backend, path, tower, x, FP32)
                 verdict = (f"no divergence at {found['compared']} compared modules" if found["module"] is None
                            else f"{found['module']} ({found['where']}, relative error {found['relative_error']:.3g})")
                 print(f"{name:8} {label:8} convert {converted:6.1f} s  diagnose {time.perf_counter() - start:6.1f} s"
