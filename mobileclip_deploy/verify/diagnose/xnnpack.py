@@ -13,6 +13,7 @@ only the saved file has (a file built from other weights or by other code) makes
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +68,11 @@ def compare(path: Path, module: nn.Module, x: np.ndarray, tol: float, scheme: st
     trace = torch_trace(module, x)
     saved = runtimes.load(path, threads=1, runtime="executorch")(x)  # sets the process-wide threadpool to 1
     example = torch.from_numpy(x)
-    taps: dict[str, dict[str, torch.fx.Node]] = {}
+    taps: dict[str, dict[str, Any]] = {}
 
-    def tap(program: torch.export.ExportedProgram):
+    def tap(program: torch.export.ExportedProgram) -> Callable[[torch.fx.Node], bool]:
         taps["last"], taps["first"] = _taps(program.graph, set(trace.outputs), set(program.graph_signature.user_inputs))
+        taps["order"] = {node.name: i for i, node in enumerate(program.graph.nodes)}
         wanted = {*taps["last"].values(), *taps["first"].values()} - set(program.graph.find_nodes(op="placeholder"))
         return wanted.__contains__
 
@@ -84,10 +86,10 @@ def compare(path: Path, module: nn.Module, x: np.ndarray, tol: float, scheme: st
         raise UserError(f"{Path(path).name}: no layer named: diagnose localises XNNPACK layers on a twin (this tower "
                         f"lowered again as the export lowers {scheme}), and the twin does not reproduce the artifact "
                         f"(relative error {'shape differs' if gap is None else f'{gap:.3g}'} > {FAITHFUL:g} on the "
-                        "same input): the file was not exported from this tower by this code")
+                        "same input): the file was not lowered from this tower as the export lowers it by default "
+                        "(other weights or code, or a recipe's float layers)")
     values = {spec.node_name: np.asarray(outputs[spec.output_index], np.float32) for spec in specs}
-    last, first = taps["last"], taps["first"]
-    order = {node.name: i for i, node in enumerate(next(iter(last.values())).graph.nodes)}
+    last, first, order = taps["last"], taps["first"], taps["order"]
     records: list[Record] = []
     for owner in sorted(last, key=lambda m: (order[last[m].name], trace.order.index(m))):
         data = first.get(owner)
