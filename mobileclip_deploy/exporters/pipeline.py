@@ -398,7 +398,7 @@ def _diagnosis(backend: Backend, build: Build, path: Path) -> str:
     build.step("diagnosing where it diverges")
     try:
         found = diagnose(backend, path, build.module, build.inputs[:1], build.scheme)
-    except UserError as exc:  # the backend cannot look into this artifact (an XNNPACK twin that is not faithful)
+    except UserError as exc:  # the backend cannot look into this artifact (a scheme or a twin it refuses): say why
         return f"; {exc}"
     if found["module"] is None:
         return ""
