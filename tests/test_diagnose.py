@@ -1,6 +1,7 @@
 """`diagnose` names the layer where an artifact departs from PyTorch: one GELU swapped for a ReLU in one block of the
 tiny S0-shaped image tower (golden weights) before export, Core ML, ONNX, LiteRT, Core AI and ExecuTorch's Core ML
-delegate (each through its backend's `diagnose`); the clean artifact has no divergence. A failed gate in `export` names the layer by itself."""
+delegate (each through its backend's `diagnose`); the clean artifact has no divergence. ExecuTorch XNNPACK is diagnosed
+on a twin lowered again, so its ReLU is planted in the lowering. A failed gate in `export` names the layer by itself."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from helpers import TINY, tiny_model
 from mobileclip_deploy import reparameterize
 from mobileclip_deploy.exporters.backends import get_backend
 from mobileclip_deploy.exporters.fold import fold_affine
+from mobileclip_deploy.exporters.schemes import FP32
 from mobileclip_deploy.exporters.wrappers import example_input, tower_module
 from mobileclip_deploy.verify.diagnose import diagnose
 
@@ -28,10 +30,8 @@ def towers():
     """(clean affine-folded image tower, the same with PLANTED a ReLU, one input)."""
     tower = fold_affine(tower_module(reparameterize(tiny_model()).eval(), "image", TINY.image_size,
                                      TINY.context_length))
-    planted = copy.deepcopy(tower)
-    parent, _, leaf = PLANTED.rpartition(".")
-    assert isinstance(planted.get_submodule(PLANTED), torch.nn.GELU)
-    setattr(planted.get_submodule(parent), leaf, torch.nn.ReLU())
+    assert isinstance(tower.get_submodule(PLANTED), torch.nn.GELU)
+    planted = _plant_relu(tower)
     x = np.random.default_rng(0).random((1, 3, TINY.image_size, TINY.image_size), dtype=np.float32)
     with torch.no_grad():
         a, b = tower(torch.from_numpy(x)), planted(torch.from_numpy(x))
@@ -71,13 +71,44 @@ def _export(backend: str, module: torch.nn.Module, path: Path) -> Path:
 def test_diagnose_names_the_swapped_activation(towers, backend, suffix, tmp_path):
     tower, planted, x = towers
     bad = _export(backend, planted, tmp_path / f"planted{suffix}")
-    found = diagnose(get_backend(backend), bad, tower, x, bits=32)
+    found = diagnose(get_backend(backend), bad, tower, x, FP32)
     assert found["backend"] == backend and found["module"] is not None, found
     assert PLANTED in found["module"].split(", "), found
     assert len(found["module"].split(", ")) <= 2, found  # the act, at most with one neighbour
     good = _export(backend, tower, tmp_path / f"clean{suffix}")
-    clean = diagnose(get_backend(backend), good, tower, x, bits=32)
+    clean = diagnose(get_backend(backend), good, tower, x, FP32)
     assert clean["module"] is None and clean["compared"] > 5, clean
+
+
+def _plant_relu(tower: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `tower` with PLANTED computing ReLU."""
+    planted = copy.deepcopy(tower)
+    parent, _, leaf = PLANTED.rpartition(".")
+    setattr(planted.get_submodule(parent), leaf, torch.nn.ReLU())
+    return planted
+
+
+def test_xnnpack_diagnoses_on_a_faithful_twin(towers, tmp_path, monkeypatch):
+    """ExecuTorch XNNPACK, whose saved partition hides its values, is diagnosed on a twin lowered again by the
+    exporter's code: the clean artifact shows no divergence; a lowering that computes PLANTED as ReLU (planted in the
+    depthwise rewrite the export and the twin share) is named; a twin that does not reproduce the file (the clean
+    artifact diagnosed while the lowering plants the ReLU) names nothing and says why."""
+    from mobileclip_deploy.errors import UserError
+    from mobileclip_deploy.exporters import executorch as et_exp
+
+    tower, _, x = towers
+    example = example_input("image", TINY.image_size, TINY.context_length)
+    backend = get_backend("executorch-xnnpack")
+    et_exp.export(tower, example, "fp32", "xnnpack", tmp_path / "clean.pte", None)
+    clean = diagnose(backend, tmp_path / "clean.pte", tower, x, FP32)
+    assert clean["module"] is None and clean["compared"] > 5 and "twin" in clean["note"], clean
+    split = et_exp.split_depthwise
+    monkeypatch.setattr(et_exp, "split_depthwise", lambda module: _plant_relu(split(module)))
+    with pytest.raises(UserError, match="does not reproduce the artifact"):
+        diagnose(backend, tmp_path / "clean.pte", tower, x, FP32)
+    et_exp.export(tower, example, "fp32", "xnnpack", tmp_path / "planted.pte", None)
+    found = diagnose(backend, tmp_path / "planted.pte", tower, x, FP32)
+    assert found["module"] == PLANTED and found["where"] == "inside", found
 
 
 def test_cli_names_the_layer_in_an_export(tmp_path, monkeypatch):
@@ -106,29 +137,31 @@ def test_cli_names_the_layer_in_an_export(tmp_path, monkeypatch):
     assert missing.exit_code == 2 and "not an artifact" in missing.stderr
 
 
-@pytest.mark.parametrize("backend,step", [("litert", "split_depthwise"), ("coreai", "compress")])
-def test_a_failed_gate_names_the_layer(tmp_path, monkeypatch, backend, step):
-    """`export -q BACKEND:fp32` whose conversion computes one GELU as a ReLU (planted in the module the backend's
-    `step` hands to its converter): the gate fails, its message names the planted module (the automatic diagnosis,
-    against the clean tower), and nothing is written."""
+@pytest.mark.parametrize("backend,where,step,needs", [
+    ("litert", "backends.litert", "split_depthwise", "litert_torch"),
+    ("coreai", "backends.coreai", "compress", "coreai_torch"),
+    ("executorch-xnnpack", "executorch", "split_depthwise", "executorch"),
+])
+def test_a_failed_gate_names_the_layer(tmp_path, monkeypatch, backend, where, step, needs):
+    """`export -q BACKEND:fp32` whose conversion computes one GELU as a ReLU (planted in the module that `step` of
+    exporters.`where` hands to the converter): the gate fails, its message names the planted module (the automatic
+    diagnosis, against the clean tower; XNNPACK's on a twin the same conversion lowers), and nothing is written."""
     import importlib
 
     from helpers import export
 
-    pytest.importorskip({"litert": "litert_torch", "coreai": "coreai_torch"}[backend])
-    module = importlib.import_module(f"mobileclip_deploy.exporters.backends.{backend}")
+    pytest.importorskip(needs)
+    module = importlib.import_module(f"mobileclip_deploy.exporters.{where}")
     original = getattr(module, step)
 
     def planted(tower: torch.nn.Module, *args, **kwargs) -> torch.nn.Module:
-        converted = copy.deepcopy(original(tower, *args, **kwargs))  # the pipeline's tower stays clean
-        parent, _, leaf = PLANTED.rpartition(".")
-        setattr(converted.get_submodule(parent), leaf, torch.nn.ReLU())
-        return converted
+        return _plant_relu(original(tower, *args, **kwargs))  # a copy: the pipeline's tower stays clean
 
     monkeypatch.setattr(module, step, planted)
     (result,) = export(tmp_path, [f"{backend}:fp32"], towers=("image",))
     assert result.status == "failed" and "parity failed" in result.message, result.message
     assert "first divergence at " in result.message and PLANTED in result.message, result.message
+    assert ("twin" in result.message) == (backend == "executorch-xnnpack"), result.message
     assert not (tmp_path / result.file).exists()
 
 
@@ -141,5 +174,6 @@ def test_cli_refuses_an_artifact_its_backend_cannot_look_into(tmp_path, monkeypa
         monkeypatch.setattr("mobileclip_deploy.cli.verify.reference_model",
                             lambda *a, **k: (TINY, reparameterize(tiny_model()).eval()))
         message = refusal("diagnose", tmp_path, result.file)
-    assert message == (f"{result.file}: diagnose compares coreai, coreml, executorch-coreml, litert, onnx artifacts; "
+    assert message == (f"{result.file}: diagnose compares coreai, coreml, executorch-coreml, executorch-xnnpack, "
+                       "litert, onnx artifacts; "
                        "test-recording artifacts cannot be looked into op by op yet")

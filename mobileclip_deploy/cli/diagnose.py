@@ -26,10 +26,11 @@ def diagnose(
 
     Runs the export's first parity input through both, the artifact on its own runtime with its intermediate values
     kept (Core ML programs, also inside an executorch-coreml .pte, executed op by op; ONNX graphs with intermediate
-    outputs; LiteRT's preserved tensors; Core AI's debug intermediates; not ExecuTorch XNNPACK, whose partitions hide
-    their intermediate values). Each op tied to a PyTorch module is compared with it (input and output); the first
-    whose relative error exceeds the scheme's tolerance is named, or the modules PyTorch ran between it and the last
-    op that agreed. Exit code 1 when a divergence is found.
+    outputs; LiteRT's preserved tensors; Core AI's debug intermediates; ExecuTorch XNNPACK fp32, whose saved
+    partition hides its values, on a twin lowered again the same way with module outputs tapped, once the twin
+    reproduces the file's output). Each op tied to a PyTorch module is compared with it (input and output); the
+    first whose relative error exceeds the scheme's tolerance is named, or the modules PyTorch ran between it and the
+    last op that agreed. Exit code 1 when a divergence is found.
 
     Example: mobileclip-deploy diagnose out/ios mobileclip-s0_image_coreml_fp16.mlpackage -c mobileclip_s0.pt
     """
@@ -57,7 +58,7 @@ def diagnose(
     ctx = context(folded, variant, request)
     backend = of_artifact(entry["backend"])
     found = run_diagnosis(backend, path, ctx.export_towers[entry["tower"]], ctx.inputs(entry["tower"])[:1],
-                          backend.scheme(entry["scheme"]).bits)
+                          backend.scheme(entry["scheme"]))
     if json_out:
         print_json({"file": entry["file"], **found})
     elif found["module"] is None:
@@ -66,5 +67,7 @@ def diagnose(
     else:
         console.print(f"{entry['file']}: first divergence at {found['module']} ({found['where']}; op {found['op']}, "
                       f"relative error {found['relative_error']:.3g} > {found['tolerance']:g})")
+    if found.get("note") and not json_out:
+        console.print(f"  {found['note']}")
     if found["module"] is not None:
         raise typer.Exit(1)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -200,6 +201,22 @@ def export(module: nn.Module, example: torch.Tensor, scheme: str, delegate: str,
     `keep`: module paths w8a8 or 8da8w leaves float (a `--quant auto` plan); None keeps sensitive.py's hand-written
     list.
     """
+    edge, facts, _ = lower(module, example, scheme, delegate, calibration, target, keep)
+    with torch.no_grad():
+        path.write_bytes(edge.to_executorch().buffer)
+    return facts, edge
+
+
+def lower(module: nn.Module, example: torch.Tensor, scheme: str, delegate: str, calibration: np.ndarray | None,
+          target: str = "iOS17", keep: list[str] | None = None,
+          tap: Callable[[torch.export.ExportedProgram], Callable[[torch.fx.Node], bool]] | None = None,
+          ) -> tuple[Any, dict, list]:
+    """`export`'s lowering: (the edge program, manifest facts, tap specs).
+
+    `tap` returns, for the exported program, which of its nodes' whole outputs become extra program outputs
+    (executorch's intermediate-output tap, placed before partitioning and stripped after it; one `TapSpec` each, in
+    graph order): diagnose's twin of an artifact, lowered by this same code.
+    """
     from executorch.exir import to_edge_transform_and_lower
 
     # Every XNNPACK scheme takes the split form, w8a8 too: it keeps depthwise convs float (sensitive.py), and
@@ -209,19 +226,30 @@ def export(module: nn.Module, example: torch.Tensor, scheme: str, delegate: str,
     if keep is None or scheme not in ("w8a8", "8da8w"):
         keep = float_modules(module) if scheme in ("w8a8", "8da8w", "8da4w") else []
     eight = eight_bit_params(module) if scheme == "8da4w" else []
+    specs: list = []
     with torch.no_grad():
         quantized = _quantize(split_depthwise(module) if split else module, example, scheme, calibration,
                               keep, set(eight))
         program = torch.export.export(quantized, (example,))
+        if tap is not None:
+            from executorch.devtools.intermediate_output_tap import (
+                FULL_TENSOR,
+                tap_intermediate_outputs_,
+            )
+
+            program, specs = tap_intermediate_outputs_(program, [(tap(program), FULL_TENSOR)])
         edge = to_edge_transform_and_lower(program, partitioner=[_partitioner(delegate, scheme, target)])
         delegation = delegation_summary(edge.exported_program().graph_module)
-        path.write_bytes(edge.to_executorch().buffer)
+        if tap is not None:
+            from executorch.devtools.intermediate_output_tap import strip_taps_
+
+            strip_taps_(edge)
     facts = {"delegate": delegate, "delegation": delegation, "split_depthwise": split}
     if scheme in ("w8a8", "8da8w", "8da4w"):
         facts["kept_in_float"] = keep
     if scheme == "8da4w":
         facts["kept_at_8_bits"] = eight
-    return facts, edge
+    return edge, facts, specs
 
 
 def extract_coreml_payload(edge, folder: Path) -> Path:

@@ -396,11 +396,14 @@ def _diagnosis(backend: Backend, build: Build, path: Path) -> str:
     if not backend.diagnoses or path.suffix != backend.suffix:  # derived files (.ort) are not compared
         return ""
     build.step("diagnosing where it diverges")
-    found = diagnose(backend, path, build.module, build.inputs[:1], build.scheme.bits)
+    try:
+        found = diagnose(backend, path, build.module, build.inputs[:1], build.scheme)
+    except UserError as exc:  # the backend cannot look into this artifact (a scheme or a twin it refuses): say why
+        return f"; {exc}"
     if found["module"] is None:
         return ""
     return (f"; first divergence at {found['module']} ({found['where']}, op {found['op']}, relative error "
-            f"{found['relative_error']:.3g})")
+            f"{found['relative_error']:.3g}" + (f"; {found['note']}" if found.get("note") else "") + ")")
 
 
 def _facts(job: Job, ctx: Context, request: ExportRequest, weights_id: str, threshold: float) -> dict[str, Any]:

@@ -143,10 +143,12 @@ class Backend:
         runner = runtimes.load(path, threads=1, runtime=self.runtime)
         return self.check_name or self.runtime, runner.batched(build.inputs), {"runtime": runner.info}
 
-    def diagnose(self, path: Path, module: nn.Module, x: np.ndarray, tol: float) -> dict[str, Any]:
-        """Where the artifact at `path` first departs from `module` (the folded tower it was exported from) on input
-        `x`, op by op: verify/diagnose's record (`module` None when nothing departs beyond relative error `tol`).
-        Backends whose runtime shows its intermediate values implement it with verify/diagnose's machinery."""
+    def diagnose(self, path: Path, module: nn.Module, x: np.ndarray, tol: float, scheme: Scheme) -> dict[str, Any]:
+        """Where the artifact at `path` (exported at `scheme`) first departs from `module` (the folded tower it was
+        exported from) on input `x`, op by op: verify/diagnose's record (`module` None when nothing departs beyond
+        relative error `tol`). Backends whose runtime shows its intermediate values implement it with
+        verify/diagnose's machinery; one whose runtime hides them may lower a twin of the artifact that shows them
+        (`scheme` says how), or raise UserError saying why it cannot."""
         raise NotImplementedError(f"{self.name} artifacts cannot be compared op by op")
 
     @property

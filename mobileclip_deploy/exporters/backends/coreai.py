@@ -343,7 +343,7 @@ class CoreAI(Backend):
         return "coreai_reference_runtime", runner.batched(build.inputs[:count]), {
             "runtime": runner.info, "parity_inputs_used": count, "parity_inputs_available": len(build.inputs)}
 
-    def diagnose(self, path: Path, module: nn.Module, x: np.ndarray, tol: float) -> dict[str, Any]:
+    def diagnose(self, path: Path, module: nn.Module, x: np.ndarray, tol: float, scheme: Scheme) -> dict[str, Any]:
         from mobileclip_deploy.verify.diagnose import coreai as diagnose_coreai
 
         return diagnose_coreai.compare(path, module, x, tol)

@@ -167,7 +167,7 @@ class CoreML(CoreMLTarget):
         name, out = self.program_check(build, path, facts)
         return name, out, facts
 
-    def diagnose(self, path: Path, module: nn.Module, x: np.ndarray, tol: float) -> dict[str, Any]:
+    def diagnose(self, path: Path, module: nn.Module, x: np.ndarray, tol: float, scheme: Scheme) -> dict[str, Any]:
         from mobileclip_deploy.verify.diagnose import coreml
 
         return coreml.compare(path, module, x, tol)

@@ -11,7 +11,7 @@ from torch import nn
 
 from mobileclip_deploy.exporters.backends import Build, register
 from mobileclip_deploy.exporters.backends.coreml import CoreMLTarget
-from mobileclip_deploy.exporters.schemes import FP16, FP32
+from mobileclip_deploy.exporters.schemes import FP16, FP32, Scheme
 
 
 @register
@@ -42,7 +42,7 @@ class ExecutorchCoreML(CoreMLTarget):
         name, out = self.program_check(build, package, facts)
         return name, out, facts
 
-    def diagnose(self, path: Path, module: nn.Module, x: np.ndarray, tol: float) -> dict[str, Any]:
+    def diagnose(self, path: Path, module: nn.Module, x: np.ndarray, tol: float, scheme: Scheme) -> dict[str, Any]:
         """The Core ML program inside the `.pte`, unpacked from the file and executed op by op like an `.mlpackage`."""
         from mobileclip_deploy.exporters import executorch as et_exp
         from mobileclip_deploy.verify.diagnose import coreml

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+from torch import nn
+
+from mobileclip_deploy.errors import UserError
 from mobileclip_deploy.exporters.backends import Backend, Build, register
 from mobileclip_deploy.exporters.schemes import FP32, Scheme
+
+# Schemes `diagnose` lowers a twin for (checked against a planted defect in tests/test_diagnose.py).
+TWINNED = ("fp32",)
 
 
 @register
@@ -48,3 +56,13 @@ class ExecutorchXnnpack(Backend):
         facts, edge = et_exp.export(build.module, build.example, build.scheme.name, "xnnpack", build.path,
                                     build.calibration, keep=build.keep)
         return facts, edge
+
+    def diagnose(self, path: Path, module: nn.Module, x: np.ndarray, tol: float, scheme: Scheme) -> dict[str, Any]:
+        """On a twin: the tower lowered again as `export` lowered it, with module outputs tapped (the saved file's
+        single XNNPACK partition hides its intermediate values), after checking the twin reproduces the file."""
+        from mobileclip_deploy.verify.diagnose import xnnpack
+
+        if scheme.name not in TWINNED:
+            raise UserError(f"{path.name}: diagnose localises {self.name} layers on a twin lowered again from the "
+                            f"tower, for {', '.join(TWINNED)} artifacts only, not {scheme.name}")
+        return xnnpack.compare(path, module, x, tol, scheme.name)

@@ -299,7 +299,7 @@ class LiteRT(Backend):
                        converted if converted.is_file() else None)
         return ({**facts, "auto_plan": plan.to_dict()} if plan else facts), plan
 
-    def diagnose(self, path: Path, module: nn.Module, x: np.ndarray, tol: float) -> dict[str, Any]:
+    def diagnose(self, path: Path, module: nn.Module, x: np.ndarray, tol: float, scheme: Scheme) -> dict[str, Any]:
         from mobileclip_deploy.verify.diagnose import litert as diagnose_litert
 
         return diagnose_litert.compare(path, module, x, tol)

@@ -61,7 +61,7 @@ class Onnx(Backend):
         build.step("writing ORT format")
         onnx_exp.write_ort(build.path, path, build.scheme.name)
 
-    def diagnose(self, path: Path, module: nn.Module, x: np.ndarray, tol: float) -> dict[str, Any]:
+    def diagnose(self, path: Path, module: nn.Module, x: np.ndarray, tol: float, scheme: Scheme) -> dict[str, Any]:
         from mobileclip_deploy.verify.diagnose import onnx
 
         return onnx.compare(path, module, x, tol)

@@ -159,9 +159,9 @@ def first_divergence(trace: Trace, records: list[Record], tol: float, fused: dic
     return {"module": None, "compared": compared, "tolerance": tol}
 
 
-def diagnose(backend: Any, path: Path, module: nn.Module, x: np.ndarray, bits: int) -> dict[str, Any]:
-    """Compare the artifact at `path`, written by `backend` (exporters.backends.Backend), with `module` (the
-    affine-folded tower it was exported from) on one input."""
+def diagnose(backend: Any, path: Path, module: nn.Module, x: np.ndarray, scheme: Any) -> dict[str, Any]:
+    """Compare the artifact at `path`, written by `backend` (exporters.backends.Backend) at `scheme`
+    (exporters.schemes.Scheme), with `module` (the affine-folded tower it was exported from) on one input."""
     if not backend.diagnoses:
         from mobileclip_deploy.exporters.backends import all_backends
 
@@ -171,4 +171,4 @@ def diagnose(backend: Any, path: Path, module: nn.Module, x: np.ndarray, bits: i
     if Path(path).suffix != backend.suffix:  # a file derived from the artifact (an ONNX model's .ort twin)
         raise UserError(f"{Path(path).name}: diagnose compares the {backend.suffix} artifact {backend.name} writes, "
                         f"not files derived from it; diagnose the {backend.suffix} file it was made from")
-    return {"backend": backend.name, **backend.diagnose(Path(path), module, x, tolerance(bits))}
+    return {"backend": backend.name, **backend.diagnose(Path(path), module, x, tolerance(scheme.bits), scheme)}
