@@ -26,6 +26,7 @@ from mobileclip_deploy.errors import UserError
 
 ROUNDS = 3  # rebuilds at most: each costs a conversion and two reference-runtime passes
 PER_ROUND = 4  # modules kept in fp32 per round: the worst few, since fp16 error is spread over every product
+SHARE = 0.25  # a module is kept only if it adds at least this share of the error the worst one adds
 
 
 @dataclass
@@ -68,14 +69,18 @@ def growth(path: Path, module: nn.Module, x: np.ndarray) -> dict[str, float]:
 
 
 def worst(added: dict[str, float], kept: Sequence[str], count: int) -> list[str]:
-    """The `count` modules adding the most error that are not kept yet, nor inside or around a kept one. Of a module
-    and a submodule that give the same output (an attention and its output projection), the module: its error
-    includes its own ops (the attention's products)."""
+    """At most `count` modules adding the most error, each at least `SHARE` of the most any adds (a whole encoder
+    adds a little everywhere: kept for that, it would leave nothing in fp16), not kept yet, nor inside or around a
+    kept one. Of a module and a submodule that give the same output (an attention and its output projection), the
+    module: its error includes its own ops (the attention's products)."""
+    free = {n: e for n, e in added.items()
+            if not any(n == k or n.startswith(k + ".") or k.startswith(n + ".") for k in kept)}
+    floor = SHARE * max(free.values(), default=0.0)
     chosen: list[str] = []
-    for name in sorted(added, key=lambda n: (-added[n], n.count("."))):
-        if len(chosen) == count or added[name] <= 0:
+    for name in sorted(free, key=lambda n: (-free[n], n.count("."))):
+        if len(chosen) == count or free[name] <= 0 or free[name] < floor:
             break
-        if any(name == k or name.startswith(k + ".") or k.startswith(name + ".") for k in [*kept, *chosen]):
+        if any(name.startswith(k + ".") or k.startswith(name + ".") for k in chosen):
             continue
         chosen.append(name)
     return chosen
