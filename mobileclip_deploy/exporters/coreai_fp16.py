@@ -23,6 +23,7 @@ import numpy as np
 from torch import nn
 
 from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.verify.diagnose import Record, Trace
 
 ROUNDS = 3  # rebuilds at most: each costs a conversion and two reference-runtime passes
 PER_ROUND = 4  # modules kept in fp32 per round: the worst few, since fp16 error is spread over every product
@@ -48,24 +49,49 @@ def known(module: nn.Module, keep: Sequence[str], tower: str) -> None:
 
 
 def growth(path: Path, module: nn.Module, x: np.ndarray) -> dict[str, float]:
-    """Relative error each module adds on `x`: its output's error against the fp32 trace minus its input's, the input
-    being the output of the module PyTorch computed it with (else the module that finished last before it)."""
+    """Relative error each module adds on `x` in the asset at `path` (one logged run on the reference runtime)."""
     from mobileclip_deploy.verify.diagnose import coreai as diagnose_coreai
+
+    return added_error(*diagnose_coreai.records(path, module, x))
+
+
+def added_error(trace: Trace, records: list[Record]) -> dict[str, float]:
+    """Each innermost recorded module's output error against the fp32 trace minus its input's, the input being the
+    output of the module PyTorch computed it with (else the module that finished last before it). Innermost: no
+    recorded submodule computes another value (an attention whose only recorded submodule is its output projection
+    counts, and holds its products).
+
+    A module's error counts only as far as the next record with another value shows it: the converter attributes
+    some ops to a neighbouring module (a residual add to the linear before it), so a module's logged value can be
+    another tensor (relative error ~1 while everything after it agrees); an error that matters shows downstream."""
     from mobileclip_deploy.verify.diagnose import relative_error
 
-    trace, records = diagnose_coreai.records(path, module, x)
     error = {owner: min(e for e in (relative_error(value, ref) for ref in trace.expected(owner)) if e is not None)
              for owner, _, value, _ in records}
+    owners = [owner for owner, *_ in records]
+    for index, name in enumerate(owners):
+        later = [o for o in owners[index + 1:] if not _same(trace, o, name)]
+        if later:
+            error[name] = min(error[name], error[later[0]])
     order = [name for name in trace.order if name in error]
     added = {}
     for index, name in enumerate(order):
+        if any(o.startswith(name + ".") and not _same(trace, o, name) for o in order):
+            continue  # a block, not a place: its error is its measured submodules' (kept, they fix it)
         before = [p for p in order[:index] if not p.startswith(name + ".")]
         given = trace.inputs.get(name)
-        producers = [p for p in before if given is not None and trace.outputs[p].shape == given.shape
-                     and np.array_equal(trace.outputs[p], given)]
+        producers = [p for p in before if given is not None and _equal(trace.outputs[p], given)]
         source = producers[-1] if producers else (before[-1] if before else None)
         added[name] = error[name] - (error[source] if source else 0.0)
     return added
+
+
+def _same(trace: Trace, a: str, b: str) -> bool:
+    return _equal(trace.outputs[a], trace.outputs[b])
+
+
+def _equal(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and np.array_equal(a, b)
 
 
 def worst(added: dict[str, float], kept: Sequence[str], count: int) -> list[str]:
