@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import TINY, WEIGHTS, synthetic_tiny_model
@@ -141,3 +142,24 @@ def test_unknown_modules_and_other_schemes_are_refused(tmp_path: Path) -> None:
                                      towers=("image",), format_options={"coreai": {"keep_fp32": {"image": [PLANTED]}}})
     with pytest.raises(UserError, match="keep_fp32 applies to coreai fp16"):
         pipeline.run(request, planted_model(), TINY, WEIGHTS, Console(quiet=True))
+
+
+def test_the_choice_blames_where_the_error_starts_not_a_misattributed_value() -> None:
+    """A block (attention, then an MLP whose linear is logged with the residual add the converter attributes to it):
+    the attention adds 5% error, the linear's logged value is another tensor (error ~1) while the block's output
+    shows only the attention's error. The attention is kept (not its projection alone: it holds the products), not
+    the linear, and never the block."""
+    from mobileclip_deploy.verify.diagnose import Trace
+
+    rng = np.random.default_rng(0)
+    x, a, f = (rng.standard_normal((4, 16)).astype(np.float32) for _ in range(3))
+    noise = 0.05 * np.linalg.norm(a) * rng.standard_normal(a.shape).astype(np.float32) / np.sqrt(a.size)
+    trace = Trace(order=["blk.attn.out_proj", "blk.attn", "blk.mlp.fc", "blk.mlp", "blk"],
+                  inputs={"blk.attn.out_proj": x, "blk.attn": x, "blk.mlp.fc": a, "blk.mlp": a, "blk": x},
+                  outputs={"blk.attn.out_proj": a, "blk.attn": a, "blk.mlp.fc": f, "blk.mlp": f, "blk": a + f})
+    records = [("blk.attn.out_proj", "op 1", a + noise, None), ("blk.attn", "op 1", a + noise, None),
+               ("blk.mlp.fc", "op 2", f + a + noise, None), ("blk", "op 2", a + f + noise, None)]
+    added = coreai_fp16.added_error(trace, records)
+    assert "blk" not in added and added["blk.attn"] > 0.04 and added["blk.mlp.fc"] < 0.01
+    assert coreai_fp16.worst(added, [], coreai_fp16.PER_ROUND) == ["blk.attn"]
+    assert coreai_fp16.worst(added, ["blk.attn"], coreai_fp16.PER_ROUND) == []
