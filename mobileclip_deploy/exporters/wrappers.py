@@ -8,6 +8,8 @@ Each wraps only the submodules its tower uses, so an image artifact never carrie
 from __future__ import annotations
 
 import copy
+from collections.abc import Collection
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,12 +36,39 @@ class TextTower(nn.Module):
         return self.model.encode_text(tokens)
 
 
-class Float16Compute(nn.Module):
-    """Run a tower in float16 but keep float32 inputs/outputs, so apps feed the same tensors for every scheme."""
+def _cast(value: Any, dtype: torch.dtype) -> Any:
+    """`value` with its floating tensors (also inside tuples and lists) in `dtype`."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_cast(v, dtype) for v in value)
+    return value
 
-    def __init__(self, tower: nn.Module) -> None:
+
+class Float32Island(nn.Module):
+    """A submodule of a half-precision tower kept in float32: its inputs are cast up and its outputs back down, so
+    the converter writes its ops as fp32 ops (a runtime that accumulates fp16 in fp16 computes them in fp32)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module.float()
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.module(*_cast(args, torch.float32), **{k: _cast(v, torch.float32) for k, v in kwargs.items()})
+        return _cast(out, torch.float16)
+
+
+class Float16Compute(nn.Module):
+    """Run a tower in float16 but keep float32 inputs/outputs, so apps feed the same tensors for every scheme.
+    `keep_fp32`: module paths of the tower computed in float32 inside it (`Float32Island`s)."""
+
+    def __init__(self, tower: nn.Module, keep_fp32: Collection[str] = ()) -> None:
         super().__init__()
         self.tower = copy.deepcopy(tower).half()
+        for path in sorted(keep_fp32, key=lambda p: p.count("."), reverse=True):  # inner islands before outer ones
+            parent, _, name = path.rpartition(".")
+            owner = self.tower.get_submodule(parent)
+            setattr(owner, name, Float32Island(owner.get_submodule(name)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.tower(x.half() if x.is_floating_point() else x).float()

@@ -157,6 +157,14 @@ class Backend:
         return type(self).diagnose is not Backend.diagnose
 
 
+def tower_lists(value: Any, key: str, what: str) -> dict[str, list[str]]:
+    """A recipe option that maps towers to lists of names (`[formats.<name>.<key>]`), checked."""
+    if not isinstance(value, dict) or not all(t in ("image", "text") and isinstance(v, list) and
+                                              all(isinstance(n, str) for n in v) for t, v in value.items()):
+        raise UserError(f"{key} is a table of towers (image, text) to lists of {what}")
+    return value
+
+
 _BACKENDS: dict[str, Backend] = {}
 _SCANNED: list[bool] = []  # non-empty once every module of this package has been imported
 

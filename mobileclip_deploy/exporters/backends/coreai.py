@@ -38,8 +38,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobileclip_deploy.exporters.backends import Backend, Build, register
+from mobileclip_deploy.errors import UserError
+from mobileclip_deploy.exporters import coreai_fp16
+from mobileclip_deploy.exporters.backends import Backend, Build, register, tower_lists
 from mobileclip_deploy.exporters.context import inputs_sha256
+from mobileclip_deploy.exporters.coreai_fp16 import Judged
 from mobileclip_deploy.exporters.schemes import FP16, FP32, Scheme
 from mobileclip_deploy.exporters.wrappers import INPUT_NAME, OUTPUT_NAME, Float16Compute
 
@@ -184,11 +187,12 @@ def reproducible_names(seed: int = 0) -> Iterator[None]:
         yield
 
 
-def program(module: nn.Module, example: torch.Tensor, tower: str, fp16: bool, batch_sizes: Sequence[int] = (1,)):
+def program(module: nn.Module, example: torch.Tensor, tower: str, fp16: bool, batch_sizes: Sequence[int] = (1,),
+            keep_fp32: Sequence[str] = ()):
     """The converted AIProgram: one entrypoint per batch size (`main` is batch 1, others `main_b<N>`)."""
     import coreai_torch
 
-    module = Float16Compute(module) if fp16 else module
+    module = Float16Compute(module, keep_fp32) if fp16 else module
     converter = coreai_torch.TorchConverter()
     with torch.no_grad():
         for batch in sorted({1, *batch_sizes}):
@@ -278,12 +282,14 @@ def aslr_disabled() -> bool:
 
 def export_asset(module: nn.Module, example: torch.Tensor, tower: str, scheme: str, path: Path, metadata: dict,
                  calibration: np.ndarray | None = None, keep: Sequence[str] = (),
-                 batch_sizes: Sequence[int] = (1,)) -> dict:
+                 batch_sizes: Sequence[int] = (1,), keep_fp32: Sequence[str] = ()) -> dict:
     """Write the `.aimodel` for `scheme`; return manifest facts. Compressed schemes compute in fp16, as Apple's
-    coreai-opt flow does (compress, then cast what is left to fp16)."""
+    coreai-opt flow does (compress, then cast what is left to fp16); `keep_fp32` names modules computed in fp32
+    inside an fp16 program (the fp16 precision repair's islands)."""
     compressed = compress(module.eval(), scheme, example, calibration, keep)
     with reproducible_names():
-        prog = program(compressed, example, tower, fp16=scheme != "fp32", batch_sizes=batch_sizes)
+        prog = program(compressed, example, tower, fp16=scheme != "fp32", batch_sizes=batch_sizes,
+                       keep_fp32=keep_fp32)
         save(prog, path, {**metadata, "scheme": scheme})
     return {"entrypoints": [FUNCTION, *(f"{FUNCTION}_b{b}" for b in sorted(set(batch_sizes) - {1}))],
             "compute_precision": "fp32" if scheme == "fp32" else "fp16", "minimum_os": "iOS 27 / macOS 27",
@@ -303,10 +309,21 @@ class CoreAI(Backend):
     requires = ("coreai_torch", "coreai", "coreai_opt")
     tools = ("coreai-torch", "coreai-core", "coreai-opt")
     # batch_sizes: entrypoints beside batch 1; parity_inputs: how many parity inputs the check runs (None: as
-    # PARITY_INPUTS says), for a longer check in a benchmark.
-    option_defaults = {"batch_sizes": [1], "parity_inputs": None}
+    # PARITY_INPUTS says), for a longer check in a benchmark; keep_fp32 (recipe only, `[formats.coreai.keep_fp32]`,
+    # tower -> module paths): the modules an fp16 precision repair kept in fp32, so a rebuild starts from them.
+    option_defaults = {"batch_sizes": [1], "parity_inputs": None, "keep_fp32": {}}
     keep_key = "keep_8bit"
     auto_titles = {"pal4": "Core AI 4-bit palettes"}
+
+    def resolve(self, scheme: Scheme, options: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        options, notices = super().resolve(scheme, options)
+        keep = options.pop("keep_fp32")  # absent unless given: existing cache keys stay as they were
+        if keep:
+            if scheme.name != "fp16":
+                raise UserError(f"keep_fp32 applies to coreai fp16 (modules kept in fp32 inside its fp16 program); "
+                                f"coreai {scheme.name} does not take it")
+            options["keep_fp32"] = tower_lists(keep, "keep_fp32", "module paths")
+        return options, notices
 
     def export(self, build: Build) -> tuple[dict[str, Any], Any]:
         from mobileclip_deploy import __version__
@@ -325,8 +342,22 @@ class CoreAI(Backend):
             plan = search_coreai(build.module, build.example, build.tower, inputs, anchors, targets, build.step)
             build.step("exporting the chosen plan")
             keep = plan.keep
-        facts = export_asset(build.module, build.example, build.tower, scheme, build.path, metadata,
-                             build.calibration, keep, build.options["batch_sizes"])
+        keep_fp32 = build.options.get("keep_fp32", {}).get(build.tower, [])
+        if keep_fp32:
+            coreai_fp16.known(build.module, keep_fp32, build.tower)
+
+        def write(islands: Sequence[str]) -> dict[str, Any]:
+            return export_asset(build.module, build.example, build.tower, scheme, build.path, metadata,
+                                build.calibration, keep, build.options["batch_sizes"], islands)
+
+        if scheme == "fp16" and build.context is not None and build.context.request.parity:
+            return coreai_fp16.repair(write, lambda: Judged(*self._run(build, build.path)),
+                                      lambda judged: self._judge(build, judged),
+                                      lambda: coreai_fp16.growth(build.path, build.module, build.inputs[:1]),
+                                      keep_fp32, build.step)
+        facts = write(keep_fp32)
+        if keep_fp32:
+            facts["kept_fp32"] = keep_fp32
         if plan is not None:
             facts.update({"kept_at_8_bits": plan.keep, "auto_plan": plan.to_dict()})
         elif build.keep is not None:
@@ -334,7 +365,13 @@ class CoreAI(Backend):
         return facts, plan
 
     def check(self, build: Build, path: Path, handle: Any) -> tuple[str, np.ndarray, dict[str, Any]]:
-        """Run the first `parity_count` parity inputs on the reference runtime (the gate judges those rows)."""
+        """Run the first `parity_count` parity inputs on the reference runtime (the gate judges those rows); an fp16
+        export already ran its final asset there (the repair judges it), and that run is the check."""
+        if isinstance(handle, Judged):
+            return handle.check, handle.outputs, handle.extra
+        return self._run(build, path)
+
+    def _run(self, build: Build, path: Path) -> tuple[str, np.ndarray, dict[str, Any]]:
         from mobileclip_deploy import runtimes
 
         count = build.options.get("parity_inputs") or parity_count(build.tower, build.scheme.name, len(build.inputs))
@@ -342,6 +379,22 @@ class CoreAI(Backend):
         build.step(f"running {count} of {len(build.inputs)} parity inputs on Core AI's Linux reference runtime")
         return "coreai_reference_runtime", runner.batched(build.inputs[:count]), {
             "runtime": runner.info, "parity_inputs_used": count, "parity_inputs_available": len(build.inputs)}
+
+    @staticmethod
+    def _judge(build: Build, judged: Judged) -> dict[str, Any]:
+        """The gate's verdict on a run, as the pipeline will judge it (the request's limits)."""
+        from mobileclip_deploy.exporters.context import judge
+        from mobileclip_deploy.exporters.schemes import parse_thresholds
+
+        threshold = parse_thresholds(build.context.request.thresholds)[build.scheme.threshold_class]
+        return judge(build.context, build.tower, build.scheme, judged.check, judged.outputs, threshold,
+                     dict(judged.extra))
+
+    def recipe(self, build: Build, handle: Any, facts: dict[str, Any]) -> str | None:
+        """The fp16 precision repair's choice as a recipe (the modules it kept in fp32), like an `auto` plan's."""
+        if not facts.get("kept_fp32"):
+            return super().recipe(build, handle, facts)
+        return coreai_fp16.recipe_text(build.variant.name, build.tower, facts)
 
     def diagnose(self, path: Path, module: nn.Module, x: np.ndarray, tol: float, scheme: Scheme) -> dict[str, Any]:
         from mobileclip_deploy.verify.diagnose import coreai as diagnose_coreai

@@ -9,7 +9,7 @@ import numpy as np
 from torch import nn
 
 from mobileclip_deploy.errors import UserError
-from mobileclip_deploy.exporters.backends import Backend, Build, register
+from mobileclip_deploy.exporters.backends import Backend, Build, register, tower_lists
 from mobileclip_deploy.exporters.parity import run_batched
 from mobileclip_deploy.exporters.schemes import FP16, FP32, Scheme
 
@@ -100,9 +100,7 @@ class CoreML(CoreMLTarget):
         options, notices = super().resolve(scheme, options)
         keep = options.pop("keep_fp32")  # absent unless given: existing cache keys stay as they were
         if keep:
-            if not isinstance(keep, dict) or not all(t in ("image", "text") and isinstance(v, list) and
-                                                     all(isinstance(n, str) for n in v) for t, v in keep.items()):
-                raise UserError("keep_fp32 is a table of towers (image, text) to lists of Core ML op names")
+            keep = tower_lists(keep, "keep_fp32", "Core ML op names")
             if scheme.name == "fp32":
                 raise UserError("keep_fp32 applies to schemes that compute in fp16; coreml fp32 computes in fp32")
             options["keep_fp32"] = keep

@@ -17,6 +17,7 @@ from torch import nn
 
 from mobileclip_deploy.verify.diagnose import (
     Record,
+    Trace,
     first_divergence,
     relative_error,
     torch_trace,
@@ -81,13 +82,13 @@ async def _intermediates(path: Path, x: np.ndarray, op_ids: list[int]) -> dict[i
         return await inspector.get_intermediates_for_ops(op_ids, {name: x})
 
 
-def compare(path: Path, module: nn.Module, x: np.ndarray, tol: float) -> dict[str, Any]:
-    """The first module none of whose Core AI ops (its own and its submodules') computes its PyTorch output.
+def records(path: Path, module: nn.Module, x: np.ndarray) -> tuple[Trace, list[Record]]:
+    """The PyTorch trace of `module` on `x` and, in the program's order, each traced module's Core AI value closest to
+    its PyTorch output, read from the asset at `path` on the reference runtime (one run).
 
     Any op may be the one that materializes a module's output: the converter's debug info attributes some ops to a
     neighbouring module (a residual add to the linear before it) and a module's last own op need not be its output
-    (an attention's output comes from its projection). The runtime's values carry no data input, so a departure
-    names the modules run since the last module that agreed."""
+    (an attention's output comes from its projection). The runtime's values carry no data input."""
     from coreai.authoring.asset import AIModelAsset
     from coreai_torch.debugging.torch_utils import get_torch_to_coreai_output_mapping
 
@@ -111,14 +112,21 @@ def compare(path: Path, module: nn.Module, x: np.ndarray, tol: float) -> dict[st
         for owner in owners:
             candidates.setdefault(owner, []).append((f"coreai op {op}", np.asarray(outputs[output], np.float32)))
             position[owner] = index
-    records: list[Record] = []
+    found: list[Record] = []
     for owner in sorted(candidates, key=lambda name: (position[name], trace.order.index(name))):
         scored = [(error, op, value) for op, value in candidates[owner]
                   if (error := _error(value, trace.expected(owner))) is not None]
         if scored:
             _, op, value = min(scored, key=lambda item: item[0])
-            records.append((owner, op, value, None))
-    return first_divergence(trace, records, tol)
+            found.append((owner, op, value, None))
+    return trace, found
+
+
+def compare(path: Path, module: nn.Module, x: np.ndarray, tol: float) -> dict[str, Any]:
+    """The first module none of whose Core AI ops (its own and its submodules') computes its PyTorch output; a
+    departure names the modules run since the last module that agreed."""
+    trace, found = records(path, module, x)
+    return first_divergence(trace, found, tol)
 
 
 def _error(value: np.ndarray, expected: list[np.ndarray]) -> float | None:
