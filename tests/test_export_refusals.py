@@ -150,3 +150,19 @@ def test_failed_parity_leaves_nothing_finished(out: Path) -> None:
     assert result.status == "failed" and "parity failed" in result.message and "nothing was written" in result.message
     assert not (out / result.file).exists()
     assert not out.exists()  # the run made the folder, finished nothing, and took it back
+
+
+def test_a_recipe_sets_an_option_whose_default_is_none(tmp_path: Path, out: Path) -> None:
+    """`[formats.coreai] parity_inputs = N` (documented in the README) is read as the int it is, reaches the plan,
+    and a wrong type or a count below 1 is refused."""
+    recipe = tmp_path / "coreai.toml"
+    recipe.write_text('[formats.coreai]\nschemes = ["fp32"]\nparity_inputs = 4\n')
+    spec = load_recipe(recipe)
+    assert spec.options == {"coreai": {"parity_inputs": 4}}
+    request = pipeline.ExportRequest(pairs=resolve_pairs([], spec.quants), output_dir=out, format_options=spec.options)
+    jobs, _ = pipeline.plan(request)
+    assert {j.options["parity_inputs"] for j in jobs} == {4}
+    for value, expected in (('"4"', "`parity_inputs` must be an int, not '4'"),
+                            ("0", "parity_inputs must be at least 1, not 0")):
+        recipe.write_text(f'[formats.coreai]\nschemes = ["fp32"]\nparity_inputs = {value}\n')
+        assert expected in refusal("--random-weights", "--recipe", recipe, "-o", out), value

@@ -69,7 +69,8 @@ def load_recipe(path: Path) -> Recipe:
                 raise UserError(f"recipe {where}: `{key}` does not apply to {backend.name}"
                                 + (f"; {backend.name} takes `{backend.keep_key}`" if backend.keep_key else ""))
             recipe.keep[backend.name] = _keep(where, key, table[key])
-        options = {key: _typed(where, table, key, str if default is None else type(default))
+        options = {key: _typed(where, table, key, backend.option_types.get(key, str) if default is None
+                               else type(default))
                    for key, default in backend.option_defaults.items() if key in table}
         if options:
             recipe.options[backend.name] = options
@@ -89,5 +90,6 @@ def _typed(where: object, table: dict, key: str, kind: type):
     """`table[key]` if absent or of type `kind`; anything else is refused with the key's name."""
     value = table.get(key)
     if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
-        raise UserError(f"recipe {where}: `{key}` must be a {kind.__name__}, not {value!r}")
+        article = "an" if kind.__name__[0] in "aeiou" else "a"
+        raise UserError(f"recipe {where}: `{key}` must be {article} {kind.__name__}, not {value!r}")
     return value

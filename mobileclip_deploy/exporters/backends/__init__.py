@@ -62,6 +62,8 @@ class Backend:
     tools: ClassVar[tuple[str, ...]] = ()  # distributions whose versions shape its artifacts (manifest, cache key)
     keep_key: ClassVar[str | None] = None  # recipe key of the modules an `auto` plan keeps out of the low-bit form
     option_defaults: ClassVar[dict[str, Any]] = {}  # per-format options it honours (recipe table keys, CLI flags)
+    # the types of options whose default is None (a recipe reads those as strings otherwise)
+    option_types: ClassVar[dict[str, type]] = {}
     option_refusals: ClassVar[dict[str, str]] = {}  # what to say when an option is given but no format honours it
     auto_titles: ClassVar[dict[str, str]] = {}  # scheme an `auto` plan rebuilds as -> its name in written recipes
     parity_hints: ClassVar[dict[str, str]] = {}  # scheme -> the ways forward when its artifact fails the gate

@@ -312,11 +312,14 @@ class CoreAI(Backend):
     # PARITY_INPUTS says), for a longer check in a benchmark; keep_fp32 (recipe only, `[formats.coreai.keep_fp32]`,
     # tower -> module paths): the modules an fp16 precision repair kept in fp32, so a rebuild starts from them.
     option_defaults = {"batch_sizes": [1], "parity_inputs": None, "keep_fp32": {}}
+    option_types = {"parity_inputs": int}
     keep_key = "keep_8bit"
     auto_titles = {"pal4": "Core AI 4-bit palettes"}
 
     def resolve(self, scheme: Scheme, options: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         options, notices = super().resolve(scheme, options)
+        if options["parity_inputs"] is not None and options["parity_inputs"] < 1:
+            raise UserError(f"parity_inputs must be at least 1, not {options['parity_inputs']}")
         keep = options.pop("keep_fp32")  # absent unless given: existing cache keys stay as they were
         if keep:
             if scheme.name != "fp16":
