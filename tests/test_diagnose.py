@@ -140,12 +140,12 @@ def test_cli_names_the_layer_in_an_export(tmp_path, monkeypatch):
 @pytest.mark.parametrize("backend,where,step,needs", [
     ("litert", "backends.litert", "split_depthwise", "litert_torch"),
     ("coreai", "backends.coreai", "compress", "coreai_torch"),
-    ("executorch-xnnpack", "executorch", "split_depthwise", "executorch"),
 ])
 def test_a_failed_gate_names_the_layer(tmp_path, monkeypatch, backend, where, step, needs):
     """`export -q BACKEND:fp32` whose conversion computes one GELU as a ReLU (planted in the module that `step` of
     exporters.`where` hands to the converter): the gate fails, its message names the planted module (the automatic
-    diagnosis, against the clean tower; XNNPACK's on a twin the same conversion lowers), and nothing is written."""
+    diagnosis, against the clean tower), and nothing is written. (XNNPACK's, on a twin, is named in
+    test_xnnpack_diagnoses_on_a_faithful_twin; through the pipeline it took ~40 s more of CI.)"""
     import importlib
 
     from helpers import export
@@ -161,7 +161,6 @@ def test_a_failed_gate_names_the_layer(tmp_path, monkeypatch, backend, where, st
     (result,) = export(tmp_path, [f"{backend}:fp32"], towers=("image",))
     assert result.status == "failed" and "parity failed" in result.message, result.message
     assert "first divergence at " in result.message and PLANTED in result.message, result.message
-    assert ("twin" in result.message) == (backend == "executorch-xnnpack"), result.message
     assert not (tmp_path / result.file).exists()
 
 
