@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,21 @@ def shared_dir() -> Path:
     if not path.is_dir():  # a missing fixture folder must fail the run, not skip half of it
         pytest.fail(f"reference data not found at {path} (set MOBILECLIP_SHARED)", pytrace=False)
     return path
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Path]]:
+    """`tmp_path_factory.mktemp` for a module's fixtures, whose folders go when the module ends: full-size exports
+    left until the session ends filled 12 GB per run, and a CI machine with less free disk failed on it."""
+    made: list[Path] = []
+
+    def mktemp(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield mktemp
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

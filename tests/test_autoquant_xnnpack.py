@@ -26,10 +26,10 @@ from mobileclip_deploy.hashing import sha256_path
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory):
+def searched(module_tmp):
     """The plan, the .pte the search left for it and that .pte's export facts."""
     images, anchors = search_data()
-    pte = tmp_path_factory.mktemp("search") / "chosen.pte"
+    pte = module_tmp("search") / "chosen.pte"
     plan, facts = search_and_export(TinyTower(outliers=True).eval(), torch.rand(1, 3, 16, 16), "image", images,
                                     images, anchors, autoquant.Targets(0.999, 0.9), pte, use_cache=False)
     return plan, pte, facts

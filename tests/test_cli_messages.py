@@ -33,18 +33,18 @@ def flags_of(*path: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def v1(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("datacompdr")
+def v1(shared_dir: Path, module_tmp) -> Path:
+    folder = module_tmp("datacompdr")
     write_datacompdr_v1(folder, photos(shared_dir, 4))
     return folder
 
 
 @pytest.fixture(scope="module")
-def classes(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def classes(shared_dir: Path, module_tmp) -> Path:
     """Three photos in WordNet-id class folders."""
     import shutil
 
-    root = tmp_path_factory.mktemp("classes")
+    root = module_tmp("classes")
     for photo in photos(shared_dir, 3):
         (root / photo.name[:9]).mkdir()
         shutil.copy(photo, root / photo.name[:9] / photo.name)

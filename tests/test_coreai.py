@@ -42,9 +42,9 @@ def entries(out: Path) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory):
+def tiny(module_tmp):
     """pal8 first: coreai-opt rewrites the module it compresses, and the fp32 jobs after it share the tower."""
-    out = tmp_path_factory.mktemp("coreai_tiny")
+    out = module_tmp("coreai_tiny")
     return out, run(out, ["coreai:pal8", "coreai:fp32"], synthetic_tiny_model(), TINY, WEIGHTS)
 
 
@@ -146,11 +146,11 @@ def test_without_the_extra_export_names_it(monkeypatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def s0(s0_checkpoint: Path, shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def s0(s0_checkpoint: Path, shared_dir: Path, module_tmp):
     """Full-size S0: both towers in fp32 (2 parity inputs each), then the image tower in fp16 (2 inputs). On these
     golden weights the compressed schemes miss the gate on the reference runtime: pal4 min cosine 0.961 (4-bit limit
     0.98), w8 centered cosine 0.9497 on 4 inputs (8-bit limit 0.95), so fp16 (half the bytes) is the scheme here."""
-    out = tmp_path_factory.mktemp("coreai_s0")
+    out = module_tmp("coreai_s0")
     model, variant = create_model("mobileclip-s0", checkpoint=s0_checkpoint), get_variant("mobileclip-s0")
     weights = sha256_path(s0_checkpoint)
     results = run(out, ["coreai:fp32"], model, variant, weights,

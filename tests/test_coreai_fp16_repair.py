@@ -82,8 +82,8 @@ def test_an_island_computes_in_fp32_on_the_reference_runtime(tmp_path: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def repaired(tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("repaired")
+def repaired(module_tmp):
+    out = module_tmp("repaired")
     return out, run(out)
 
 

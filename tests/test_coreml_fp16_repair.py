@@ -20,7 +20,7 @@ META = {"description": "test", "license": "test", "author": "test", "version": "
 
 
 @pytest.fixture(scope="module")
-def hot_s0(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def hot_s0(shared_dir: Path, module_tmp):
     """The folded, affine-folded S0 image tower with large LayerScales, its example and 2 golden images."""
     from goldens import make_golden_state_dict, manifest_path
 
@@ -34,7 +34,7 @@ def hot_s0(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     for key, value in state.items():
         if "layer_scale" in key.rsplit(".", 1)[-1] or key.endswith(".gamma"):
             state[key] = torch.from_numpy(rng.uniform(1.5, 3.0, tuple(value.shape)).astype(np.float32))
-    checkpoint = tmp_path_factory.mktemp("hot") / "s0.pt"
+    checkpoint = module_tmp("hot") / "s0.pt"
     torch.save(state, checkpoint)
     variant = get_variant("mobileclip-s0")
     tower = tower_module(reparameterize(create_model("mobileclip-s0", checkpoint=checkpoint)).eval(), "image",

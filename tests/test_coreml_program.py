@@ -166,7 +166,7 @@ def test_fp16_overflow_is_named_and_native_accumulation_differs():
 
 
 @pytest.fixture(scope="module")
-def s0_image(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def s0_image(shared_dir: Path, module_tmp):
     """S0's folded image tower (golden weights) and its fp32 .mlpackage."""
     from goldens import make_golden_state_dict, manifest_path
 
@@ -176,7 +176,7 @@ def s0_image(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     from mobileclip_deploy.exporters.wrappers import example_input, tower_module
     from mobileclip_deploy.registry import get_variant
 
-    folder = tmp_path_factory.mktemp("s0_coreml")
+    folder = module_tmp("s0_coreml")
     checkpoint = folder / "s0.pt"
     torch.save(make_golden_state_dict(manifest_path(shared_dir, "mobileclip_s0")), checkpoint)
     variant = get_variant("mobileclip-s0")

@@ -56,8 +56,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def two_ranks(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("ddp")
+def two_ranks(shared_dir: Path, module_tmp) -> Path:
+    out = module_tmp("ddp")
     mp.spawn(_worker, args=(_free_port(), shared_dir / "data" / "imagenet-samples", out), nprocs=2, join=True)
     return out
 

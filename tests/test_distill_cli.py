@@ -18,8 +18,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def v1(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("datacompdr")
+def v1(shared_dir: Path, module_tmp) -> Path:
+    folder = module_tmp("datacompdr")
     write_datacompdr_v1(folder, photos(shared_dir, 8))
     return folder
 

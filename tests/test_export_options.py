@@ -26,8 +26,8 @@ MATRIX = ["onnx:fp16", "onnx:w8a8", "executorch:w8a8", "executorch:8da4w", "exec
 
 
 @pytest.fixture(scope="module")
-def matrix(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("matrix")
+def matrix(shared_dir: Path, module_tmp):
+    out = module_tmp("matrix")
     # This matrix is about formats. The tiny text tower (width 64, one layer) quantized keeps only part of the
     # differences between prompts (centered cosine 0.49 for 8da4w, 0.75 for pal4, 0.88 for pal6, min cosine
     # >= 0.994): the gate rightly fails it at the default limits, so they are lowered here; test_gate checks them.

@@ -38,8 +38,8 @@ def golden(shared_dir: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def export(s0_checkpoint: Path, shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("export_s0")
+def export(s0_checkpoint: Path, shared_dir: Path, module_tmp):
+    out = module_tmp("export_s0")
     request = pipeline.ExportRequest(pairs=resolve_pairs(FORMATS, QUANTS), output_dir=out,
                                      calibration=shared_dir / "data" / "imagenet-samples",
                                      calibration_limit=CALIBRATION_IMAGES)

@@ -34,8 +34,8 @@ tiny_model = synthetic_tiny_model
 
 
 @pytest.fixture(scope="module")
-def ctx(tmp_path_factory: pytest.TempPathFactory):
-    request = pipeline.ExportRequest(pairs=[], output_dir=tmp_path_factory.mktemp("gate"))
+def ctx(module_tmp):
+    request = pipeline.ExportRequest(pairs=[], output_dir=module_tmp("gate"))
     return pipeline.context(reparameterize(tiny_model()).eval(), TINY, request)
 
 
@@ -82,10 +82,10 @@ def test_synthetic_weights_embed_inputs_apart_where_default_init_does_not(ctx) -
 # ONNX Runtime: edit the exported graph ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def onnx_files(ctx, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def onnx_files(ctx, module_tmp) -> dict[str, Path]:
     from mobileclip_deploy.exporters import onnx as onnx_exp
 
-    work = tmp_path_factory.mktemp("onnx")
+    work = module_tmp("onnx")
     files = {}
     for scheme in ("fp32", "8da8w"):
         files[scheme] = work / f"image_{scheme}.onnx"

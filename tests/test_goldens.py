@@ -52,12 +52,12 @@ def _encode(model: torch.nn.Module, golden: dict[str, np.ndarray]) -> dict[str, 
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[c[0] for c in CASES])
-def run(request: pytest.FixtureRequest, shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
+def run(request: pytest.FixtureRequest, shared_dir: Path, module_tmp) -> Run:
     golden_name, stem, name, filename = request.param
     with np.load(shared_dir / "reference" / "goldens" / f"{golden_name}.npz") as npz:
         golden = {k: npz[k] for k in npz.files}
     state = make_golden_state_dict(manifest_path(shared_dir, stem))
-    path = tmp_path_factory.mktemp(golden_name) / filename
+    path = module_tmp(golden_name) / filename
     if path.suffix == ".safetensors":
         save_file(state, path)
     else:

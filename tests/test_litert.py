@@ -55,9 +55,9 @@ def towers() -> dict[str, nn.Module]:
 
 
 @pytest.fixture(scope="module")
-def float_files(towers, tmp_path_factory) -> dict[str, object]:
+def float_files(towers, module_tmp) -> dict[str, object]:
     """One converted float `.tflite` per tower with our metadata, as the backend writes it before quantizing."""
-    out = tmp_path_factory.mktemp("litert")
+    out = module_tmp("litert")
     files = {}
     for tower, module in towers.items():
         path = out / f"{tower}.float.tflite"
@@ -68,8 +68,8 @@ def float_files(towers, tmp_path_factory) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def artifacts(float_files, tmp_path_factory) -> dict[tuple[str, str], object]:
-    out = tmp_path_factory.mktemp("litert-schemes")
+def artifacts(float_files, module_tmp) -> dict[tuple[str, str], object]:
+    out = module_tmp("litert-schemes")
     found = {}
     for tower, float_path in float_files.items():
         for scheme, info in SCHEMES.items():
@@ -149,9 +149,9 @@ def test_metadata_reads_back_from_every_scheme(artifacts, scheme):
 
 
 @pytest.fixture(scope="module")
-def fp16_text(towers, tmp_path_factory):
+def fp16_text(towers, module_tmp):
     """The text tower through the one-call export (convert, metadata, quantize) as the backend runs it."""
-    folder = tmp_path_factory.mktemp("litert-chain")
+    folder = module_tmp("litert-chain")
     path = folder / "text_fp16.tflite"
     meta = {**METADATA, "tower": "text", "scheme": "fp16"}
     facts = litert.export(towers["text"], example_input("text", TINY.image_size, TINY.context_length), "text",

@@ -33,9 +33,9 @@ PLANT = {"clean": lambda m: m, "gelu->relu": swap_one_activation, "perturbed": p
 
 
 @pytest.fixture(scope="module")
-def ctx(tmp_path_factory: pytest.TempPathFactory):
+def ctx(module_tmp):
     # parity=False: Core ML's export then writes the program as asked (no fp16 repair), which this test judges
-    request = pipeline.ExportRequest(pairs=[], output_dir=tmp_path_factory.mktemp("planted"), parity=False)
+    request = pipeline.ExportRequest(pairs=[], output_dir=module_tmp("planted"), parity=False)
     return pipeline.context(reparameterize(synthetic_tiny_model()).eval(), TINY, request)
 
 

@@ -19,8 +19,8 @@ from reinforced_fixtures import photos, write_datacompdr_v1
 
 
 @pytest.fixture(scope="module")
-def v1(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], list[Path]]:
-    folder = tmp_path_factory.mktemp("datacompdr")
+def v1(shared_dir: Path, module_tmp) -> tuple[Path, list[str], list[Path]]:
+    folder = module_tmp("datacompdr")
     files = photos(shared_dir, 6)
     return folder, write_datacompdr_v1(folder, files, n_aug=3, n_syn=2, shard_size=4), files
 

@@ -23,9 +23,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def exported(module_tmp) -> tuple[Path, dict]:
     """A real --random-weights export (S0 text tower, seed 3) through the test backend."""
-    out = tmp_path_factory.mktemp("synthetic") / "out"
+    out = module_tmp("synthetic") / "out"
     with registered():
         request = pipeline.ExportRequest(pairs=resolve_pairs([], ["test-recording:fp32"]), output_dir=out,
                                          towers=("text",))

@@ -34,8 +34,8 @@ def _teacher(name: str, embed: int, seed: int, size: int = 32) -> rf.Teacher:
 
 
 @pytest.fixture(scope="module")
-def inputs(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("inputs")
+def inputs(shared_dir: Path, module_tmp) -> dict[str, Path]:
+    root = module_tmp("inputs")
     photos = root / "photos"
     (photos / "sub").mkdir(parents=True)
     src = sorted((shared_dir / "data" / "imagenet-samples").glob("*.JPEG"))[:5]
@@ -65,8 +65,8 @@ def _cfg(inputs: dict, out: Path, **kw) -> rf.ReinforceConfig:
 
 
 @pytest.fixture(scope="module")
-def dataset(inputs, teachers, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("reinforced") / "data"
+def dataset(inputs, teachers, module_tmp) -> Path:
+    out = module_tmp("reinforced") / "data"
     rf.reinforce(_cfg(inputs, out), teachers)
     return out
 

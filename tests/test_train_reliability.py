@@ -39,8 +39,8 @@ def run(*args: object):
 
 
 @pytest.fixture(scope="module")
-def photos(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("photos")
+def photos(shared_dir: Path, module_tmp) -> Path:
+    folder = module_tmp("photos")
     for f in sorted((shared_dir / "data" / "imagenet-samples").glob("*.JPEG"))[:3]:
         shutil.copy(f, folder / f.name)
     return folder
