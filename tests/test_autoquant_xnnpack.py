@@ -69,16 +69,13 @@ def test_recipe_rebuilds_the_same_pte(searched, tmp_path):
     assert recipe.keep == {"executorch-xnnpack": {"image": plan.keep}}
     images, _ = search_data()
     tower, example = TinyTower(outliers=True).eval(), torch.rand(1, 3, 16, 16)
-    built = []
-    for name, keep in (("auto", plan.keep), ("recipe", recipe.keep["executorch-xnnpack"]["image"]),
-                       ("hand", None)):
-        facts, _ = et_exp.export(tower, example, "w8a8", "xnnpack", tmp_path / f"{name}.pte", images, keep=keep)
-        built.append(tmp_path / f"{name}.pte")
-        assert facts["kept_in_float"] == (keep if keep is not None else float_modules(tower))
-    assert sha256_path(built[0]) == sha256_path(built[1]) == sha256_path(searched_pte)
-    assert sha256_path(built[0]) != sha256_path(built[2])  # the hand-written list keeps other layers float
+    assert plan.keep != float_modules(tower)  # the plan is not the hand-written list w8a8 keeps float
+    rebuilt = tmp_path / "recipe.pte"
+    facts, _ = et_exp.export(tower, example, "w8a8", "xnnpack", rebuilt, images,
+                             keep=recipe.keep["executorch-xnnpack"]["image"])
+    assert facts["kept_in_float"] == plan.keep and sha256_path(rebuilt) == sha256_path(searched_pte)
     assert searched_facts["kept_in_float"] == plan.keep and searched_facts["delegation"]["partitions"] > 0
-    run = runtimes.load(built[0])
+    run = runtimes.load(rebuilt)
     reference = tower(torch.from_numpy(images[:1])).detach().numpy()
     out = run(images[:1])
     cos = float((reference * out).sum() / np.linalg.norm(reference) / np.linalg.norm(out))
@@ -170,13 +167,11 @@ def test_dynamic_search_keeps_the_sensitive_linear_float_and_its_recipe_rebuilds
     recipe_path.write_text(autoquant.recipe_text(plan, "tiny", tmp_path, 12))
     recipe = load_recipe(recipe_path)
     assert recipe.quants == ["executorch-xnnpack:8da8w"]
-    built = []
-    for name, keep in (("auto", plan.keep), ("recipe", recipe.keep["executorch-xnnpack"]["text"]), ("all", None)):
-        facts, _ = et_exp.export(tower, example, "8da8w", "xnnpack", tmp_path / f"{name}.pte", None, keep=keep)
-        built.append(tmp_path / f"{name}.pte")
-        assert facts["kept_in_float"] == (keep if keep is not None else [])
-    assert sha256_path(built[0]) == sha256_path(built[1]) != sha256_path(built[2])
-    assert [sha256_path(p) for p in handed] == [sha256_path(built[0])] * 2
+    rebuilt = tmp_path / "recipe.pte"
+    facts, _ = et_exp.export(tower, example, "8da8w", "xnnpack", rebuilt, None,
+                             keep=recipe.keep["executorch-xnnpack"]["text"])
+    assert facts["kept_in_float"] == plan.keep
+    assert [sha256_path(p) for p in handed] == [sha256_path(rebuilt)] * 2
 
 
 def test_pipeline_writes_the_dynamic_plan_and_its_recipe(shared_dir, tmp_path):

@@ -23,6 +23,7 @@ from mobileclip_deploy.verify.diagnose import diagnose
 pytestmark = pytest.mark.usefixtures("one_thread")
 META = {"description": "test", "license": "test", "author": "test", "version": "0"}
 PLANTED = "model.visual.trunk.stages.1.blocks.0.mlp.act"
+TWIN_PLANTED = "blocks.2.mlp.act"  # in helpers' TinyTower
 
 
 @pytest.fixture(scope="module")
@@ -80,35 +81,39 @@ def test_diagnose_names_the_swapped_activation(towers, backend, suffix, tmp_path
     assert clean["module"] is None and clean["compared"] > 5, clean
 
 
-def _plant_relu(tower: torch.nn.Module) -> torch.nn.Module:
-    """A copy of `tower` with PLANTED computing ReLU."""
+def _plant_relu(tower: torch.nn.Module, path: str = PLANTED) -> torch.nn.Module:
+    """A copy of `tower` with the GELU at `path` computing ReLU."""
     planted = copy.deepcopy(tower)
-    parent, _, leaf = PLANTED.rpartition(".")
+    parent, _, leaf = path.rpartition(".")
     setattr(planted.get_submodule(parent), leaf, torch.nn.ReLU())
     return planted
 
 
-def test_xnnpack_diagnoses_on_a_faithful_twin(towers, tmp_path, monkeypatch):
+def test_xnnpack_diagnoses_on_a_faithful_twin(tmp_path, monkeypatch):
     """ExecuTorch XNNPACK, whose saved partition hides its values, is diagnosed on a twin lowered again by the
-    exporter's code: the clean artifact shows no divergence; a lowering that computes PLANTED as ReLU (planted in the
-    depthwise rewrite the export and the twin share) is named; a twin that does not reproduce the file (the clean
-    artifact diagnosed while the lowering plants the ReLU) names nothing and says why."""
+    exporter's code: the clean artifact shows no divergence; a lowering that computes TWIN_PLANTED as ReLU (planted in
+    the depthwise rewrite the export and the twin share) is named; a twin that does not reproduce the file (the clean
+    artifact diagnosed while the lowering plants the ReLU) names nothing and says why. On helpers' TinyTower (depthwise
+    mixers, GELU MLPs): each lowering of the tiny S0 tower costs ~20 s of CI, and this test needs five."""
+    from helpers import TinyTower
+
     from mobileclip_deploy.errors import UserError
     from mobileclip_deploy.exporters import executorch as et_exp
 
-    tower, _, x = towers
-    example = example_input("image", TINY.image_size, TINY.context_length)
+    tower = TinyTower(outliers=False).eval()
+    x = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
+    example = torch.from_numpy(x)
     backend = get_backend("executorch-xnnpack")
     et_exp.export(tower, example, "fp32", "xnnpack", tmp_path / "clean.pte", None)
     clean = diagnose(backend, tmp_path / "clean.pte", tower, x, FP32)
     assert clean["module"] is None and clean["compared"] > 5 and "twin" in clean["note"], clean
     split = et_exp.split_depthwise
-    monkeypatch.setattr(et_exp, "split_depthwise", lambda module: _plant_relu(split(module)))
+    monkeypatch.setattr(et_exp, "split_depthwise", lambda module: _plant_relu(split(module), TWIN_PLANTED))
     with pytest.raises(UserError, match="does not reproduce the artifact"):
         diagnose(backend, tmp_path / "clean.pte", tower, x, FP32)
     et_exp.export(tower, example, "fp32", "xnnpack", tmp_path / "planted.pte", None)
     found = diagnose(backend, tmp_path / "planted.pte", tower, x, FP32)
-    assert found["module"] == PLANTED and found["where"] == "inside", found
+    assert found["module"] == TWIN_PLANTED and found["where"] == "inside", found
 
 
 def test_cli_names_the_layer_in_an_export(tmp_path, monkeypatch):

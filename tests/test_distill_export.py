@@ -12,16 +12,12 @@ import pytest
 import torch
 from distill_fakes import make_data
 from helpers import SAMPLES, expected_top1, uneven_folder
-from rich.console import Console
 from typer.testing import CliRunner
 
 from mobileclip_deploy import create_model, reparameterize, runtimes
 from mobileclip_deploy.bench.frontier import MEASURED
 from mobileclip_deploy.cli import app
-from mobileclip_deploy.exporters import pipeline
-from mobileclip_deploy.exporters.backends import resolve_pairs
 from mobileclip_deploy.hashing import sha256_path
-from mobileclip_deploy.registry import get_variant
 from mobileclip_deploy.training.loop import DistillConfig, distill
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,25 +41,23 @@ def test_distilled_s0_loads_folds_and_exports(shared_dir: Path, s0_checkpoint: P
     with torch.no_grad():
         torch.testing.assert_close(folded.encode_image(pixels), trained.encode_image(pixels), rtol=1e-3, atol=1e-4)
 
-    out = tmp_path / "export"
-    request = pipeline.ExportRequest(pairs=resolve_pairs(["onnx"], ["fp32"]), output_dir=out, towers=("image",))
-    results = pipeline.run(request, trained, get_variant("mobileclip-s0"), sha256_path(student_file),
-                           Console(quiet=True))
-    assert [r.status for r in results] == ["ok"], [r.message for r in results]
-    run = runtimes.load(out / results[0].file)
-    ours = run(pixels.numpy())
-    with torch.no_grad():
-        reference = folded.encode_image(pixels).numpy()
-    cosine = float((ours * reference).sum() / np.linalg.norm(ours) / np.linalg.norm(reference))
-    assert cosine > 0.9999 and np.abs(ours - reference).max() < 1e-3
-
-    # The frontier takes the run folder as it is: its own export, timing and accuracy on labelled photos.
+    # The frontier takes the run folder as it is: its own export (checked here against the folded student, as the
+    # frontier skips the gate), timing and accuracy on labelled photos.
     labelled = uneven_folder(tmp_path)
     res = CliRunner().invoke(app, ["frontier", "--student", str(tmp_path / "run"), "--schemes", "onnx:fp32",
                                    "--eval-data", str(labelled), "--class-map", str(SAMPLES / "labels.csv"),
                                    "--eval-templates", "simple", "--eval-classes", "present", "--warmup", "0",
                                    "--iterations", "1", "-o", str(tmp_path / "frontier")])
     assert res.exit_code == 0, res.output
+    exported = tmp_path / "frontier" / "artifacts" / "mobileclip-s0-distilled-run"
+    manifest = json.loads((exported / "manifest.json").read_text())
+    assert manifest["checkpoint_sha256"] == sha256_path(student_file) and len(manifest["artifacts"]) == 2
+    [image] = [e for e in manifest["artifacts"] if e["tower"] == "image"]
+    ours = runtimes.load(exported / image["file"])(pixels.numpy())
+    with torch.no_grad():
+        reference = folded.encode_image(pixels).numpy()
+    cosine = float((ours * reference).sum() / np.linalg.norm(ours) / np.linalg.norm(reference))
+    assert cosine > 0.9999 and np.abs(ours - reference).max() < 1e-3
     rows = list(csv.DictReader((tmp_path / "frontier" / "frontier.csv").open()))
     [point] = [r for r in rows if r["group"] == MEASURED]  # no variant measured unless asked for
     assert point["name"] == "MobileCLIP-S0-distilled[run] onnx fp32"
@@ -72,8 +66,5 @@ def test_distilled_s0_loads_folds_and_exports(shared_dir: Path, s0_checkpoint: P
     assert float(point["top1"]) == pytest.approx(expected_top1(folded, labelled, 256), abs=1e-4)
     assert float(point["total_ms"]) > 0
     assert any(r["group"] != MEASURED for r in rows)  # beside the published points
-    manifest = json.loads((tmp_path / "frontier" / "artifacts" / "mobileclip-s0-distilled-run" /
-                           "manifest.json").read_text())
-    assert manifest["checkpoint_sha256"] == sha256_path(student_file) and len(manifest["artifacts"]) == 2
     notes = (tmp_path / "frontier" / "frontier.md").read_text()
     assert "MobileCLIP-S0-distilled[run]: mobileclip-s0 distilled in" in notes and "agreement" in notes
