@@ -44,6 +44,7 @@ from mobileclip_deploy.exporters.backends import Backend, Build, register, tower
 from mobileclip_deploy.exporters.context import inputs_sha256
 from mobileclip_deploy.exporters.coreai_fp16 import Judged
 from mobileclip_deploy.exporters.schemes import FP16, FP32, Scheme
+from mobileclip_deploy.exporters.sensitive import float_modules
 from mobileclip_deploy.exporters.wrappers import INPUT_NAME, OUTPUT_NAME, Float16Compute
 
 FUNCTION = "main"
@@ -140,23 +141,40 @@ def palettized_weights(module: nn.Module, example: torch.Tensor, nbits: int) -> 
     return values, list(values)
 
 
+def int8_float_modules(module: nn.Module) -> list[str]:
+    """The modules int8 schemes leave in float: sensitive.py's list, as ExecuTorch and ONNX int8 do. Weight-only int8
+    needs it too: on S0's golden image tower (8 photos, PyTorch with the decompressed weights) w8 of every layer gave
+    centered cosine 0.755 (min cosine 0.9945), 0.9965 (0.99975) with these 70 modules (14% of the weights) in float;
+    the folded RepMixer token mixers' per-channel int8 depthwise kernels alone took it to 0.968."""
+    return float_modules(module)
+
+
 def compress(module: nn.Module, scheme: str, example: torch.Tensor, calibration: np.ndarray | None = None,
              keep: Sequence[str] = ()) -> nn.Module:
     """A copy of the tower with coreai-opt's compression ops in place of its weights (fp32/fp16: the tower itself);
     coreai-opt rewrites the module it is given, and the pipeline shares one tower between jobs. `keep`: the modules
-    kept out of the low-bit form, at 8-bit palettes for palettes (an `auto` plan), in float for int8."""
+    kept out of the low-bit form, at 8-bit palettes for palettes (an `auto` plan), in float for int8 (default:
+    `int8_float_modules`)."""
     if scheme in ("fp32", "fp16"):
         return module
     module = copy.deepcopy(module)
     from coreai_opt import ExportBackend
-    from coreai_opt.quantization import ExecutionMode, Quantizer, QuantizerConfig
+    from coreai_opt.quantization import (
+        ExecutionMode,
+        ModuleQuantizerConfig,
+        Quantizer,
+        QuantizerConfig,
+    )
 
     if scheme in PALETTE_BITS:
         return _palettizer(module, PALETTE_BITS[scheme], example, keep).finalize(backend=ExportBackend.CoreAI)
     config = (QuantizerConfig.presets.w8(axis=0, execution_mode=ExecutionMode.EAGER) if scheme == "w8"
               else QuantizerConfig(execution_mode=ExecutionMode.EAGER))
-    if keep:
-        config = config.model_copy(update={"module_name_configs": dict.fromkeys(keep)})
+    # Nothing quantized inside a kept module (coreai-opt applies a module's config below it; a bare None entry
+    # crashes its eager quantizer in 0.4.0); names are regexes to coreai-opt (fullmatch).
+    left_float = ModuleQuantizerConfig(op_input_spec={"*": None}, op_output_spec={"*": None}, op_state_spec={"*": None})
+    config = config.model_copy(update={"module_name_configs": {
+        re.escape(name): left_float for name in (list(keep) or int8_float_modules(module))}})
     quantizer = Quantizer(module, config)
     prepared = quantizer.prepare((example,))
     if scheme == "w8a8":
@@ -291,9 +309,12 @@ def export_asset(module: nn.Module, example: torch.Tensor, tower: str, scheme: s
         prog = program(compressed, example, tower, fp16=scheme != "fp32", batch_sizes=batch_sizes,
                        keep_fp32=keep_fp32)
         save(prog, path, {**metadata, "scheme": scheme})
-    return {"entrypoints": [FUNCTION, *(f"{FUNCTION}_b{b}" for b in sorted(set(batch_sizes) - {1}))],
-            "compute_precision": "fp32" if scheme == "fp32" else "fp16", "minimum_os": "iOS 27 / macOS 27",
-            "byte_reproducible": aslr_disabled()}
+    facts = {"entrypoints": [FUNCTION, *(f"{FUNCTION}_b{b}" for b in sorted(set(batch_sizes) - {1}))],
+             "compute_precision": "fp32" if scheme == "fp32" else "fp16", "minimum_os": "iOS 27 / macOS 27",
+             "byte_reproducible": aslr_disabled()}
+    if scheme in ("w8", "w8a8"):
+        facts["kept_in_float"] = list(keep) or int8_float_modules(module)
+    return facts
 
 
 @register
@@ -363,7 +384,7 @@ class CoreAI(Backend):
             facts["kept_fp32"] = keep_fp32
         if plan is not None:
             facts.update({"kept_at_8_bits": plan.keep, "auto_plan": plan.to_dict()})
-        elif build.keep is not None:
+        elif build.keep is not None and scheme in PALETTE_BITS:
             facts["kept_at_8_bits"] = build.keep
         return facts, plan
 
