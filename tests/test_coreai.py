@@ -153,7 +153,7 @@ def s0(s0_checkpoint: Path, shared_dir: Path, module_tmp):
     compute; 2 inputs). pal4 misses the gate on these golden weights (min cosine 0.961, 4-bit limit 0.98) and pal8's
     k-means takes 110-210 s of CI; w8 compresses in about a second."""
     out = module_tmp("coreai_s0")
-    model, variant = create_model("mobileclip-s0", checkpoint=s0_checkpoint), get_variant("mobileclip-s0")
+    model, variant = create_model("mobileclip-s0", checkpoint=s0_checkpoint), S0
     weights = sha256_path(s0_checkpoint)
     results = run(out, ["coreai:fp32"], model, variant, weights,
                   format_options={"coreai": {"parity_inputs": 2}}, calibration=shared_dir / "data" / "imagenet-samples")
@@ -179,7 +179,7 @@ def test_s0_fp32_and_w8_pass_on_the_reference_runtime(s0) -> None:
 
 def test_int8_weights_leave_the_sensitive_layers_float(s0, shared_dir: Path, monkeypatch) -> None:
     """On S0's golden image tower (8 photos, PyTorch with the decompressed weights), w8 with `int8_float_modules` in
-    float passes the 8-bit gate (centered cosine 0.998); w8 of every conv and linear fails it (measured 0.907 < 0.95)."""
+    float passes the 8-bit gate (centered cosine 0.998); w8 of every conv and linear fails it (0.907 < 0.95)."""
     import torch
 
     from mobileclip_deploy.exporters.wrappers import example_input
