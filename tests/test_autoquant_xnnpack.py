@@ -74,6 +74,9 @@ def test_recipe_rebuilds_the_same_pte(searched, tmp_path):
     facts, _ = et_exp.export(tower, example, "w8a8", "xnnpack", rebuilt, images,
                              keep=recipe.keep["executorch-xnnpack"]["image"])
     assert facts["kept_in_float"] == plan.keep and sha256_path(rebuilt) == sha256_path(searched_pte)
+    hand, _ = et_exp.export(tower, example, "w8a8", "xnnpack", tmp_path / "hand.pte", images)
+    assert hand["kept_in_float"] == float_modules(tower)
+    assert sha256_path(tmp_path / "hand.pte") != sha256_path(rebuilt)  # the keep list reaches the artifact
     assert searched_facts["kept_in_float"] == plan.keep and searched_facts["delegation"]["partitions"] > 0
     run = runtimes.load(rebuilt)
     reference = tower(torch.from_numpy(images[:1])).detach().numpy()
@@ -172,6 +175,8 @@ def test_dynamic_search_keeps_the_sensitive_linear_float_and_its_recipe_rebuilds
                              keep=recipe.keep["executorch-xnnpack"]["text"])
     assert facts["kept_in_float"] == plan.keep
     assert [sha256_path(p) for p in handed] == [sha256_path(rebuilt)] * 2
+    every, _ = et_exp.export(tower, example, "8da8w", "xnnpack", tmp_path / "all.pte", None)
+    assert every["kept_in_float"] == [] and sha256_path(tmp_path / "all.pte") != sha256_path(rebuilt)
 
 
 def test_pipeline_writes_the_dynamic_plan_and_its_recipe(shared_dir, tmp_path):
