@@ -72,6 +72,27 @@ def test_limits_are_configurable_per_class_and_metric() -> None:
     assert loose["passed"] is True and loose["limits"]["centered_cosine"] == 0.9
 
 
+def test_a_check_on_some_inputs_judges_those_rows_of_the_full_check() -> None:
+    """Core AI's fp16 checks run 2 of the 8 parity inputs: centred on all eight references, they measure exactly
+    those rows of the 8-input check; centred on their own mean they would judge a half-difference instead."""
+    rng = np.random.default_rng(2)
+    ref = 5 * rng.standard_normal(64) + rng.standard_normal((8, 64))
+    ref[1] = ref[0] + 0.3 * rng.standard_normal(64)  # two near-alike photos first, as S2's first two are
+    out = ref + 0.01 * rng.standard_normal(ref.shape)
+    unit = ref / np.linalg.norm(ref, axis=1, keepdims=True)
+    unit_out = out / np.linalg.norm(out, axis=1, keepdims=True)
+    centred = [float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
+               for a, b in zip(unit - unit.mean(0), unit_out - unit.mean(0), strict=True)]
+    part = assess(ref[:2], out[:2], "fp16", population=ref)
+    assert part["centered_cosine"] == pytest.approx(min(centred[:2]), abs=1e-12)
+    assert part["spread"] == round(spread(ref), 6)
+    alone = assess(ref[:2], out[:2], "fp16")  # the half-difference of two alike inputs: far harsher
+    assert alone["centered_cosine"] < part["centered_cosine"] - 1e-3
+    assert assess(ref, out, "fp16", population=ref)["centered_cosine"] == assess(ref, out, "fp16")["centered_cosine"]
+    with pytest.raises(ValueError, match="population"):
+        assess(ref[:2], out[:2], "fp16", population=ref[1:])
+
+
 def test_synthetic_weights_embed_inputs_apart_where_default_init_does_not(ctx) -> None:
     plain = pipeline.context(reparameterize(CLIP(TINY).eval()).eval(), TINY, ctx.request)
     for tower in ("image", "text"):

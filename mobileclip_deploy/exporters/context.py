@@ -118,7 +118,8 @@ class Context:
 
 def judge(ctx: Context, tower: str, scheme: Scheme, check: str, out: np.ndarray, threshold: float,
           extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Parity of `out` (outputs on the first len(out) parity inputs) against the folded PyTorch reference.
+    """Parity of `out` (outputs on the first len(out) parity inputs) against the folded PyTorch reference; the
+    centre and spread of the centered metrics come from every parity input's reference (verify/gate.py).
 
     The one rule for every runtime: host parity and `verify --arch arm64` both call it. The verdict is
     verify/gate.py's (`threshold` is the scheme class's minimum cosine; `CLASS.METRIC` thresholds of the request
@@ -129,15 +130,16 @@ def judge(ctx: Context, tower: str, scheme: Scheme, check: str, out: np.ndarray,
     other = "text" if tower == "image" else "image"
     if other not in ctx.towers:  # the partner side of retrieval, even when only one tower is exported
         ctx.towers[other] = tower_module(ctx.folded, other, ctx.variant.image_size, ctx.variant.context_length)
-    ref = ctx.reference(tower)[: len(out)]
+    every = ctx.reference(tower)
     inputs = ctx.inputs(tower)
     cls = scheme.threshold_class
     overrides = {**ctx.request.thresholds, cls: threshold}
-    result = {"check": check, **assess(ref, out, cls, ctx.reference(other), tower == "image", overrides),
+    result = {"check": check, **assess(every[: len(out)], out, cls, ctx.reference(other), tower == "image",
+                                       overrides, population=every),
               "threshold": threshold, "inputs": (ctx.parity_source if tower == "image" else "imagenet_prompts"),
               "count": len(out), "inputs_sha256": inputs_sha256(inputs), **(extra or {})}
     if tower == "image" and scheme.bits < 16:
-        result["zero_shot_top1_agreement"] = top1_agreement(ref, out, ctx.class_embeddings())
+        result["zero_shot_top1_agreement"] = top1_agreement(every[: len(out)], out, ctx.class_embeddings())
     return result
 
 

@@ -51,7 +51,8 @@ FUNCTION = "main"
 PALETTE_GROUP = 16  # output channels per palette (grouped-channel palettization)
 PALETTE_BITS = {"pal8": 8, "pal6": 6, "pal4": 4}
 # Parity inputs per check, by (fp32 program?, tower): see `parity_count`.
-# Two at least: the gate judges the differences between inputs (one input has no spread: "not assessable").
+# Two at least, so top-1 agreement and rank correlation compare more than one photo; the centered metrics centre
+# on all parity inputs' references (verify/gate.py), so two judge the same rows an 8-input check would.
 PARITY_INPUTS = {(True, "image"): 8, (True, "text"): 8, (False, "image"): 2, (False, "text"): 2}
 CALIBRATION_LIMIT = 8  # inputs observed for w8a8 activation ranges (each a full forward pass with observers)
 SCHEMES = (
