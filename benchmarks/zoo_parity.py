@@ -27,7 +27,7 @@ import torch
 from mobileclip_deploy import create_model, reparameterize
 from mobileclip_deploy.atomic import write_text
 from mobileclip_deploy.bench.host import host_device
-from mobileclip_deploy.exporters import pipeline
+from mobileclip_deploy.exporters import manifest, pipeline
 from mobileclip_deploy.exporters.backends import all_backends
 from mobileclip_deploy.models.synthetic import RECIPE
 from mobileclip_deploy.registry import VARIANTS, get_variant
@@ -73,9 +73,12 @@ def run_variant(name: str, backends: list[str], schemes: list[str], seed: int) -
         start = time.perf_counter()
         results = pipeline.run(request, model, variant, None)
         seconds = time.perf_counter() - start
+        written = manifest.load(request.output_dir) or {"artifacts": []}
+    details = {a["file"]: a.get("details") or {} for a in written["artifacts"]}
     rows = [{"file": r.file, "tower": r.tower, "backend": r.backend, "scheme": r.scheme, "status": r.status,
              "seconds": round(r.seconds, 1), "size_bytes": r.size_bytes,
-             **{k: (r.parity or {}).get(k) for k in METRICS}, "failure": r.message if r.status == "failed" else ""}
+             **{k: (r.parity or {}).get(k) for k in METRICS}, "failure": r.message if r.status == "failed" else "",
+             "kept_fp32": details.get(r.file, {}).get("kept_fp32", [])}
             for r in results]
     return {"variant": name, "weights": f"synthetic:{RECIPE}:{seed}", "pairwise_cosine": spread,
             "seconds": round(seconds, 1), "artifacts": rows}
@@ -102,6 +105,10 @@ def markdown(runs: list[dict], missing: list[str], machine: str) -> str:
             lines.append(f"| {a['file']} | {a['seconds']} | {mb} | {num('min_cosine')} | {num('centered_cosine')} | "
                          f"{num('psnr_db', '{:.1f}')} | {num('top1_agreement', '{:.3f}')} | "
                          f"{num('rank_correlation', '{:.4f}')} | {a.get('decisive') or '-'} | {status} |")
+        repaired = [a for a in run["artifacts"] if a.get("kept_fp32")]
+        if repaired:
+            lines += ["", "Core AI fp16 precision repair (modules computed in fp32 inside the fp16 program):", ""]
+            lines += [f"- {a['file']}: {len(a['kept_fp32'])} ({', '.join(a['kept_fp32'])})" for a in repaired]
         failures = [a for a in run["artifacts"] if a["failure"]]
         if failures:
             lines += ["", "Failures:", ""] + [f"- {a['failure']}" for a in failures]
