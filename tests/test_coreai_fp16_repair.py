@@ -25,19 +25,28 @@ from mobileclip_deploy.runtimes.coreai import load
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FAN_IN = 4097  # the reference note's sum: fp16 accumulation of 4097 ones gives 2048
-PLANTED = "model.visual.trunk.1.total"  # the accumulating linear, as a module path of the image tower
+PLANTED = "model.visual.trunk.1.total"  # the accumulating product, as a module path of the image tower
+
+
+class Product(nn.Module):
+    """A 4097-term matrix product minus 4097. Not an `nn.Linear`: the Core AI export writes those as 1x1
+    convolutions, which the reference runtime accumulates in fp32 (the precision a product kept as one lacks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(FAN_IN, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight - float(FAN_IN)
 
 
 class LongSum(nn.Module):
-    """Adds to the embedding a term that depends on it through a 4097-term sum of values near 1 (minus 4097, as the
-    linear's bias): fp32 gives a few hundred either way, fp16 accumulation stalls near 2048 and gives about -2000."""
+    """Adds to the embedding a term that depends on it through a 4097-term sum of values near 1 (minus 4097): fp32
+    gives a few hundred either way, fp16 accumulation stalls near 2048 and gives about -2000."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.total = nn.Linear(FAN_IN, 1)
-        with torch.no_grad():
-            self.total.weight.fill_(1.0)
-            self.total.bias.fill_(-float(FAN_IN))
+        self.total = Product()
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         near_one = 1 + 0.5 * torch.tanh(y)
@@ -79,6 +88,21 @@ def test_an_island_computes_in_fp32_on_the_reference_runtime(tmp_path: Path) -> 
     assert sums == [2048.0, 4096.0]
     wrapped = Float16Compute(module, ["1"])
     assert isinstance(wrapped.tower[1], Float32Island) and wrapped.tower[1].module.weight.dtype == torch.float32
+
+
+def test_exports_write_linear_layers_as_convolutions_which_accumulate_in_fp32(tmp_path: Path) -> None:
+    """The same 4097-term linear, exported as the backend exports towers (a 1x1 convolution under the same path),
+    sums to 4096 in the fp16 program without an island; the rewrite computes what the linear did, on any batch."""
+    module = nn.Sequential(nn.Identity(), nn.Linear(FAN_IN, 1, bias=False)).eval()
+    nn.init.ones_(module[1].weight)
+    swapped = coreai.linears_as_convs(module)
+    assert isinstance(swapped[1], coreai.LinearAsConv) and type(module[1]) is nn.Linear  # the tower itself unchanged
+    layer = nn.Linear(24, 40).eval()
+    rows = torch.randn(2, 5, 24)
+    torch.testing.assert_close(coreai.LinearAsConv(layer)(rows), layer(rows), rtol=1e-5, atol=1e-5)
+    x = torch.ones(1, FAN_IN)
+    coreai.export_asset(module, x, "image", "fp16", tmp_path / "sum.aimodel", {})
+    assert float(load(tmp_path / "sum.aimodel").run(x.numpy()).item()) == 4096.0
 
 
 @pytest.fixture(scope="module")

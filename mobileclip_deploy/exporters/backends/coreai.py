@@ -71,6 +71,38 @@ SCHEMES = (
 )
 
 
+class LinearAsConv(nn.Conv2d):
+    """A linear layer computed as a 1x1 convolution over (1, C, 1, N), N every row of its input: the layout Apple's
+    Neural Engine guidance gives transformers. Core AI's reference runtime accumulates an fp16 matrix product in
+    fp16 (4097 ones sum to 2048) and runs it ~200x slower than fp32, but accumulates an fp16 convolution in fp32 at
+    fp32 speed (benchmarks/coreai_reference_ops.py): MobileCLIP-B's image tower in fp16 measured centered cosine
+    0.995812 with linear layers and 0.999670 with these (47 s per input; ~11 min estimated with linears)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        weight = linear.weight
+        super().__init__(linear.in_features, linear.out_features, 1, bias=linear.bias is not None,
+                         device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            self.weight.copy_(weight[:, :, None, None])
+            if linear.bias is not None:
+                self.bias.copy_(linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_channels).transpose(0, 1)[None, :, None, :]
+        return super().forward(rows)[0, :, 0, :].transpose(0, 1).reshape(*x.shape[:-1], self.out_channels)
+
+
+def linears_as_convs(module: nn.Module) -> nn.Module:
+    """A copy of `module` with every `nn.Linear` a `LinearAsConv` under the same path (recipes, keep lists and
+    diagnoses name the same modules). Parameters used as matrices directly (a fused in-projection) stay products."""
+    module = copy.deepcopy(module)
+    for parent in list(module.modules()):
+        for name, child in parent.named_children():
+            if type(child) is nn.Linear:
+                setattr(parent, name, LinearAsConv(child))
+    return module
+
+
 def palette_config(nbits: int, eight_bit: Sequence[str] = ()):
     """coreai-opt k-means palettes of `nbits` per group of output channels; the modules in `eight_bit` (and those
     below them) get 8-bit palettes."""
@@ -305,8 +337,9 @@ def export_asset(module: nn.Module, example: torch.Tensor, tower: str, scheme: s
                  batch_sizes: Sequence[int] = (1,), keep_fp32: Sequence[str] = ()) -> dict:
     """Write the `.aimodel` for `scheme`; return manifest facts. Compressed schemes compute in fp16, as Apple's
     coreai-opt flow does (compress, then cast what is left to fp16); `keep_fp32` names modules computed in fp32
-    inside an fp16 program (the fp16 precision repair's islands)."""
-    compressed = compress(module.eval(), scheme, example, calibration, keep)
+    inside an fp16 program (the fp16 precision repair's islands). Linear layers are written as 1x1 convolutions
+    (`LinearAsConv`), before compression so that coreai-opt compresses the convolutions' weights."""
+    compressed = compress(linears_as_convs(module.eval()), scheme, example, calibration, keep)
     with reproducible_names():
         prog = program(compressed, example, tower, fp16=scheme != "fp32", batch_sizes=batch_sizes,
                        keep_fp32=keep_fp32)
@@ -379,7 +412,8 @@ class CoreAI(Backend):
         if scheme == "fp16" and build.context is not None and build.context.request.parity:
             return coreai_fp16.repair(write, lambda: Judged(*self._run(build, build.path)),
                                       lambda judged: self._judge(build, judged),
-                                      lambda: coreai_fp16.growth(build.path, build.module, build.inputs[:1]),
+                                      lambda: coreai_fp16.growth(build.path, linears_as_convs(build.module),
+                                                                 build.inputs[:1]),
                                       keep_fp32, build.step)
         facts = write(keep_fp32)
         if keep_fp32:
@@ -427,7 +461,7 @@ class CoreAI(Backend):
     def diagnose(self, path: Path, module: nn.Module, x: np.ndarray, tol: float, scheme: Scheme) -> dict[str, Any]:
         from mobileclip_deploy.verify.diagnose import coreai as diagnose_coreai
 
-        return diagnose_coreai.compare(path, module, x, tol)
+        return diagnose_coreai.compare(path, linears_as_convs(module), x, tol)  # the module as the asset has it
 
     def checked(self, build: Build, path: Path, parity: dict[str, Any]) -> None:
         """The asset carries its parity result beside `inputs_sha256` (issue 28), written before its sha256."""
