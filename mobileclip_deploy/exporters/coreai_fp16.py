@@ -6,10 +6,11 @@ fails the gate on the parity inputs, its program is run once more with an interm
 (verify/diagnose/coreai.py), each module's output is compared with the fp32 PyTorch trace, and the modules that add
 the most error (output error minus input error) become fp32 islands (`wrappers.Float32Island`); the asset is rebuilt
 and judged again, for at most `ROUNDS` rounds. Every round costs a conversion, a gate run and a logged run on the
-reference runtime (measured on a shared 2-core host: ~3 min per round for S0's text tower, ~3.5 min for
-MobileCLIP2-S0's), so three rounds bound the repair to about ten minutes per tower beyond the export; S0's text tower
-passed after two, MobileCLIP2-S0's (12 blocks) after all three. A tower that still fails keeps the gate's verdict
-(limits are never loosened).
+reference runtime (measured on a shared 2-core host while linear layers were still matrix products: ~3 min per round
+for S0's text tower, ~3.5 min for MobileCLIP2-S0's), so three rounds bound the repair to about ten minutes per tower
+beyond the export. Since the export writes linear layers as convolutions (which that runtime accumulates in fp32),
+S0's towers need no round and the text towers of MobileCLIP2-S0 and MobileCLIP-B one (the first block's attention).
+A tower that still fails keeps the gate's verdict (limits are never loosened).
 The kept modules go into the manifest and a recipe (`[formats.coreai.keep_fp32]`) that rebuilds the same asset.
 """
 
