@@ -1,6 +1,6 @@
-"""Core AI fp16 precision repair: Core AI's reference runtime accumulates fp16 programs in fp16, so a tower with a
-long positive sum (here a planted 4097-term one, which fp16 accumulation stalls at 2048) fails the fp16 gate; the
-export measures each module's error on that runtime, keeps the worst in fp32 and passes, naming the module; the
+"""Core AI fp16 precision repair: Core AI's reference runtime accumulates fp16 matrix products in fp16, so a tower
+with a long positive sum (here a planted 4097-term one, which fp16 accumulation stalls at 2048) fails the fp16 gate;
+the export measures each module's error on that runtime, keeps the worst in fp32 and passes, naming the module; the
 recipe it writes rebuilds the same program, and a recipe naming no module of the tower is refused."""
 
 from __future__ import annotations

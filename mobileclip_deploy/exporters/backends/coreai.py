@@ -318,8 +318,9 @@ def read_metadata(path: Path) -> dict:
 
 def parity_count(tower: str, scheme: str, available: int) -> int:
     """How many parity inputs a check runs: all in fp32; fp16-compute programs (every scheme but fp32) run slowly on
-    the reference runtime (S0 on a loaded 2-core host: fp16/w8/pal4 image 27-41 s, text 139-167 s per input; its fp16
-    matrix products cost ~200x its fp32 ones, benchmarks/coreai_reference_ops.py), so fewer."""
+    the reference runtime (its fp16 matrix products cost ~200x its fp32 ones, benchmarks/coreai_reference_ops.py; S0
+    on a loaded 2-core host, before linear layers became convolutions: image 27-41 s, text 139-167 s per input), so
+    fewer."""
     return min(available, PARITY_INPUTS[scheme == "fp32", tower])
 
 
@@ -436,9 +437,7 @@ class CoreAI(Backend):
 
         count = build.options.get("parity_inputs") or parity_count(build.tower, build.scheme.name, len(build.inputs))
         runner = runtimes.load(path, threads=1, runtime=self.runtime)
-        slow = (" (its fp16 matrix products are ~200x slower than fp32: minutes per input for a transformer tower, "
-                "benchmarks/coreai_reference_ops.py)" if build.scheme.name != "fp32" else "")
-        build.step(f"running {count} of {len(build.inputs)} parity inputs on Core AI's Linux reference runtime{slow}")
+        build.step(f"running {count} of {len(build.inputs)} parity inputs on Core AI's Linux reference runtime")
         return "coreai_reference_runtime", runner.batched(build.inputs[:count]), {
             "runtime": runner.info, "parity_inputs_used": count, "parity_inputs_available": len(build.inputs)}
 
